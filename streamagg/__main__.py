@@ -1,0 +1,5 @@
+"""``python -m streamagg``."""
+
+from .cli import main
+
+main()

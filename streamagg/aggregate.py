@@ -1,0 +1,96 @@
+"""Pure folding of first occurrences into counts per (group, time bucket)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .reader import GROUP, INSTANT
+
+BUCKET, COUNT = "bucket", "count"
+# Partial counts are re-folded once this many accumulate, so memory follows distinct pairs.
+_REFOLD_ROWS = 1_000_000
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+@dataclass(frozen=True)
+class HourlyRow:
+    """One output row: the group, the bucket's start (seconds since the epoch, UTC), the count."""
+
+    group: str
+    bucket_start: int
+    count: int
+
+
+class HourlyCounts:
+    """Counts per (group, bucket) folded batch by batch; the grain is a parameter."""
+
+    def __init__(self, grain_seconds: int = 3600) -> None:
+        self.grain_ns = grain_seconds * 10**9
+        self.grain_seconds = grain_seconds
+        self._parts: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def fold(self, batch: pa.RecordBatch | pa.Table) -> None:
+        """Add a batch of (group, instant) rows."""
+        if batch.num_rows == 0:
+            return
+        instants = batch.column(INSTANT)
+        if isinstance(instants, pa.ChunkedArray):
+            instants = instants.combine_chunks()
+        # Floor division, so instants before 1970 land in their own bucket, not the next one.
+        buckets = np.floor_divide(instants.to_numpy(zero_copy_only=False), self.grain_ns)
+        table = pa.table({GROUP: batch.column(GROUP), BUCKET: pa.array(buckets, pa.int64())})
+        part = table.group_by([GROUP, BUCKET], use_threads=False).aggregate([(BUCKET, "count")])
+        self._add(part.select([GROUP, BUCKET, f"{BUCKET}_count"]).rename_columns(
+            [GROUP, BUCKET, COUNT]))
+
+    def _add(self, part: pa.Table) -> None:
+        self._parts.append(part)
+        self._pending_rows += part.num_rows
+        if self._pending_rows > _REFOLD_ROWS and len(self._parts) > 1:
+            self._parts = [self._refold()]
+            self._pending_rows = self._parts[0].num_rows
+
+    def _refold(self) -> pa.Table:
+        table = pa.concat_tables(self._parts)
+        summed = table.group_by([GROUP, BUCKET], use_threads=False).aggregate([(COUNT, "sum")])
+        return summed.select([GROUP, BUCKET, f"{COUNT}_sum"]).rename_columns([GROUP, BUCKET, COUNT])
+
+    def table(self) -> pa.Table:
+        """The folded counts: one row per (group, bucket), in no set order."""
+        if not self._parts:
+            return pa.table({GROUP: pa.array([], pa.string()), BUCKET: pa.array([], pa.int64()),
+                             COUNT: pa.array([], pa.int64())})
+        return self._refold()
+
+    def rows(self) -> list[HourlyRow]:
+        """Output rows sorted by bucket, then group: numerically when every group is an integer."""
+        table = self.table()
+        groups = table.column(GROUP).to_pylist()
+        buckets = table.column(BUCKET).to_pylist()
+        counts = table.column(COUNT).to_pylist()
+        numeric = all(_INTEGER.fullmatch(g) for g in groups)
+        rows = [HourlyRow(g, b * self.grain_seconds, c)
+                for g, b, c in zip(groups, buckets, counts, strict=True)]
+        if numeric:
+            rows.sort(key=lambda r: (r.bucket_start, int(r.group), r.group))
+        else:
+            rows.sort(key=lambda r: (r.bucket_start, r.group))
+        return rows
+
+    def outside(self, day: dt.date) -> int:
+        """Impressions whose bucket starts outside ``day`` (UTC)."""
+        table = self.table()
+        if table.num_rows == 0:
+            return 0
+        start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+        first, last = start // self.grain_seconds, (start + 86400) // self.grain_seconds
+        buckets = table.column(BUCKET)
+        inside = pc.and_(pc.greater_equal(buckets, first), pc.less(buckets, last))
+        return int(pc.sum(pc.filter(table.column(COUNT), pc.invert(inside))).as_py() or 0)

@@ -1,0 +1,180 @@
+"""One frozen, validated run configuration: the day, where to read and write, limits, columns."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+
+DEFAULT_SOURCE = "./data"
+DEFAULT_INITIALS = "SA"
+DEFAULT_MEMORY_LIMIT = "256MB"
+DEDUPE_BACKENDS = ("spill", "sqlite")
+ENGINES = ("local",)
+LOG_FORMATS = ("text", "json")
+# Below this the fixed cost of pyarrow and Python itself leaves no working set.
+MIN_MEMORY_LIMIT = 64 * 2**20
+
+_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_INITIALS_RE = re.compile(r"[A-Za-z]{1,8}")
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)\s*", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_day(text: str) -> dt.date:
+    """``YYYY-MM-DD`` as a real calendar date; anything else is a usage error."""
+    if not isinstance(text, str) or not _DAY_RE.fullmatch(text):
+        raise UsageError(f"invalid date {text!r}: expected YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as err:
+        raise UsageError(f"invalid date {text!r}: {err}") from err
+
+
+def parse_size(text: str | int) -> int:
+    """``256MB``, ``1GB``, ``512MiB`` or a byte count; binary units (1 MB = 2**20 bytes)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE_RE.fullmatch(text)
+    if not match:
+        raise UsageError(f"invalid size {text!r}: expected e.g. 256MB or 1GB")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[unit.upper().rstrip("B").rstrip("I")])
+
+
+@dataclass(frozen=True)
+class BadRowLimit:
+    """How many bad rows a run tolerates: an absolute count or a fraction of rows read."""
+
+    count: int | None = None
+    fraction: float | None = None
+
+    @classmethod
+    def parse(cls, text: str | int) -> BadRowLimit:
+        if isinstance(text, int):
+            text = str(text)
+        value = text.strip()
+        try:
+            if value.endswith("%"):
+                fraction = float(value[:-1]) / 100
+                if not 0 <= fraction <= 1:
+                    raise ValueError
+                return cls(fraction=fraction)
+            count = int(value)
+            if count < 0:
+                raise ValueError
+            return cls(count=count)
+        except ValueError as err:
+            raise UsageError(
+                f"invalid --max-bad-rows {text!r}: expected a count (e.g. 100) or a percentage "
+                "(e.g. 1%)"
+            ) from err
+
+    def allowed(self, rows_read: int) -> int:
+        if self.count is not None:
+            return self.count
+        return int(rows_read * (self.fraction or 0.0))
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{self.fraction * 100:g}%"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Which columns hold the key, the time and the group, and the time grain of the counts."""
+
+    id_column: str = "IMPRESSION_ID"
+    time_column: str = "IMPRESSION_DATETIME"
+    group_column: str = "CAMPAIGN_ID"
+    count_column: str = "IMPRESSIONS"
+    bucket_column: str = "HOUR"
+    grain_seconds: int = 3600
+
+    @property
+    def required(self) -> tuple[str, str, str]:
+        return (self.id_column, self.time_column, self.group_column)
+
+    def __post_init__(self) -> None:
+        names = [n.strip().upper() for n in self.required]
+        if len(set(names)) != 3 or not all(names):
+            raise UsageError(f"schema columns must be three distinct names, got {self.required}")
+        if self.grain_seconds <= 0 or 86400 % self.grain_seconds:
+            raise UsageError("grain_seconds must divide a day evenly")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one run needs; validated on construction so a bad option fails before any I/O."""
+
+    day: dt.date
+    source: str = DEFAULT_SOURCE
+    dest: str | None = None
+    initials: str = DEFAULT_INITIALS
+    chunk_size: int = 100_000
+    memory_limit: int = field(default=parse_size(DEFAULT_MEMORY_LIMIT))
+    dedupe: str = "spill"
+    tmp_dir: str | None = None
+    engine: str = "local"
+    endpoint_url: str | None = None
+    max_bad_rows: BadRowLimit = field(default_factory=lambda: BadRowLimit(fraction=0.01))
+    dry_run: bool = False
+    log_format: str = "text"
+    progress: bool = False
+    schema: Schema = field(default_factory=Schema)
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.day, str):
+            object.__setattr__(self, "day", parse_day(self.day))
+        if isinstance(self.memory_limit, str):
+            object.__setattr__(self, "memory_limit", parse_size(self.memory_limit))
+        if isinstance(self.max_bad_rows, (str, int)):
+            object.__setattr__(self, "max_bad_rows", BadRowLimit.parse(self.max_bad_rows))
+        if not isinstance(self.day, dt.date):
+            raise UsageError(f"invalid date {self.day!r}")
+        if not isinstance(self.initials, str) or not _INITIALS_RE.fullmatch(self.initials):
+            raise UsageError(f"invalid initials {self.initials!r}: expected 1 to 8 ASCII letters")
+        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
+            raise UsageError(f"invalid chunk size {self.chunk_size!r}: expected an integer >= 1")
+        if self.memory_limit < MIN_MEMORY_LIMIT:
+            raise UsageError(
+                f"memory limit {self.memory_limit} bytes is below the minimum of "
+                f"{MIN_MEMORY_LIMIT // 2**20}MB"
+            )
+        if self.dedupe not in DEDUPE_BACKENDS:
+            raise UsageError(f"invalid dedupe backend {self.dedupe!r}: expected spill or sqlite")
+        if self.engine not in ENGINES:
+            raise UsageError(
+                f"engine {self.engine!r} is not available: expected {' or '.join(ENGINES)}")
+        if self.log_format not in LOG_FORMATS:
+            raise UsageError(f"invalid log format {self.log_format!r}: expected text or json")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError("workers must be >= 1")
+        for name in ("source", "dest", "tmp_dir", "endpoint_url"):
+            value = getattr(self, name)
+            if value is not None and ("\n" in value or "\r" in value or "\x00" in value):
+                raise UsageError(
+                    f"invalid {name.replace('_', '-')}: control characters in the value")
+
+    @property
+    def resolved_dest(self) -> str:
+        return self.dest if self.dest else self.source.rstrip("/") + "/results"
+
+    @property
+    def day_path(self) -> str:
+        """The partition's relative folder, ``YYYY/MM/DD``."""
+        return f"{self.day:%Y/%m/%d}"
+
+    @property
+    def output_name(self) -> str:
+        return f"daily_agg_{self.day:%Y%m%d}_{self.initials}.csv"
+
+    @property
+    def manifest_name(self) -> str:
+        return f"_daily_agg_{self.day:%Y%m%d}_{self.initials}.manifest.json"
+
+    @property
+    def rejects_name(self) -> str:
+        return f"_daily_agg_{self.day:%Y%m%d}_{self.initials}.rejects.csv"

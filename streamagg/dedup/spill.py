@@ -1,0 +1,212 @@
+"""Hash-partitioned spill files: keys go to disk, then each partition is de-duplicated alone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..reader import CLEAN_SCHEMA, GROUP, INSTANT, KEY
+from . import DedupStats
+
+# Working memory of one partition's de-duplication per byte spilled (key strings, dictionary
+# hash table, codes, masks), measured on generated days and rounded up.
+WORK_PER_SPILLED_BYTE = 4
+MAX_PARTITIONS = 256
+SPLIT_FANOUT = 16
+_GROUP_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])
+
+
+class SpillDeduper:
+    """Keys are hash-partitioned on their id into spill files; a partition fits in memory."""
+
+    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0) -> None:
+        self.stats = DedupStats()
+        # mkdtemp creates the folder 0700: spilled keys are customer data.
+        self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
+        # A third of the budget for one partition's work; the rest is the interpreter, Arrow
+        # and the reader's blocks.
+        self.partition_budget = max(memory_limit // 3, 8 * 2**20)
+        wanted = expected_bytes * WORK_PER_SPILLED_BYTE // self.partition_budget + 1
+        self.partitions = min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length()))
+        self._writers = _PartitionWriters(self.folder, "p", self.partitions, CLEAN_SCHEMA)
+
+    def __enter__(self) -> SpillDeduper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self._writers.write(batch, partition_of(batch.column(KEY), self.partitions, seed=0))
+
+    def survivors(self) -> Iterator[pa.RecordBatch]:
+        paths = self._writers.close()
+        for path in paths:
+            yield from self._partition_survivors(path, depth=1)
+
+    def _partition_survivors(self, path: str, depth: int) -> Iterator[pa.RecordBatch]:
+        size = os.path.getsize(path)
+        if size * WORK_PER_SPILLED_BYTE > self.partition_budget and depth < 4:
+            # Too big for memory (a skewed or larger-than-estimated day): split it again on a
+            # different hash; order within each piece is kept, so first occurrences stay first.
+            writers = _PartitionWriters(self.folder, f"{os.path.basename(path)}.", SPLIT_FANOUT,
+                                        CLEAN_SCHEMA)
+            with pa.ipc.open_stream(pa.memory_map(path)) as stream:
+                for batch in stream:
+                    writers.write(batch, partition_of(batch.column(KEY), SPLIT_FANOUT, seed=depth))
+            pieces = writers.close()
+            os.unlink(path)
+            for piece in pieces:
+                yield from self._partition_survivors(piece, depth + 1)
+            return
+        with pa.ipc.open_stream(pa.memory_map(path)) as stream:
+            table = stream.read_all()
+        os.unlink(path)
+        if table.num_rows:
+            yield self._first_occurrences(table)
+
+    def _first_occurrences(self, table: pa.Table) -> pa.RecordBatch:
+        keep, duplicates, conflicts = first_occurrences(
+            table.column(KEY), table.column(INSTANT), table.column(GROUP))
+        self.stats.duplicates += duplicates
+        self.stats.conflicting_duplicates += conflicts
+        kept = table.select([GROUP, INSTANT]).filter(pa.array(keep))
+        if not kept.num_rows:
+            return pa.RecordBatch.from_pylist([], schema=_GROUP_OUT)
+        return kept.combine_chunks().to_batches()[0]
+
+    def close(self) -> None:
+        self._writers.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def first_occurrences(
+    keys: pa.ChunkedArray | pa.Array, instants: pa.ChunkedArray | pa.Array,
+    groups: pa.ChunkedArray | pa.Array,
+) -> tuple[np.ndarray, int, int]:
+    """Mask of first occurrences of (key, instant) in row order, duplicates and conflicts.
+
+    Exact: the instant's decimal digits, a NUL, then the key text form one string per row, so
+    two rows share a string only when they share the key. Dictionary encoding numbers distinct
+    strings in order of first appearance, so a row is a first occurrence exactly when its code
+    is larger than every code before it.
+    """
+    combined = pc.binary_join_element_wise(pc.cast(instants, pa.string()), keys, "\x00")
+    codes = _codes(combined)
+    if len(codes) == 0:
+        return np.zeros(0, dtype=bool), 0, 0
+    seen_max = np.maximum.accumulate(codes)
+    keep = np.empty(len(codes), dtype=bool)
+    keep[0] = True
+    keep[1:] = codes[1:] > seen_max[:-1]
+    duplicates = int(len(codes) - keep.sum())
+    conflicts = 0
+    if duplicates:
+        group_codes = _codes(groups)
+        first_group = np.empty(int(seen_max[-1]) + 1, dtype=group_codes.dtype)
+        first_group[codes[keep]] = group_codes[keep]
+        dropped = ~keep
+        conflicts = int((group_codes[dropped] != first_group[codes[dropped]]).sum())
+    return keep, duplicates, conflicts
+
+
+def _codes(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Dictionary codes numbered in order of first appearance."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values)
+    codes: np.ndarray = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes
+
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def partition_of(keys: pa.Array | pa.ChunkedArray, partitions: int, *, seed: int) -> np.ndarray:
+    """A spill partition per row from the key's length, first and last eight bytes.
+
+    Only decides where a key is stored, never whether two keys are equal, so it needs to spread
+    keys, not to be collision-free; equal keys always land in the same partition.
+    """
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    buffers = keys.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32)[keys.offset:keys.offset + n + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(
+        1, np.uint8)
+    if len(data) == 0:
+        data = np.zeros(1, np.uint8)
+    starts = offsets[:-1].astype(np.int64)
+    lengths = (offsets[1:] - offsets[:-1]).astype(np.int64)
+    head = np.zeros(n, dtype=np.uint64)
+    tail = np.zeros(n, dtype=np.uint64)
+    last = len(data) - 1
+    for k in range(8):
+        present = lengths > k
+        head |= np.where(present, data[np.minimum(starts + k, last)], 0).astype(np.uint64) << (
+            np.uint64(8 * k))
+        tail |= np.where(present, data[np.clip(starts + lengths - 1 - k, 0, last)], 0).astype(
+            np.uint64) << np.uint64(8 * k)
+    with np.errstate(over="ignore"):
+        h = head * _GOLDEN ^ _mix(tail ^ np.uint64(seed + 1)) ^ (lengths.astype(np.uint64) * _M1)
+        h = _mix(h)
+    return (h % np.uint64(partitions)).astype(np.int64)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every input bit flips about half the output bits."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        mixed: np.ndarray = x ^ (x >> np.uint64(31))
+        return mixed
+
+
+class _PartitionWriters:
+    """One Arrow IPC stream file per partition, opened when first written."""
+
+    def __init__(self, folder: str, prefix: str, count: int, schema: pa.Schema) -> None:
+        self.paths = [os.path.join(folder, f"{prefix}{i:04d}.arrow") for i in range(count)]
+        self.schema = schema
+        self._sinks: dict[int, tuple[pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
+        self._closed = False
+
+    def write(self, batch: pa.RecordBatch, partition: np.ndarray) -> None:
+        if batch.num_rows == 0:
+            return
+        order = np.argsort(partition, kind="stable")
+        counts = np.bincount(partition, minlength=len(self.paths))
+        ordered = batch.take(pa.array(order))
+        start = 0
+        for index in np.flatnonzero(counts):
+            count = int(counts[index])
+            self._writer(int(index)).write_batch(ordered.slice(start, count))
+            start += count
+
+    def _writer(self, index: int) -> pa.ipc.RecordBatchStreamWriter:
+        entry = self._sinks.get(index)
+        if entry is None:
+            sink = pa.OSFile(self.paths[index], "wb")
+            entry = (sink, pa.ipc.new_stream(sink, self.schema))
+            self._sinks[index] = entry
+        return entry[1]
+
+    def close(self) -> list[str]:
+        """Finish every file; the paths of those that hold rows, in partition order."""
+        if not self._closed:
+            self._closed = True
+            for sink, writer in self._sinks.values():
+                writer.close()
+                sink.close()
+        return [self.paths[i] for i in sorted(self._sinks)]

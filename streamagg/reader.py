@@ -1,0 +1,399 @@
+"""A binary CSV stream in, Arrow batches of (key text, instant, group) out; bad rows set aside."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import gzip
+import io
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from .config import Schema
+from .errors import BadDataError, StorageError
+
+# The columns every clean batch carries, whatever the file called them.
+KEY, INSTANT, GROUP = "key", "instant", "group"
+CLEAN_SCHEMA = pa.schema([(KEY, pa.string()), (INSTANT, pa.int64()), (GROUP, pa.string())])
+
+DATETIME_PATTERN = (
+    r"^(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[ T]([01]\d|2[0-3]):([0-5]\d):([0-5]\d)"
+    r"(?:\.(\d+))?(Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)?$"
+)
+_DATETIME_RE = re.compile(DATETIME_PATTERN)
+_TRIM = " \t"
+_HEADER_READ = 64 * 1024
+# A rejects line keeps at most this much raw text, so one runaway field cannot flood the file.
+MAX_RAW_CHARS = 64 * 1024
+_NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass
+class BadRow:
+    """One rejected row: where it was, why, and its raw text."""
+
+    uri: str
+    record: int  # 1-based data record number, as the CSV parser counts them
+    reason: str
+    raw: str | None = None
+    line: int | None = None  # physical line in the file, filled in by `locate_bad_rows`
+
+
+@dataclass
+class FileStats:
+    """What reading one file found."""
+
+    rows_read: int = 0
+    bad_rows: list[BadRow] = field(default_factory=list)
+    header_lines: int = 1
+
+
+def open_decompressed(stream: BinaryIO, gzipped: bool) -> BinaryIO:
+    """The stream's CSV bytes, gunzipped when the name says so."""
+    if gzipped:
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+    return stream
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already read for the header, followed by the rest of the stream."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        self._prefix = memoryview(prefix)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+
+def _split_header(stream: BinaryIO, uri: str) -> tuple[list[str], bytes, int]:
+    """Read exactly the header record: its names, the bytes read past it, its physical lines."""
+    buf = b""
+    skipped_lines = 0
+    while True:
+        chunk = stream.read(_HEADER_READ)
+        buf += chunk
+        # Blank lines before the header are skipped, as pyarrow does for data.
+        while buf.startswith((b"\n", b"\r")):
+            skipped_lines += 1
+            buf = buf[2:] if buf.startswith(b"\r\n") else buf[1:]
+        end = _record_end(buf)
+        if end is not None or not chunk:
+            break
+        if len(buf) > 16 * 2**20:
+            raise BadDataError("header row is longer than 16 MB", uri=uri, line=1)
+    if end is None:
+        end = len(buf)
+    header, rest = buf[:end], buf[end:]
+    if not header.strip():
+        return [], rest, skipped_lines
+    if header.startswith(codecs.BOM_UTF8):
+        header = header[len(codecs.BOM_UTF8):]
+    try:
+        text = header.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadDataError("header row is not valid UTF-8", uri=uri, line=1) from err
+    names = next(csv.reader(io.StringIO(text, newline="")), [])
+    lines = skipped_lines + 1 + text.rstrip("\r\n").count("\n")
+    return names, rest, lines
+
+
+def _record_end(buf: bytes) -> int | None:
+    """Offset just past the first record's line end, or None if the record is incomplete."""
+    in_quotes = False
+    start = 0
+    while True:
+        nl = buf.find(b"\n", start)
+        cr = buf.find(b"\r", start)
+        ends = [i for i in (nl, cr) if i >= 0]
+        if not ends:
+            return None
+        pos = min(ends)
+        in_quotes ^= buf.count(b'"', start, pos) % 2 == 1
+        if not in_quotes:
+            if buf[pos:pos + 2] == b"\r\n":
+                return pos + 2
+            if buf[pos:pos + 1] == b"\r" and pos + 1 == len(buf):
+                return None  # could be the first half of CRLF: need more bytes
+            return pos + 1
+        start = pos + 1
+
+
+def normalize_name(name: str) -> str:
+    return name.lstrip("\ufeff").strip(" \t").upper()
+
+
+def find_columns(names: list[str], schema: Schema, uri: str) -> list[int]:
+    """Positions of the required columns, matched case-insensitively after trimming."""
+    normalized = [normalize_name(n) for n in names]
+    positions = []
+    for wanted in schema.required:
+        hits = [i for i, n in enumerate(normalized) if n == normalize_name(wanted)]
+        if not hits:
+            raise BadDataError("missing required column", uri=uri, line=1, column=wanted)
+        if len(hits) > 1:
+            raise BadDataError("required column appears more than once", uri=uri, line=1,
+                               column=wanted)
+        positions.append(hits[0])
+    return positions
+
+
+def read_batches(
+    stream: BinaryIO,
+    uri: str,
+    *,
+    schema: Schema | None = None,
+    chunk_size: int = 100_000,
+    block_size: int = 4 * 2**20,
+    stats: FileStats | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream a decompressed CSV file as clean batches of at most ``chunk_size`` rows.
+
+    Only the three required columns are converted; bad rows are appended to ``stats.bad_rows``
+    with their record number (see `locate_bad_rows` for line numbers and raw text).
+    """
+    schema = schema or Schema()
+    stats = stats if stats is not None else FileStats()
+    names, rest, header_lines = _split_header(stream, uri)
+    stats.header_lines = header_lines
+    if not names:
+        raise BadDataError("file has no header row", uri=uri, line=1)
+    positions = find_columns(names, schema, uri)
+    field_names = [f"f{i}" for i in range(len(names))]
+    wanted = [field_names[p] for p in positions]
+    invalid: list[int] = []  # record numbers of structurally bad rows, in order
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        if row.number is None:  # only happens with parallel parsing, which we do not use
+            raise BadDataError("row has the wrong number of fields", uri=uri)
+        invalid.append(row.number)
+        stats.bad_rows.append(BadRow(
+            uri, row.number,
+            f"expected {row.expected_columns} fields, got {row.actual_columns}",
+            row.text[:MAX_RAW_CHARS] if row.text is not None else None))
+        return "skip"
+
+    try:
+        reader = pacsv.open_csv(
+            _Prefixed(rest, stream),
+            read_options=pacsv.ReadOptions(column_names=field_names, block_size=block_size,
+                                           use_threads=False),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True,
+                                             invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=wanted, column_types={n: pa.binary() for n in wanted},
+                strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except pa.ArrowInvalid as err:
+        raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
+    except OSError as err:
+        raise StorageError(f"read failed: {_first_line(err)}", uri=uri) from err
+    parsed = 0  # structurally valid rows seen so far, clean or not
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except pa.ArrowInvalid as err:
+            raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
+        except OSError as err:
+            raise StorageError(f"read failed: {_first_line(err)}", uri=uri) from err
+        columns = [batch.column(n) for n in wanted]
+        clean, bad = clean_columns(columns, schema)
+        for index, reason in bad:
+            record = _record_number(parsed + index, invalid)
+            stats.bad_rows.append(BadRow(uri, record, reason))
+        parsed += batch.num_rows
+        for offset in range(0, clean.num_rows, chunk_size):
+            yield clean.slice(offset, chunk_size)
+    stats.rows_read = parsed + len(invalid)
+    stats.bad_rows.sort(key=lambda b: b.record)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _record_number(valid_index: int, invalid: list[int]) -> int:
+    """The record number of the ``valid_index``-th (0-based) well-formed row."""
+    number = valid_index + 1
+    for skipped in invalid:  # sorted: the parser reports them in order
+        if skipped <= number:
+            number += 1
+        else:
+            break
+    return number
+
+
+def clean_columns(
+    columns: list[pa.Array], schema: Schema
+) -> tuple[pa.RecordBatch, list[tuple[int, str]]]:
+    """Validate, trim and parse one parsed block: the clean batch and (row, reason) of bad rows."""
+    n = len(columns[0])
+    texts: list[pa.Array] = []
+    reasons: dict[int, str] = {}
+    for name, column in zip(schema.required, columns, strict=False):
+        text, broken = _to_utf8(column)
+        for i in broken:
+            reasons.setdefault(i, f"invalid UTF-8 in {name}")
+        texts.append(pc.utf8_trim(text, _TRIM))
+    for name, text in zip(schema.required, texts, strict=False):
+        empty = pc.equal(pc.binary_length(text), 0)
+        if pc.any(empty).as_py():
+            for i in _true_indices(empty):
+                reasons.setdefault(i, f"empty {name}")
+    instants, unparsed = parse_instants(texts[1])
+    for i in unparsed:
+        reasons.setdefault(i, f"invalid {schema.time_column}")
+    if reasons:
+        keep = [i not in reasons for i in range(n)]
+        mask = pa.array(keep, pa.bool_())
+        texts = [pc.filter(t, mask) for t in texts]
+        instants = pc.filter(instants, mask)
+    batch = pa.RecordBatch.from_arrays(
+        [texts[0], instants, texts[2]], schema=CLEAN_SCHEMA)
+    return batch, sorted(reasons.items())
+
+
+def _true_indices(mask: pa.Array) -> list[int]:
+    indices: list[int] = pc.indices_nonzero(mask).to_pylist()
+    return indices
+
+
+def _to_utf8(column: pa.Array) -> tuple[pa.Array, list[int]]:
+    """The column as UTF-8 text, with invalid values emptied and their rows listed."""
+    try:
+        return pc.cast(column, pa.string()), []
+    except pa.ArrowInvalid:
+        pass
+    broken = []
+    for i, value in enumerate(column.to_pylist()):
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            broken.append(i)
+    mask = pa.array([False] * len(column), pa.bool_())
+    if broken:
+        mask = pc.is_in(pa.array(range(len(column))), value_set=pa.array(broken))
+    fixed = pc.if_else(mask, pa.scalar(b"", pa.binary()), column)
+    return pc.cast(fixed, pa.string()), broken
+
+
+def parse_instants(text: pa.Array) -> tuple[pa.Array, list[int]]:
+    """Nanoseconds since the epoch, UTC, for each datetime; rows that do not parse are listed.
+
+    Fast path: one regex check and one vectorised cast. Only a block holding an impossible
+    date (Feb 30, a year out of range) falls back to the exact per-row parser, and both paths
+    accept exactly the same strings.
+    """
+    shaped = pc.match_substring_regex(text, DATETIME_PATTERN)
+    n = len(text)
+    good_shape = pc.all(shaped).as_py() if n else True
+    candidates = text if good_shape else pc.if_else(shaped, text, "1970-01-01 00:00:00")
+    normalized = pc.replace_substring_regex(candidates, r"(\.\d{9})\d+", r"\1")
+    has_offset = pc.match_substring_regex(normalized, r"(Z|[+-]\d\d:\d\d)$")
+    with_zone = pc.binary_join_element_wise(normalized, "Z", "")
+    normalized = pc.if_else(has_offset, normalized, with_zone)
+    unparsed = [] if good_shape else _true_indices(pc.invert(shaped))
+    try:
+        stamps = pc.cast(normalized, pa.timestamp("ns", tz="UTC"))
+        return pc.cast(stamps, pa.int64()), unparsed
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    values: list[int | None] = []
+    bad_shape = set(unparsed)
+    for i, value in enumerate(text.to_pylist()):
+        ns = None if i in bad_shape else parse_instant(value)
+        values.append(ns if ns is not None else 0)
+        if ns is None and i not in bad_shape:
+            unparsed.append(i)
+    return pa.array(values, pa.int64()), sorted(unparsed)
+
+
+def parse_instant(value: str) -> int | None:
+    """One datetime as nanoseconds since the epoch in UTC, or None: the exact, slow reference."""
+    match = _DATETIME_RE.match(value)
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    try:
+        moment = dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                             tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    delta = moment - _EPOCH
+    ns = (delta.days * 86400 + delta.seconds) * 10**9
+    if fraction:
+        ns += int(fraction[:9].ljust(9, "0"))
+    if offset and offset != "Z":
+        sign = 1 if offset[0] == "+" else -1
+        ns -= sign * (int(offset[1:3]) * 3600 + int(offset[4:6]) * 60) * 10**9
+    return ns if _NS_MIN <= ns <= _NS_MAX else None
+
+
+def locate_bad_rows(
+    open_stream: Callable[[], AbstractContextManager[BinaryIO]], stats: FileStats
+) -> None:
+    """Fill in physical line numbers and raw text of a file's bad rows with a second, exact pass.
+
+    Bad rows are rare, so only files that have them pay for this slower pass.
+    """
+    wanted = {b.record: b for b in stats.bad_rows}
+    if not wanted:
+        return
+    last = max(wanted)
+    csv.field_size_limit(sys.maxsize)
+    with open_stream() as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        line_no = 0
+        consumed: list[str] = []
+
+        def lines() -> Iterator[str]:
+            nonlocal line_no
+            for line in text:
+                line_no += 1
+                consumed.append(line)
+                yield line
+
+        rows = csv.reader(lines())
+        header_seen = False
+        record = 0
+        for fields in rows:
+            if not fields and len(consumed) == 1:  # a blank line is no record
+                consumed.clear()
+                continue
+            start = line_no - len(consumed) + 1
+            raw_text = "".join(consumed)
+            consumed.clear()
+            if not header_seen:
+                header_seen = True
+                continue
+            record += 1
+            bad = wanted.get(record)
+            if bad is not None:
+                bad.line = start
+                restored = raw_text.rstrip("\r\n").encode("utf-8", "surrogateescape")
+                bad.raw = restored.decode("utf-8", "backslashreplace")[:MAX_RAW_CHARS]
+            if record >= last:
+                break

@@ -1,0 +1,78 @@
+"""Storages behind one small interface: list a day's inputs in order, open one, publish results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input object of a partition, as listed."""
+
+    uri: str  # full location, for messages and the manifest
+    key: str  # path or key the day's files are ordered by
+    size: int
+    version: str  # ETag on S3, mtime locally: what a rerun compares
+
+    @property
+    def gzip(self) -> bool:
+        return self.key.endswith(".gz")
+
+
+class Storage(Protocol):
+    """A root folder or bucket prefix; paths below it are relative and use ``/``."""
+
+    root_uri: str
+
+    def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
+        """Inputs below ``relative`` in lexicographic order, and the empty files skipped."""
+
+    def open_input(self, item: InputFile) -> BinaryIO:
+        """A binary stream of the object's bytes as stored (still compressed)."""
+
+    def publish(self, local_path: str, relative: str) -> None:
+        """Atomically replace ``relative`` with the local file's bytes."""
+
+    def remove(self, relative: str) -> None:
+        """Delete ``relative`` if it exists."""
+
+    def read_bytes(self, relative: str) -> bytes | None:
+        """The small object's bytes, or None when it does not exist."""
+
+    def uri_of(self, relative: str) -> str:
+        """The full URI of a path below the root."""
+
+
+def is_input_name(relative: str) -> bool:
+    """SPEC's input rule: ``.csv``/``.csv.gz``, no part of the path hidden by ``_`` or ``.``."""
+    parts = relative.split("/")
+    if any(part.startswith(("_", ".")) for part in parts if part):
+        return False
+    return parts[-1].endswith((".csv", ".csv.gz"))
+
+
+def storage_for(uri: str, *, endpoint_url: str | None = None) -> Storage:
+    """The storage for a URI: ``s3://bucket[/prefix]``, ``file://path`` or a plain local path."""
+    scheme, sep, _ = uri.partition("://")
+    if not sep:
+        scheme = "file"
+    if scheme == "s3":
+        from .s3 import S3Storage
+
+        return S3Storage(uri, endpoint_url=endpoint_url)
+    if scheme == "file":
+        from .local import LocalStorage
+
+        return LocalStorage(uri)
+    raise UsageError(f"unsupported storage scheme {scheme!r} in {redact(uri)}: expected s3:// or file://")
+
+
+def redact(uri: str) -> str:
+    """The URI with any ``user:secret@`` part hidden, for messages."""
+    scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
