@@ -92,5 +92,6 @@ class HourlyCounts:
         start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
         first, last = start // self.grain_seconds, (start + 86400) // self.grain_seconds
         buckets = table.column(BUCKET)
-        inside = pc.and_(pc.greater_equal(buckets, first), pc.less(buckets, last))
+        inside = pc.and_(pc.greater_equal(buckets, pa.scalar(first, pa.int64())),
+                         pc.less(buckets, pa.scalar(last, pa.int64())))
         return int(pc.sum(pc.filter(table.column(COUNT), pc.invert(inside))).as_py() or 0)

@@ -97,7 +97,8 @@ def first_occurrences(
     strings in order of first appearance, so a row is a first occurrence exactly when its code
     is larger than every code before it.
     """
-    combined = pc.binary_join_element_wise(pc.cast(instants, pa.string()), keys, "\x00")
+    combined = pc.binary_join_element_wise(pc.cast(instants, pa.string()), keys,
+                                           pa.scalar("\x00", pa.string()))
     codes = _codes(combined)
     if len(codes) == 0:
         return np.zeros(0, dtype=bool), 0, 0

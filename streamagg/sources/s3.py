@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
@@ -153,9 +154,9 @@ class S3Storage:
             with open(local_path, "rb") as body:
                 number = 1
                 while chunk := body.read(PART_SIZE):
-                    part = self._call("upload part", key, lambda c=chunk, n=number: (
-                        self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                                PartNumber=n, Body=c)))
+                    part = self._call("upload part", key, functools.partial(
+                        self.client.upload_part, Bucket=self.bucket, Key=key, UploadId=upload_id,
+                        PartNumber=number, Body=chunk))
                     parts.append({"ETag": part["ETag"], "PartNumber": number})
                     number += 1
             self._call("complete upload", key, lambda: self.client.complete_multipart_upload(
