@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import functools
 import gzip
 import io
 import re
@@ -36,11 +37,14 @@ _HEADER_READ = 64 * 1024
 MAX_RAW_CHARS = 64 * 1024
 _NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-# Typed scalars: a bare Python literal in a compute call makes pyarrow import pandas to check it.
-_ZERO = pa.scalar(0, pa.int32())
-_EPOCH_TEXT = pa.scalar("1970-01-01 00:00:00", pa.string())
-_UTC_TEXT = pa.scalar("Z", pa.string())
-_EMPTY_TEXT = pa.scalar("", pa.string())
+
+
+@functools.cache
+def _scalars() -> tuple[pa.Scalar, pa.Scalar, pa.Scalar, pa.Scalar]:
+    """Typed scalars, made on first use: a bare Python literal in a compute call, or a scalar
+    made at import, makes pyarrow import pandas (40 MB) to check whether it is a pandas value."""
+    return (pa.scalar(0, pa.int32()), pa.scalar("1970-01-01 00:00:00", pa.string()),
+            pa.scalar("Z", pa.string()), pa.scalar("", pa.string()))
 
 
 @dataclass
@@ -264,7 +268,7 @@ def clean_columns(
             reasons.setdefault(i, f"invalid UTF-8 in {name}")
         texts.append(pc.utf8_trim(text, _TRIM))
     for name, text in zip(schema.required, texts, strict=False):
-        empty = pc.equal(pc.binary_length(text), _ZERO)
+        empty = pc.equal(pc.binary_length(text), _scalars()[0])
         if pc.any(empty).as_py():
             for i in _true_indices(empty):
                 reasons.setdefault(i, f"empty {name}")
@@ -315,10 +319,10 @@ def parse_instants(text: pa.Array) -> tuple[pa.Array, list[int]]:
     shaped = pc.match_substring_regex(text, DATETIME_PATTERN)
     n = len(text)
     good_shape = pc.all(shaped).as_py() if n else True
-    candidates = text if good_shape else pc.if_else(shaped, text, _EPOCH_TEXT)
+    candidates = text if good_shape else pc.if_else(shaped, text, _scalars()[1])
     normalized = pc.replace_substring_regex(candidates, r"(\.\d{9})\d+", r"\1")
     has_offset = pc.match_substring_regex(normalized, r"(Z|[+-]\d\d:\d\d)$")
-    with_zone = pc.binary_join_element_wise(normalized, _UTC_TEXT, _EMPTY_TEXT)
+    with_zone = pc.binary_join_element_wise(normalized, *_scalars()[2:])
     normalized = pc.if_else(has_offset, normalized, with_zone)
     unparsed = [] if good_shape else _true_indices(pc.invert(shaped))
     try:
