@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.abc
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 import uuid
 from typing import Any
@@ -44,6 +46,8 @@ class _OneLineErrors(click.Command):
             _fail(err.format_message(), err.exit_code)
         except StreamaggError as err:
             _fail(str(err), err.exit_code)
+        except _Terminated:
+            _fail("terminated by SIGTERM", 143)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as err:  # noqa: BLE001 - unexpected: still one line, exit 1
@@ -93,6 +97,7 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
          progress: bool | None) -> int:
     """Aggregate one day of ad impressions: DATE is YYYY-MM-DD."""
     _keep_pandas_out()
+    _terminate_cleanly()
     run_id = uuid.uuid4().hex[:12]
     _setup_logging(log_format, run_id)
     if progress is None:
@@ -118,6 +123,18 @@ class _NoPandas(importlib.abc.MetaPathFinder):
         if name == "pandas" or name.startswith("pandas."):
             raise ModuleNotFoundError("streamagg keeps pandas out of its process")
         return None
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop) unwinds like Ctrl-C, so temp files and uploads are cleaned."""
+
+
+def _terminate_cleanly() -> None:
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _keep_pandas_out() -> None:

@@ -78,7 +78,9 @@ class BadRowLimit:
         return int(rows_read * (self.fraction or 0.0))
 
     def __str__(self) -> str:
-        return str(self.count) if self.count is not None else f"{self.fraction * 100:g}%"
+        if self.count is not None:
+            return str(self.count)
+        return f"{(self.fraction or 0.0) * 100:g}%"
 
 
 @dataclass(frozen=True)
