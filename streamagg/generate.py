@@ -188,7 +188,7 @@ def generate_day(
     - ``offset_rate``: share of rows written with ``T``, ``Z``, fractional seconds or an
       offset (same instant); a tenth of those also get spaces or tabs around id or campaign.
     - ``gzip_files``: how many of the files (the last ones) are gzip-compressed.
-    - ``extra_columns``: seven columns, else only the three required ones.
+    - ``extra_columns``: seven columns, else only the three required ones (same relative order).
     - ``vary_layout``: files differ in column order, header case, BOM, CRLF and blank lines,
       as the SPEC allows.
 
@@ -207,7 +207,9 @@ def generate_day(
     plan = _plan(rows, files, duplicate_rate, bad_row_rate, seed)
     total_unique = sum(c.rows - c.duplicates - c.bad for c in plan)
     vocab = _vocabulary(seed)
-    columns = ALL_COLUMNS if extra_columns else REQUIRED_COLUMNS
+    columns: tuple[str, ...] = ALL_COLUMNS
+    if not extra_columns:
+        columns = tuple(c for c in ALL_COLUMNS if c in REQUIRED_COLUMNS)
     totals = {"bad": 0, "dup": 0, "conflict": 0, "outside": 0}
     bad_kinds = dict.fromkeys(_BAD_KIND_NAMES, 0)
     paths: list[Path] = []

@@ -14,11 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import pyarrow as pa
+
 from .aggregate import HourlyCounts
 from .config import Config
 from .dedup import make_deduper
 from .errors import BadDataError, NoInputError, StorageError, UsageError
 from .manifest import InputRecord, Manifest
+from .prefetch import ordered_prefetch
 from .reader import BadRow, FileStats, locate_bad_rows, open_decompressed, read_batches
 from .sink import publish, write_output
 from .sources import InputFile, Storage, redact, storage_for
@@ -85,23 +88,36 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None) -> 
             expected_bytes=expected))
         rejects = stack.enter_context(_RejectsFile(os.path.join(work, "rejects.csv")))
         totals = manifest.totals
-        for item in inputs:
+        def read_file(item: InputFile) -> Iterator[pa.RecordBatch | FileStats]:
             stats = FileStats()
             with _open(source, item) as stream:
-                for batch in read_batches(stream, item.uri, schema=config.schema,
-                                          chunk_size=config.chunk_size, stats=stats):
-                    dedup.add(batch)
+                yield from read_batches(stream, item.uri, schema=config.schema,
+                                        chunk_size=config.chunk_size, block_size=block_size,
+                                        stats=stats)
             if stats.bad_rows:
                 locate_bad_rows(functools.partial(_open, source, item), stats)
-                rejects.write(stats.bad_rows)
+            yield stats
+
+        block_size = reader_block_size(config.memory_limit)
+        workers = config.workers or default_workers()
+        # Files are parsed on `workers` threads (Arrow releases the GIL) but reach the
+        # de-duplication strictly in file order, so the first occurrence stays first.
+        for item, result in ordered_prefetch(read_file, inputs, workers=workers):
+            if isinstance(result, pa.RecordBatch):
+                dedup.add(result)
+                continue
+            if result is None:
+                if on_file_done:
+                    on_file_done(item)
+                continue
+            stats = result
+            rejects.write(stats.bad_rows)
             totals.rows_read += stats.rows_read
             totals.bad_rows += len(stats.bad_rows)
             manifest.inputs.append(InputRecord(item, stats.rows_read, len(stats.bad_rows)))
             limit = config.max_bad_rows.count
             if limit is not None and totals.bad_rows > limit:
                 raise _too_many_bad_rows(config, totals.bad_rows, totals.rows_read, rejects.first)
-            if on_file_done:
-                on_file_done(item)
         if totals.bad_rows > config.max_bad_rows.allowed(totals.rows_read):
             raise _too_many_bad_rows(config, totals.bad_rows, totals.rows_read, rejects.first)
 
@@ -139,6 +155,16 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None) -> 
                                       f"{config.day_path}/{config.manifest_name}")
         report.manifest = manifest.as_dict()
     return report
+
+
+def default_workers() -> int:
+    """Reader threads: one per core, at most four (beyond that the single consumer limits)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def reader_block_size(memory_limit: int) -> int:
+    """CSV bytes parsed at once: larger blocks cost less per row, but each worker holds a few."""
+    return max(1 << 20, min(4 << 20, memory_limit // 64))
 
 
 def peak_memory_bytes() -> int:

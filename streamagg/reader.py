@@ -13,8 +13,9 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -32,6 +33,8 @@ DATETIME_PATTERN = (
 )
 _DATETIME_RE = re.compile(DATETIME_PATTERN)
 _TRIM = " \t"
+# "YYYY-MM-DDTHH:MM:SS.nnnnnnnnn": only a longer string can hold extra fraction digits.
+_LONGEST_NANOSECOND_TEXT = 29
 _HEADER_READ = 64 * 1024
 # A rejects line keeps at most this much raw text, so one runaway field cannot flood the file.
 MAX_RAW_CHARS = 64 * 1024
@@ -39,12 +42,22 @@ _NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+class _Scalars(NamedTuple):
+    zero: pa.Scalar
+    two: pa.Scalar
+    epoch_text: pa.Scalar
+    utc: pa.Scalar
+    empty_text: pa.Scalar
+    empty_binary: pa.Scalar
+
+
 @functools.cache
-def _scalars() -> tuple[pa.Scalar, pa.Scalar, pa.Scalar, pa.Scalar]:
+def _scalars() -> _Scalars:
     """Typed scalars, made on first use: a bare Python literal in a compute call, or a scalar
     made at import, makes pyarrow import pandas (40 MB) to check whether it is a pandas value."""
-    return (pa.scalar(0, pa.int32()), pa.scalar("1970-01-01 00:00:00", pa.string()),
-            pa.scalar("Z", pa.string()), pa.scalar("", pa.string()))
+    return _Scalars(pa.scalar(0, pa.int32()), pa.scalar(2, pa.int32()),
+                    pa.scalar("1970-01-01 00:00:00", pa.string()), pa.scalar("Z", pa.string()),
+                    pa.scalar("", pa.string()), pa.scalar(b"", pa.binary()))
 
 
 @dataclass
@@ -258,30 +271,35 @@ def _record_number(valid_index: int, invalid: list[int]) -> int:
 def clean_columns(
     columns: list[pa.Array], schema: Schema
 ) -> tuple[pa.RecordBatch, list[tuple[int, str]]]:
-    """Validate, trim and parse one parsed block: the clean batch and (row, reason) of bad rows."""
+    """Validate, trim and parse one parsed block: the clean batch and (row, reason) of bad rows.
+
+    Every step is one vectorised Arrow call over the block; Python only looks at rows that
+    turned out bad, which are rare.
+    """
     n = len(columns[0])
     texts: list[pa.Array] = []
     reasons: dict[int, str] = {}
-    for name, column in zip(schema.required, columns, strict=False):
+    for name, column in zip(schema.required, columns, strict=True):
         text, broken = _to_utf8(column)
         for i in broken:
             reasons.setdefault(i, f"invalid UTF-8 in {name}")
-        texts.append(pc.utf8_trim(text, _TRIM))
-    for name, text in zip(schema.required, texts, strict=False):
-        empty = pc.equal(pc.binary_length(text), _scalars()[0])
-        if pc.any(empty).as_py():
-            for i in _true_indices(empty):
+        # ascii_trim is safe on UTF-8: space and tab never occur inside a multi-byte sequence.
+        texts.append(pc.ascii_trim(text, _TRIM))
+    for name, text in zip(schema.required, texts, strict=True):
+        lengths = pc.binary_length(text)
+        if n and pc.min(lengths).as_py() == 0:
+            for i in _true_indices(pc.equal(lengths, _scalars().zero)):
                 reasons.setdefault(i, f"empty {name}")
     instants, unparsed = parse_instants(texts[1])
     for i in unparsed:
         reasons.setdefault(i, f"invalid {schema.time_column}")
     if reasons:
-        keep = [i not in reasons for i in range(n)]
-        mask = pa.array(keep, pa.bool_())
+        keep = np.ones(n, dtype=bool)
+        keep[list(reasons)] = False
+        mask = pa.array(keep)
         texts = [pc.filter(t, mask) for t in texts]
         instants = pc.filter(instants, mask)
-    batch = pa.RecordBatch.from_arrays(
-        [texts[0], instants, texts[2]], schema=CLEAN_SCHEMA)
+    batch = pa.RecordBatch.from_arrays([texts[0], instants, texts[2]], schema=CLEAN_SCHEMA)
     return batch, sorted(reasons.items())
 
 
@@ -302,42 +320,54 @@ def _to_utf8(column: pa.Array) -> tuple[pa.Array, list[int]]:
             value.decode("utf-8")
         except UnicodeDecodeError:
             broken.append(i)
-    mask = pa.array([False] * len(column), pa.bool_())
-    if broken:
-        mask = pc.is_in(pa.array(range(len(column))), value_set=pa.array(broken))
-    fixed = pc.if_else(mask, pa.scalar(b"", pa.binary()), column)
+    mask = np.zeros(len(column), dtype=bool)
+    mask[broken] = True
+    fixed = pc.if_else(pa.array(mask), _scalars().empty_binary, column)
     return pc.cast(fixed, pa.string()), broken
 
 
 def parse_instants(text: pa.Array) -> tuple[pa.Array, list[int]]:
     """Nanoseconds since the epoch, UTC, for each datetime; rows that do not parse are listed.
 
-    Fast path: one regex check and one vectorised cast. Only a block holding an impossible
-    date (Feb 30, a year out of range) falls back to the exact per-row parser, and both paths
-    accept exactly the same strings.
+    Fast path: one RE2 check of the shape and one vectorised cast. Only a block holding an
+    impossible date (Feb 30, a year out of range) falls back to the exact per-row parser, and
+    both paths accept exactly the same strings.
     """
-    shaped = pc.match_substring_regex(text, DATETIME_PATTERN)
     n = len(text)
-    good_shape = pc.all(shaped).as_py() if n else True
-    candidates = text if good_shape else pc.if_else(shaped, text, _scalars()[1])
-    normalized = pc.replace_substring_regex(candidates, r"(\.\d{9})\d+", r"\1")
-    has_offset = pc.match_substring_regex(normalized, r"(Z|[+-]\d\d:\d\d)$")
-    with_zone = pc.binary_join_element_wise(normalized, *_scalars()[2:])
-    normalized = pc.if_else(has_offset, normalized, with_zone)
+    if n == 0:
+        return pa.array(np.zeros(0, dtype=np.int64)), []
+    scalars = _scalars()
+    shaped = pc.match_substring_regex(text, DATETIME_PATTERN)
+    good_shape = bool(pc.all(shaped).as_py())
     unparsed = [] if good_shape else _true_indices(pc.invert(shaped))
+    candidates = text if good_shape else pc.if_else(shaped, text, scalars.epoch_text)
+    if pc.max(pc.binary_length(candidates)).as_py() > _LONGEST_NANOSECOND_TEXT:
+        # More than nine fraction digits: keep nanoseconds, drop the rest, as Arrow cannot.
+        candidates = pc.replace_substring_regex(candidates, r"(\.\d{9})\d+", r"\1")
+    # On a well-shaped string a zone shows as a Z, a +, or a third '-'.
+    zoned = pc.or_(pc.or_(pc.match_substring(candidates, "Z"), pc.match_substring(candidates, "+")),
+                   pc.greater(pc.count_substring(candidates, "-"), scalars.two))
     try:
-        stamps = pc.cast(normalized, pa.timestamp("ns", tz="UTC"))
+        if not pc.any(zoned).as_py():
+            stamps = pc.cast(candidates, pa.timestamp("ns"))
+        else:
+            with_zone = pc.binary_join_element_wise(candidates, scalars.utc, scalars.empty_text)
+            stamps = pc.cast(pc.if_else(zoned, candidates, with_zone),
+                             pa.timestamp("ns", tz="UTC"))
         return pc.cast(stamps, pa.int64()), unparsed
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
-    values: list[int | None] = []
+    values = np.zeros(n, dtype=np.int64)
     bad_shape = set(unparsed)
     for i, value in enumerate(text.to_pylist()):
-        ns = None if i in bad_shape else parse_instant(value)
-        values.append(ns if ns is not None else 0)
-        if ns is None and i not in bad_shape:
+        if i in bad_shape:
+            continue
+        ns = parse_instant(value)
+        if ns is None:
             unparsed.append(i)
-    return pa.array(values, pa.int64()), sorted(unparsed)
+        else:
+            values[i] = ns
+    return pa.array(values), sorted(unparsed)
 
 
 def parse_instant(value: str) -> int | None:
