@@ -59,6 +59,8 @@ def plan(config: Config) -> tuple[Storage, Storage, list[InputFile], int]:
     if out_dir == partition or out_dir.startswith(partition.rstrip("/") + "/"):
         raise UsageError("destination lies inside the source partition; its output would be "
                          "read as input", uri=redact(out_dir))
+    if config.tmp_dir is not None and not os.path.isdir(config.tmp_dir):
+        raise UsageError("--tmp-dir is not an existing folder", uri=config.tmp_dir)
     inputs, empty = source.list_partition(config.day_path)
     if not inputs and not empty:
         raise NoInputError("no input files in the partition", uri=partition)
@@ -104,7 +106,11 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None) -> 
         # de-duplication strictly in file order, so the first occurrence stays first.
         for item, result in ordered_prefetch(read_file, inputs, workers=workers):
             if isinstance(result, pa.RecordBatch):
-                dedup.add(result)
+                try:
+                    dedup.add(result)
+                except OSError as err:
+                    raise StorageError(f"cannot write spill files: {err.strerror or err}",
+                                       uri=work) from err
                 continue
             if result is None:
                 if on_file_done:
@@ -122,8 +128,11 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None) -> 
             raise _too_many_bad_rows(config, totals.bad_rows, totals.rows_read, rejects.first)
 
         counts = HourlyCounts(config.schema.grain_seconds)
-        for survivors in dedup.survivors():
-            counts.fold(survivors)
+        try:
+            for survivors in dedup.survivors():
+                counts.fold(survivors)
+        except OSError as err:
+            raise StorageError(f"cannot use spill files: {err.strerror or err}", uri=work) from err
         totals.duplicates = dedup.stats.duplicates
         totals.conflicting_duplicates = dedup.stats.conflicting_duplicates
         rows = counts.rows()
