@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from ..errors import StorageError
 from ..reader import GROUP, INSTANT, KEY
 from . import DedupStats
 
@@ -46,6 +47,12 @@ class SqliteDeduper:
         self.close()
 
     def add(self, batch: pa.RecordBatch) -> None:
+        try:
+            self._add(batch)
+        except sqlite3.Error as err:
+            raise StorageError(f"sqlite key table failed: {err}", uri=self.path) from err
+
+    def _add(self, batch: pa.RecordBatch) -> None:
         n = batch.num_rows
         if n == 0:
             return
@@ -68,6 +75,12 @@ class SqliteDeduper:
         self.stats.conflicting_duplicates += conflicts
 
     def survivors(self) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._survivors()
+        except sqlite3.Error as err:
+            raise StorageError(f"sqlite key table failed: {err}", uri=self.path) from err
+
+    def _survivors(self) -> Iterator[pa.RecordBatch]:
         cursor = self._db.execute("SELECT grp, instant FROM keys")
         while rows := cursor.fetchmany(_FETCH):
             groups, instants = zip(*rows, strict=False)
