@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -92,13 +93,12 @@ def first_occurrences(
 ) -> tuple[np.ndarray, int, int]:
     """Mask of first occurrences of (key, instant) in row order, duplicates and conflicts.
 
-    Exact: the instant's decimal digits, a NUL, then the key text form one string per row, so
-    two rows share a string only when they share the key. Dictionary encoding numbers distinct
-    strings in order of first appearance, so a row is a first occurrence exactly when its code
-    is larger than every code before it.
+    Exact: the instant's eight bytes followed by the key's bytes form one string per row; the
+    fixed-width prefix makes that encoding unambiguous, so two rows share a string only when they
+    share the key. Dictionary encoding numbers distinct strings in order of first appearance, so
+    a row is a first occurrence exactly when its code is larger than every code before it.
     """
-    combined = pc.binary_join_element_wise(pc.cast(instants, pa.string()), keys,
-                                           pa.scalar("\x00", pa.string()))
+    combined = exact_keys(keys, instants)
     codes = _codes(combined)
     if len(codes) == 0:
         return np.zeros(0, dtype=bool), 0, 0
@@ -115,6 +115,25 @@ def first_occurrences(
         dropped = ~keep
         conflicts = int((group_codes[dropped] != first_group[codes[dropped]]).sum())
     return keep, duplicates, conflicts
+
+
+def exact_keys(keys: pa.ChunkedArray | pa.Array,
+               instants: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One binary string per row: the instant as 8 raw bytes, then the key text."""
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    if isinstance(instants, pa.ChunkedArray):
+        instants = instants.combine_chunks()
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(8), len(instants),
+                                                 [None, instants.buffers()[1]],
+                                                 offset=instants.offset)
+    return pc.binary_join_element_wise(pc.cast(fixed, pa.binary()), pc.cast(keys, pa.binary()),
+                                       _empty_binary())
+
+
+@functools.cache
+def _empty_binary() -> pa.Scalar:
+    return pa.scalar(b"", pa.binary())
 
 
 def _codes(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
