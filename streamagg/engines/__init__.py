@@ -1,0 +1,42 @@
+"""Where the counting runs: each engine turns a day's inputs into the same hourly counts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..aggregate import HourlyCounts
+from ..config import Config
+from ..manifest import InputRecord
+from ..rejects import RejectsFile
+from ..sources import InputFile, Storage
+
+ProgressCallback = Callable[[InputFile], None]
+
+
+@dataclass
+class DayCounts:
+    """An engine's result: the folded counts and what reading and de-duplication found."""
+
+    counts: HourlyCounts
+    files: list[InputRecord] = field(default_factory=list)
+    rows_read: int = 0
+    duplicates: int = 0
+    conflicting_duplicates: int = 0
+
+
+class Engine(Protocol):
+    """Reads every input in order, sets bad rows aside in ``rejects``, de-duplicates, counts."""
+
+    def __call__(self, config: Config, source: Storage, inputs: list[InputFile], work: str,
+                 rejects: RejectsFile, on_file_done: ProgressCallback | None) -> DayCounts: ...
+
+
+def engine_for(name: str) -> Engine:
+    """The engine named by ``--engine``."""
+    if name == "local":
+        from .local import count_day
+
+        return count_day
+    raise ValueError(f"unknown engine {name!r}")

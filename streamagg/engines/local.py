@@ -1,0 +1,99 @@
+"""The local engine: reader threads, an on-disk key set, folding on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import pyarrow as pa
+
+from ..aggregate import HourlyCounts
+from ..config import Config
+from ..dedup import make_deduper
+from ..errors import StorageError
+from ..manifest import InputRecord
+from ..prefetch import ordered_prefetch
+from ..reader import FileStats, locate_bad_rows, open_decompressed, read_batches
+from ..rejects import RejectsFile
+from ..sources import InputFile, Storage
+from . import DayCounts, ProgressCallback
+
+# gzip typically shrinks these logs about 5x; the spill backend sizes its partitions from this.
+GZIP_RATIO = 5
+
+
+def count_day(config: Config, source: Storage, inputs: list[InputFile], work: str,
+              rejects: RejectsFile, on_file_done: ProgressCallback | None = None) -> DayCounts:
+    """Read, de-duplicate and count the day on this machine, within ``config.memory_limit``."""
+    expected = sum(i.size * (GZIP_RATIO if i.gzip else 1) for i in inputs)
+    block_size = reader_block_size(config.memory_limit)
+    result = DayCounts(HourlyCounts(config.schema.grain_seconds))
+
+    def read_file(item: InputFile) -> Iterator[pa.RecordBatch | FileStats]:
+        stats = FileStats()
+        with open_input(source, item) as stream:
+            yield from read_batches(stream, item.uri, schema=config.schema,
+                                    chunk_size=config.chunk_size, block_size=block_size,
+                                    stats=stats)
+        if stats.bad_rows:
+            locate_bad_rows(functools.partial(open_input, source, item), stats)
+        yield stats
+
+    with make_deduper(config.dedupe, tmp_dir=work, memory_limit=config.memory_limit,
+                      expected_bytes=expected) as dedup:
+        # Files are parsed on reader threads (Arrow releases the GIL) but reach the
+        # de-duplication strictly in file order, so the first occurrence stays first.
+        workers = config.workers or default_workers()
+        for item, batch_or_stats in ordered_prefetch(read_file, inputs, workers=workers):
+            if isinstance(batch_or_stats, pa.RecordBatch):
+                try:
+                    dedup.add(batch_or_stats)
+                except OSError as err:
+                    raise StorageError(f"cannot write spill files: {err.strerror or err}",
+                                       uri=work) from err
+            elif isinstance(batch_or_stats, FileStats):
+                stats = batch_or_stats
+                result.rows_read += stats.rows_read
+                result.files.append(InputRecord(item, stats.rows_read, len(stats.bad_rows)))
+                rejects.write(stats.bad_rows, result.rows_read)
+            elif on_file_done:
+                on_file_done(item)
+        rejects.check(result.rows_read)
+        try:
+            for survivors in dedup.survivors():
+                result.counts.fold(survivors)
+        except OSError as err:
+            raise StorageError(f"cannot use spill files: {err.strerror or err}", uri=work) from err
+        result.duplicates = dedup.stats.duplicates
+        result.conflicting_duplicates = dedup.stats.conflicting_duplicates
+    return result
+
+
+def default_workers() -> int:
+    """Reader threads: one per core, at most four (beyond that the single consumer limits)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def reader_block_size(memory_limit: int) -> int:
+    """CSV bytes parsed at once: larger blocks cost less per row, but each worker holds a few."""
+    return max(1 << 20, min(4 << 20, memory_limit // 64))
+
+
+@contextlib.contextmanager
+def open_input(source: Storage, item: InputFile) -> Iterator[BinaryIO]:
+    """The input's CSV bytes, decompressed; both layers closed afterwards."""
+    raw = source.open_input(item)
+    try:
+        stream = open_decompressed(raw, item.gzip)
+        try:
+            yield stream
+        finally:
+            if stream is not raw:
+                stream.close()
+    except (OSError, EOFError) as err:
+        raise StorageError(f"read failed: {err}", uri=item.uri) from err
+    finally:
+        raw.close()

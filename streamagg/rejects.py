@@ -1,0 +1,57 @@
+"""Bad rows: the rejects file (file, line, reason, raw text) and the --max-bad-rows policy."""
+
+from __future__ import annotations
+
+import csv
+
+from .config import BadRowLimit
+from .errors import BadDataError
+from .reader import BadRow
+
+
+class RejectsFile:
+    """Collects a day's bad rows in a local CSV and fails the run when there are too many."""
+
+    def __init__(self, path: str, limit: BadRowLimit) -> None:
+        self.path = path
+        self.limit = limit
+        self.count = 0
+        self.first: BadRow | None = None
+        self._out = open(path, "w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._out, lineterminator="\n")
+        self._writer.writerow(["file", "line", "reason", "raw"])
+
+    def write(self, rows: list[BadRow], rows_read: int) -> None:
+        """Append a file's bad rows; a count limit fails as soon as it is exceeded."""
+        if self.first is None and rows:
+            self.first = rows[0]
+        for row in rows:
+            self._writer.writerow([row.uri, row.line if row.line is not None else "",
+                                   row.reason, row.raw if row.raw is not None else ""])
+        self.count += len(rows)
+        if self.limit.count is not None and self.count > self.limit.count:
+            raise self.too_many(rows_read)
+
+    def check(self, rows_read: int) -> None:
+        """The final check, once every row of the day is read."""
+        if self.count > self.limit.allowed(rows_read):
+            raise self.too_many(rows_read)
+
+    def too_many(self, rows_read: int) -> BadDataError:
+        first = self.first
+        detail = f"; first: {first.reason}" if first is not None else ""
+        message = (f"too many bad rows: {self.count} of {rows_read} rows read exceed "
+                   f"--max-bad-rows {self.limit}{detail}; nothing written")
+        if first is None:
+            return BadDataError(message)
+        return BadDataError(message, uri=first.uri, line=first.line)
+
+    def close(self) -> None:
+        if not self._out.closed:
+            self._out.close()
+
+    def __enter__(self) -> RejectsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
