@@ -15,7 +15,8 @@ from .reader import GROUP, INSTANT
 BUCKET, COUNT = "bucket", "count"
 # Partial counts are re-folded once this many accumulate, so memory follows distinct pairs.
 _REFOLD_ROWS = 1_000_000
-_INTEGER = re.compile(r"[+-]?\d+")
+# ASCII digits only: int() would also take "٣", which no other engine or reader calls a number.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class HourlyCounts:
         part = table.group_by([GROUP, BUCKET], use_threads=False).aggregate([(BUCKET, "count")])
         self._add(part.select([GROUP, BUCKET, f"{BUCKET}_count"]).rename_columns(
             [GROUP, BUCKET, COUNT]))
+
+    def fold_counts(self, table: pa.Table) -> None:
+        """Add rows counted elsewhere (e.g. on Spark): group (string), bucket and count (int64)."""
+        if table.num_rows:
+            self._add(table.select([GROUP, BUCKET, COUNT]))
 
     def _add(self, part: pa.Table) -> None:
         self._parts.append(part)

@@ -81,6 +81,9 @@ def _fail(message: str, code: int) -> None:
               help="Where spill files go; removed at exit. [default: system temp]")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="Where the work runs.")
+@click.option("--spark-master", default="local[*]", show_default=True,
+              help="Spark master for --engine spark: local[N], yarn, spark://host:port. "
+                   "A running session (spark-submit) is used as it is.")
 @click.option("--endpoint-url", default=None,
               help="An S3-compatible endpoint. [env: AWS_ENDPOINT_URL]")
 @click.option("--max-bad-rows", default="1%", show_default=True,
@@ -94,10 +97,12 @@ def _fail(message: str, code: int) -> None:
 def main(date: str, source: str, dest: str | None, initials: str, chunk_size: int,
          memory_limit: str, dedupe: str, tmp_dir: str | None, engine: str,
          endpoint_url: str | None, max_bad_rows: str, dry_run: bool, log_format: str,
-         progress: bool | None) -> int:
+         progress: bool | None, spark_master: str) -> int:
     """Aggregate one day of ad impressions: DATE is YYYY-MM-DD."""
-    _keep_pandas_out()
+    if engine == "local":  # pyspark's Arrow functions need pandas on the Spark engine's driver
+        _keep_pandas_out()
     _terminate_cleanly()
+    _quiet_pyarrow_row_text()
     run_id = uuid.uuid4().hex[:12]
     _setup_logging(log_format, run_id)
     if progress is None:
@@ -107,7 +112,7 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
         chunk_size=chunk_size, memory_limit=parse_size(memory_limit), dedupe=dedupe,
         tmp_dir=tmp_dir, engine=engine, endpoint_url=endpoint_url,
         max_bad_rows=BadRowLimit.parse(max_bad_rows), dry_run=dry_run, log_format=log_format,
-        progress=progress,
+        progress=progress, spark_master=spark_master,
     )
     began = time.monotonic()
     if progress and not dry_run:
@@ -135,6 +140,21 @@ def _terminate_cleanly() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+
+
+def _quiet_pyarrow_row_text() -> None:
+    """pyarrow reports a row it cannot decode for its invalid-row handler as an "exception
+    ignored" on stderr before raising; the reader then re-reads that file exactly, so the
+    message is noise for the operator."""
+    default = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, UnicodeDecodeError) and "on_invalid" in repr(
+                unraisable.object):
+            return
+        default(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def _keep_pandas_out() -> None:

@@ -81,6 +81,7 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None) -> 
 
         manifest.inputs = day.files
         totals.rows_read = day.rows_read
+        totals.empty_files += day.empty_files
         totals.bad_rows = rejects.count
         totals.duplicates = day.duplicates
         totals.conflicting_duplicates = day.conflicting_duplicates

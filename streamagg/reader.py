@@ -80,6 +80,7 @@ class FileStats:
     bad_rows: list[BadRow] = field(default_factory=list)
     header_lines: int = 1
     positions: list[int] = field(default_factory=list)  # of the required columns in the header
+    empty: bool = False  # no header at all: counted like a zero-byte file
 
 
 def open_decompressed(stream: BinaryIO, gzipped: bool) -> BinaryIO:
@@ -191,20 +192,31 @@ def read_batches(
     chunk_size: int = 100_000,
     block_size: int = 4 * 2**20,
     stats: FileStats | None = None,
+    reopen: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream a decompressed CSV file as clean batches of at most ``chunk_size`` rows.
 
     Only the three required columns are converted; bad rows are appended to ``stats.bad_rows``
-    with their record number (see `locate_bad_rows` for line numbers and raw text).
+    with their record number (see `locate_bad_rows` for line numbers and raw text). A file with
+    no header at all (nothing but blank lines or a byte-order mark) is marked ``stats.empty``.
+
+    pyarrow cannot go on past two things: a row longer than ``block_size``, and a row with the
+    wrong number of fields whose text is not UTF-8. When ``reopen`` is given, the rest of such a
+    file is read with Python's csv module instead, from the first record not yet returned.
     """
     schema = schema or Schema()
     stats = stats if stats is not None else FileStats()
     names, rest, header_lines = _split_header(stream, uri)
     stats.header_lines = header_lines
     if not names:
-        raise BadDataError("file has no header row", uri=uri, line=1)
+        stats.empty = True
+        return
     positions = find_columns(names, schema, uri)
     stats.positions = positions
+    if not rest:
+        rest = stream.read(_HEADER_READ)
+        if not rest:
+            return  # a header and nothing else
     field_names = [f"f{i}" for i in range(len(names))]
     wanted = [field_names[p] for p in positions]
     invalid: list[int] = []  # record numbers of structurally bad rows, in order
@@ -219,6 +231,8 @@ def read_batches(
             row.text[:MAX_RAW_CHARS] if row.text is not None else None))
         return "skip"
 
+    parsed = 0  # structurally valid rows returned so far, clean or not
+    kept_invalid, kept_bad = 0, 0  # what belongs to blocks already returned
     try:
         reader = pacsv.open_csv(
             _Prefixed(rest, stream),
@@ -230,31 +244,95 @@ def read_batches(
                 include_columns=wanted, column_types={n: pa.binary() for n in wanted},
                 strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            columns = [batch.column(n) for n in wanted]
+            clean, bad = clean_columns(columns, schema)
+            for index, reason in bad:
+                record = _record_number(parsed + index, invalid)
+                fields = tuple(c[index].as_py() for c in columns)
+                stats.bad_rows.append(BadRow(uri, record, reason, fields=fields))
+            parsed += batch.num_rows
+            kept_invalid, kept_bad = len(invalid), len(stats.bad_rows)
+            for offset in range(0, clean.num_rows, chunk_size):
+                yield clean.slice(offset, chunk_size)
     except pa.ArrowInvalid as err:
-        raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
+        if "Empty CSV file" in str(err):
+            pass  # only blank lines after the header
+        elif reopen is None:
+            raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
+        else:
+            # Forget what the failed block reported, then read on from the next record.
+            del invalid[kept_invalid:]
+            del stats.bad_rows[kept_bad:]
+            done = parsed + len(invalid)
+            with reopen() as again:
+                yield from _read_rest_with_csv(again, uri, schema, len(names), positions, done,
+                                               chunk_size, stats, invalid)
+            parsed = stats.rows_read - len(invalid)
     except OSError as err:
         raise StorageError(f"read failed: {_first_line(err)}", uri=uri) from err
-    parsed = 0  # structurally valid rows seen so far, clean or not
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
-        except pa.ArrowInvalid as err:
-            raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
-        except OSError as err:
-            raise StorageError(f"read failed: {_first_line(err)}", uri=uri) from err
-        columns = [batch.column(n) for n in wanted]
-        clean, bad = clean_columns(columns, schema)
-        for index, reason in bad:
-            record = _record_number(parsed + index, invalid)
-            fields = tuple(c[index].as_py() for c in columns)
-            stats.bad_rows.append(BadRow(uri, record, reason, fields=fields))
-        parsed += batch.num_rows
-        for offset in range(0, clean.num_rows, chunk_size):
-            yield clean.slice(offset, chunk_size)
     stats.rows_read = parsed + len(invalid)
     stats.bad_rows.sort(key=lambda b: b.record)
+
+
+def _read_rest_with_csv(stream: BinaryIO, uri: str, schema: Schema, width: int,
+                        positions: list[int], skip: int, chunk_size: int, stats: FileStats,
+                        invalid: list[int]) -> Iterator[pa.RecordBatch]:
+    """Records after the first ``skip`` of a file, parsed with Python's csv module."""
+    csv.field_size_limit(sys.maxsize)
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    records = (row for row in csv.reader(text) if row)  # blank lines are no records
+    next(records, None)  # the header
+    number = 0
+    pending: list[list[bytes]] = [[], [], []]
+    try:
+        for row in records:
+            number += 1
+            if number <= skip:
+                continue
+            if len(row) != width:
+                invalid.append(number)
+                stats.bad_rows.append(BadRow(
+                    uri, number, f"expected {width} fields, got {len(row)}"))
+                continue
+            for column, position in zip(pending, positions, strict=True):
+                column.append(row[position].encode("utf-8", "surrogateescape"))
+            if len(pending[0]) >= chunk_size:
+                yield from _clean_pending(pending, uri, schema, stats, number, invalid)
+        yield from _clean_pending(pending, uri, schema, stats, number, invalid)
+    except csv.Error as err:
+        raise BadDataError(f"unreadable CSV: {err}", uri=uri) from err
+    stats.rows_read = number
+
+
+def _clean_pending(pending: list[list[bytes]], uri: str, schema: Schema, stats: FileStats,
+                   last_number: int, invalid: list[int]) -> Iterator[pa.RecordBatch]:
+    """Clean the rows gathered by the csv fallback, exactly as pyarrow's blocks are cleaned."""
+    if not pending[0]:
+        return
+    columns = [pa.array(values, pa.binary()) for values in pending]
+    clean, bad = clean_columns(columns, schema)
+    if bad:
+        # Record numbers of the gathered rows: count back from the last, skipping invalid ones.
+        numbers: list[int] = []
+        skipped = set(invalid)
+        candidate = last_number
+        while len(numbers) < len(pending[0]):
+            if candidate not in skipped:
+                numbers.append(candidate)
+            candidate -= 1
+        numbers.reverse()
+        for index, reason in bad:
+            fields = tuple(c[index].as_py() for c in columns)
+            stats.bad_rows.append(BadRow(uri, numbers[index], reason, fields=fields))
+    for column in pending:
+        column.clear()
+    if clean.num_rows:
+        yield clean
 
 
 def _first_line(err: Exception) -> str:
@@ -458,9 +536,13 @@ def _scan_records(raw: BinaryIO, wanted: set[int]) -> dict[int, tuple[int, bytes
             buf += b"\n"  # the last record may lack its line end
         data = np.frombuffer(buf, dtype=np.uint8)
         newlines = np.flatnonzero(data == 10)
-        if b"\r" in chunk and np.any(data[np.flatnonzero(data[:-1] == 13) + 1] != 10):
-            return None
         quotes = np.flatnonzero(data == 34)
+        if b"\r" in chunk:
+            returns = np.flatnonzero(data[:-1] == 13)
+            lone = returns[data[returns + 1] != 10]
+            # A lone CR outside quotes ends a record without a line feed: leave that to csv.
+            if np.any(np.searchsorted(quotes, lone) % 2 == 0):
+                return None
         # buf starts at a record start, outside quotes: a newline ends a record when an even
         # number of quotes precede it.
         ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
@@ -489,31 +571,32 @@ def _scan_records(raw: BinaryIO, wanted: set[int]) -> dict[int, tuple[int, bytes
 
 
 def _locate_with_csv(raw: BinaryIO, stats: FileStats) -> None:
-    """The exact, slow locator: Python's csv module, reading lines as they are consumed."""
+    """The exact, slow locator: Python's csv module, reading lines as they are consumed.
+
+    Physical lines are counted by LF, as editors and ``sed`` count them; a lone CR ends a
+    record for the parser but starts no new line.
+    """
     wanted = {b.record: b for b in stats.bad_rows}
     last = max(wanted)
     csv.field_size_limit(sys.maxsize)
     text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
-    line_no = 0
     consumed: list[str] = []
 
     def lines() -> Iterator[str]:
-        nonlocal line_no
         for line in text:
-            line_no += 1
             consumed.append(line)
             yield line
 
-    rows = csv.reader(lines())
     header_seen = False
     record = 0
-    for fields in rows:
-        if not fields and len(consumed) == 1:  # a blank line is no record
-            consumed.clear()
-            continue
-        start = line_no - len(consumed) + 1
+    newlines_before = 0
+    for fields in csv.reader(lines()):
         raw_text = "".join(consumed)
         consumed.clear()
+        start = 1 + newlines_before
+        newlines_before += raw_text.count("\n")
+        if not fields:  # a blank line is no record
+            continue
         if not header_seen:
             header_seen = True
             continue

@@ -24,6 +24,7 @@ class DayCounts:
     rows_read: int = 0
     duplicates: int = 0
     conflicting_duplicates: int = 0
+    empty_files: int = 0  # non-empty objects holding no header (an empty .gz, a lone BOM)
 
 
 class Engine(Protocol):
@@ -39,4 +40,8 @@ def engine_for(name: str) -> Engine:
         from .local import count_day
 
         return count_day
+    if name == "spark":
+        from .spark import count_day as count_day_on_spark
+
+        return count_day_on_spark
     raise ValueError(f"unknown engine {name!r}")

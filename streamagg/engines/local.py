@@ -37,7 +37,8 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
         with open_input(source, item) as stream:
             yield from read_batches(stream, item.uri, schema=config.schema,
                                     chunk_size=config.chunk_size, block_size=block_size,
-                                    stats=stats)
+                                    stats=stats,
+                                    reopen=functools.partial(open_input, source, item))
         if stats.bad_rows:
             locate_bad_rows(functools.partial(open_input, source, item), stats)
         yield stats
@@ -57,6 +58,7 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
             elif isinstance(batch_or_stats, FileStats):
                 stats = batch_or_stats
                 result.rows_read += stats.rows_read
+                result.empty_files += stats.empty
                 result.files.append(InputRecord(item, stats.rows_read, len(stats.bad_rows)))
                 rejects.write(stats.bad_rows, result.rows_read)
             elif on_file_done:

@@ -1,0 +1,82 @@
+# Developer and CI entry points; every target installs what it needs into $(VENV).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PYTHON3 ?= python3
+
+DEMO_DATE := 2021-01-30
+DEMO_DATA := demo/data
+
+# Stamps live inside the venv so deleting the venv also forgets them; they depend on the
+# packaging files so editing dependencies reinstalls on the next run.
+INSTALL_STAMP := $(VENV)/.stamp-install
+TEST_STAMP := $(VENV)/.stamp-install-test
+BENCH_STAMP := $(VENV)/.stamp-install-bench
+PACKAGING := setup.cfg pyproject.toml
+
+.PHONY: help install install-test demo test ensure-java lint bench bench-large clean
+
+help:
+	@echo "make install       install streamagg (editable) into $(VENV)"
+	@echo "make demo          generate a sample day under $(DEMO_DATA) and aggregate it"
+	@echo "make test          run the test suite"
+	@echo "make lint          ruff + mypy"
+	@echo "make bench         benchmark against DuckDB, Polars and pandas (10M rows)"
+	@echo "make bench-large   the same with 100M rows (long; needs ~25 GB of disk)"
+	@echo "make clean         remove the venv, caches and generated data"
+
+$(PY):
+	$(PYTHON3) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(INSTALL_STAMP): $(PACKAGING) | $(PY)
+	$(PIP) install -e .
+	@touch $@
+
+$(TEST_STAMP): $(INSTALL_STAMP) $(PACKAGING)
+	$(PIP) install -e '.[test]'
+	@touch $@
+
+$(BENCH_STAMP): $(INSTALL_STAMP) $(PACKAGING)
+	$(PIP) install -e '.[bench]'
+	@touch $@
+
+install: $(INSTALL_STAMP)
+
+install-test: $(TEST_STAMP)
+
+demo: install
+	$(VENV)/bin/streamagg-generate --out $(DEMO_DATA) --date $(DEMO_DATE) --rows 200000 \
+		--files 6 --gzip-files 1 --seed 1
+	@# The CLI prints the summary and where the output went (under $(DEMO_DATA)/results/).
+	$(VENV)/bin/streamagg $(DEMO_DATE) --source $(DEMO_DATA)
+
+# Not yet a prerequisite of test: the Spark engine's tests will need a JVM.
+ensure-java:
+	@if command -v java >/dev/null 2>&1; then \
+		java -version 2>&1 | head -n 1; \
+	else \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			openjdk-17-jre-headless; \
+	fi
+
+# pytest exits 5 when it collected nothing; a suite that ran no test is a failure here.
+test: install-test
+	@rc=0; $(PY) -m pytest -q || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy streamagg
+
+bench: install $(BENCH_STAMP)
+	$(PY) benchmarks/run.py --rows 10000000 --files 24
+
+bench-large: install $(BENCH_STAMP)
+	$(PY) benchmarks/run.py --rows 100000000 --files 96 --repeats 1 --skip pandas
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+		demo benchmarks/data benchmarks/runs
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

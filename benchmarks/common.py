@@ -1,0 +1,230 @@
+"""Shared by the benchmark scripts: cached sample days and peak-memory measurement of a child."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+DATA_DIR = BENCH_DIR / "data"
+DEFAULT_DATE = dt.date(2021, 1, 30)
+_MARKER = "_generated.json"
+_SIZE = re.compile(r"(?i)\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A generated day on disk and what the generator says it holds."""
+
+    source: Path
+    day: dt.date
+    rows: int
+    files: int
+    seed: int
+    bytes: int
+    duplicates: int
+    impressions: int
+    params: dict[str, object]
+
+
+def cached_day(rows: int, files: int, seed: int = 0, *, day: dt.date = DEFAULT_DATE,
+               duplicate_rate: float = 0.05, bad_row_rate: float = 0.0,
+               data_dir: Path = DATA_DIR) -> Dataset:
+    """Generate a day under data_dir/<rows>_<files>_<seed>/, or reuse it if already there.
+
+    Reuse requires the same parameters and the same generator source: a changed generator
+    writes different bytes, and comparing runs on different data would be meaningless.
+    """
+    from streamagg import generate
+
+    params: dict[str, object] = {
+        "day": day.isoformat(), "rows": rows, "files": files, "seed": seed,
+        "duplicate_rate": duplicate_rate, "bad_row_rate": bad_row_rate,
+        "extra_columns": True, "gzip_files": 0,
+        "generator_sha256": hashlib.sha256(Path(generate.__file__).read_bytes()).hexdigest(),
+    }
+    source = data_dir / f"{rows}_{files}_{seed}"
+    marker = source / _MARKER
+    if marker.exists():
+        saved = json.loads(marker.read_text())
+        if saved.get("params") == params:
+            return _dataset(source, day, saved)
+        print(f"regenerating {source}: parameters or generator changed", file=sys.stderr)
+    if source.exists():
+        shutil.rmtree(source)
+    print(f"generating {rows:,} rows in {files} files under {source} ...", file=sys.stderr)
+    started = time.perf_counter()
+    generated = generate.generate_day(
+        source, day, rows=rows, files=files, seed=seed, duplicate_rate=duplicate_rate,
+        bad_row_rate=bad_row_rate, extra_columns=True, gzip_files=0,
+    )
+    saved = {
+        "params": params,
+        "bytes": generated.bytes,
+        "duplicates": generated.duplicates,
+        "impressions": generated.impressions,
+        "generate_seconds": round(time.perf_counter() - started, 2),
+    }
+    # Written last: a marker means the day is complete.
+    marker.write_text(json.dumps(saved, indent=2) + "\n")
+    print(f"generated {human_bytes(generated.bytes)} in {saved['generate_seconds']} s",
+          file=sys.stderr)
+    return _dataset(source, day, saved)
+
+
+def _dataset(source: Path, day: dt.date, saved: dict[str, object]) -> Dataset:
+    params = dict(saved["params"])  # type: ignore[call-overload]
+    return Dataset(
+        source=source, day=day, rows=int(params["rows"]), files=int(params["files"]),
+        seed=int(params["seed"]), bytes=int(saved["bytes"]),  # type: ignore[call-overload]
+        duplicates=int(saved["duplicates"]),  # type: ignore[call-overload]
+        impressions=int(saved["impressions"]),  # type: ignore[call-overload]
+        params=params,
+    )
+
+
+def warm_cache(paths: Sequence[Path]) -> None:
+    """Read the inputs once so every system starts from the same warm page cache."""
+    for path in paths:
+        with open(path, "rb") as handle:
+            while handle.read(16 << 20):
+                pass
+
+
+def input_files(dataset: Dataset) -> list[Path]:
+    partition = dataset.source / f"{dataset.day:%Y}" / f"{dataset.day:%m}" / f"{dataset.day:%d}"
+    return sorted(p for p in partition.rglob("*") if p.is_file())
+
+
+@dataclass
+class Measurement:
+    """One child process: how long it took and the most memory it held."""
+
+    command: list[str]
+    exit_code: int
+    wall_seconds: float
+    peak_rss_bytes: int
+    killed: str | None = None  # why the harness stopped it, if it did
+    log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.killed is None
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["log"] = self.log[-2000:]
+        return data
+
+
+def measure(command: Sequence[str], *, log_path: Path, rss_cap_bytes: int | None = None,
+            timeout_seconds: float | None = None, env: dict[str, str] | None = None) -> Measurement:
+    """Run command as a child and measure its wall time and peak RSS (ru_maxrss from wait4).
+
+    A watchdog thread kills the child if it passes rss_cap_bytes or timeout_seconds, so a peer
+    that would exhaust the machine's memory fails alone instead of taking the host down.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        child = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        done = threading.Event()
+        reason: list[str] = []
+
+        def watchdog() -> None:
+            while not done.wait(0.1):
+                rss = _current_rss(child.pid)
+                elapsed = time.perf_counter() - started
+                if rss_cap_bytes is not None and rss > rss_cap_bytes:
+                    reason.append(f"RSS passed the cap of {human_bytes(rss_cap_bytes)}")
+                elif timeout_seconds is not None and elapsed > timeout_seconds:
+                    reason.append(f"ran longer than {timeout_seconds:.0f} s")
+                else:
+                    continue
+                _kill_group(child.pid)
+                return
+
+        thread = threading.Thread(target=watchdog, daemon=True)
+        thread.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        done.set()
+        thread.join()
+        child.returncode = os.waitstatus_to_exitcode(status)  # already reaped by wait4
+    return Measurement(
+        command=list(command),
+        exit_code=child.returncode,
+        wall_seconds=wall,
+        peak_rss_bytes=usage.ru_maxrss * 1024,  # kilobytes on Linux
+        killed=reason[0] if reason else None,
+        log=log_path.read_text(errors="replace"),
+    )
+
+
+def _current_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the child leads its own session, see start_new_session
+    except ProcessLookupError:
+        pass
+
+
+def streamagg_command(dataset: Dataset, dest: Path, *extra: str) -> list[str]:
+    """The streamagg command line for a day, preferring the installed console script."""
+    script = Path(sys.executable).with_name("streamagg")
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "streamagg"]
+    return [*base, dataset.day.isoformat(), "--source", str(dataset.source), "--dest", str(dest),
+            "--no-progress", *extra]
+
+
+def streamagg_output(dataset: Dataset, dest: Path, initials: str = "SA") -> Path:
+    day = dataset.day
+    return dest / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / f"daily_agg_{day:%Y%m%d}_{initials}.csv"
+
+
+def parse_size(text: str) -> int:
+    """'256MB' -> bytes, binary multiples as streamagg reads them."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r}")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** "BKMGT".index(unit.upper() or "B"))
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(size) < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit in ("B", "KB") else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def human_count(n: int) -> str:
+    for value, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
+        if n >= value and n % value == 0:
+            return f"{n // value}{suffix}"
+    return str(n)

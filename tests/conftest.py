@@ -1,0 +1,316 @@
+"""Shared fixtures: a partition factory, a moto S3 server over HTTP, a CLI runner, run helpers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from click.testing import CliRunner, Result
+
+from streamagg import config as config_module
+
+DAY = date(2021, 1, 30)
+DAY_ARG = "2021-01-30"
+OUTPUT_NAME = "daily_agg_20210130_SA.csv"
+MANIFEST_NAME = "_daily_agg_20210130_SA.manifest.json"
+REJECTS_NAME = "_daily_agg_20210130_SA.rejects.csv"
+
+# Every engine and backend the package offers runs the contract: "spark" joins by itself.
+ENGINES = list(config_module.ENGINES)
+DEDUPE_BACKENDS = list(config_module.DEDUPE_BACKENDS)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the caller's streamagg settings, AWS endpoint, profile or instance role."""
+    for name in list(os.environ):
+        if name.startswith("STREAMAGG_"):
+            monkeypatch.delenv(name)
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_ACCESS_KEY",
+        "AWS_SECRET",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    # Never fall through to an instance-metadata lookup or the host's own AWS files.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+# --- local partitions -------------------------------------------------------------------------
+
+
+def day_path(day: date) -> str:
+    return f"{day:%Y}/{day:%m}/{day:%d}"
+
+
+def to_bytes(name: str, content: str | bytes) -> bytes:
+    """Encode text as UTF-8 verbatim, and gzip it when the name says `.gz` and it is not yet."""
+    data = content.encode("utf-8", "surrogateescape") if isinstance(content, str) else content
+    if name.endswith(".gz") and data and not data.startswith(b"\x1f\x8b"):
+        data = gzip.compress(data, mtime=0)
+    return data
+
+
+@pytest.fixture
+def partition(tmp_path: Path) -> Callable[..., Path]:
+    """Write files of a day below `<root>/YYYY/MM/DD/` (root: tmp_path/source); returns root."""
+
+    def make(files: Mapping[str, str | bytes], day: date = DAY, root: Path | None = None) -> Path:
+        root = root if root is not None else tmp_path / "source"
+        folder = root / day_path(day)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(to_bytes(name, content))
+        return root
+
+    return make
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli() -> Callable[..., Result]:
+    """Invoke `streamagg.cli:main` as the console script would (standalone mode)."""
+    from streamagg.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args: str, env: Mapping[str, str] | None = None) -> Result:
+        return runner.invoke(main, [str(a) for a in args], env=dict(env) if env else None)
+
+    return invoke
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# --- runs through the API or the CLI ------------------------------------------------------------
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(params=DEDUPE_BACKENDS)
+def dedupe(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@dataclass
+class Outcome:
+    """What one run left behind, read back from the local dest folder."""
+
+    exit_code: int
+    message: str
+    out_dir: Path
+    output: bytes | None = None
+    manifest: dict[str, Any] | None = None
+    rejects: bytes | None = None
+    report: Any = None
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict[str, int]:
+        assert self.manifest is not None, self.message
+        return self.manifest["totals"]
+
+
+def collect(
+    exit_code: int, message: str, out_dir: Path, initials: str = "SA", day: date = DAY
+) -> Outcome:
+    stem = f"daily_agg_{day:%Y%m%d}_{initials}"
+
+    def read(name: str) -> bytes | None:
+        path = out_dir / name
+        return path.read_bytes() if path.exists() else None
+
+    manifest = read(f"_{stem}.manifest.json")
+    files = sorted(p.name for p in out_dir.iterdir()) if out_dir.exists() else []
+    return Outcome(
+        exit_code,
+        message,
+        out_dir,
+        read(f"{stem}.csv"),
+        json.loads(manifest) if manifest is not None else None,
+        read(f"_{stem}.rejects.csv"),
+        None,
+        files,
+    )
+
+
+def option_args(options: Mapping[str, Any]) -> list[str]:
+    """`chunk_size=3` -> `--chunk-size 3`; True -> a bare flag."""
+    args: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value is False or value is None:
+            continue
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def run_api(
+    source: Path | str,
+    *,
+    day: date = DAY,
+    dest: Path | str | None = None,
+    engine: str = "local",
+    dedupe: str = "spill",
+    **options: Any,
+) -> Outcome:
+    """Run one day through `streamagg.run_day(Config(...))`."""
+    from streamagg import Config, run_day
+    from streamagg.config import parse_size
+    from streamagg.errors import StreamaggError
+
+    if isinstance(options.get("memory_limit"), str):
+        options["memory_limit"] = parse_size(options["memory_limit"])
+    out_root = Path(dest) if dest is not None else Path(source) / "results"
+    out_dir = out_root / day_path(day)
+    initials = options.get("initials", "SA")
+    config = Config(
+        day=day,
+        source=str(source),
+        dest=str(dest) if dest is not None else None,
+        engine=engine,
+        dedupe=dedupe,
+        **options,
+    )
+    try:
+        report = run_day(config)
+    except StreamaggError as err:
+        return collect(err.exit_code, str(err), out_dir, initials, day)
+    outcome = collect(0, "", out_dir, initials, day)
+    outcome.report = report
+    return outcome
+
+
+def run_cli(
+    source: Path | str,
+    *,
+    day: date = DAY,
+    dest: Path | str | None = None,
+    engine: str = "local",
+    dedupe: str = "spill",
+    **options: Any,
+) -> Outcome:
+    """Run one day through the command line, in-process."""
+    from streamagg.cli import main
+
+    args = [f"{day:%Y-%m-%d}", "--source", str(source), "--engine", engine, "--dedupe", dedupe]
+    if dest is not None:
+        args += ["--dest", str(dest)]
+    args += option_args(options)
+    result = CliRunner().invoke(main, args)
+    out_root = Path(dest) if dest is not None else Path(source) / "results"
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(
+            f"CLI raised {result.exception!r}\n{result.output}"
+        ) from result.exception
+    outcome = collect(
+        result.exit_code,
+        result.output,
+        out_root / day_path(day),
+        options.get("initials", "SA"),
+        day,
+    )
+    outcome.report = result
+    return outcome
+
+
+RUNNERS: dict[str, Callable[..., Outcome]] = {"api": run_api, "cli": run_cli}
+
+
+# --- S3 over HTTP (moto) --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto S3 server on a free local port, for the whole session; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@dataclass
+class S3:
+    """A fresh bucket on the moto server and a client to look at it."""
+
+    client: Any
+    bucket: str
+    endpoint: str
+
+    def put(self, key: str, data: bytes | str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=to_bytes(key, data))
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        return key in self.keys(key)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        return [
+            obj["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]
+
+    def pending_uploads(self) -> list[dict[str, Any]]:
+        return self.client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}"
+
+
+@pytest.fixture
+def s3(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> S3:
+    """Fake credentials in the environment, and a uniquely named bucket."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    bucket = f"test-{uuid.uuid4().hex[:20]}"
+    client.create_bucket(Bucket=bucket)
+    return S3(client, bucket, moto_server)

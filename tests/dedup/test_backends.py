@@ -1,0 +1,130 @@
+"""Both de-duplication backends on their own: exact, first occurrence wins, temp files removed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamagg.dedup import make_deduper
+from streamagg.dedup import spill as spill_module
+from streamagg.reader import CLEAN_SCHEMA
+
+BACKENDS = ["spill", "sqlite"]
+LIMIT = 256 * 2**20
+
+Row = tuple[str, int, str]  # (key, instant, group)
+
+
+def batch(rows: list[Row]) -> pa.RecordBatch:
+    keys, instants, groups = zip(*rows, strict=True) if rows else ((), (), ())
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(keys, pa.string()),
+            pa.array(instants, pa.int64()),
+            pa.array(groups, pa.string()),
+        ],
+        schema=CLEAN_SCHEMA,
+    )
+
+
+def expected(rows: list[Row]) -> tuple[Counter, int, int]:
+    """Survivors as a multiset of (group, instant), duplicates and conflicting duplicates."""
+    first: dict[tuple[str, int], str] = {}
+    duplicates = conflicts = 0
+    for key, instant, group in rows:
+        if (key, instant) in first:
+            duplicates += 1
+            conflicts += first[(key, instant)] != group
+        else:
+            first[(key, instant)] = group
+    return Counter((g, i) for (_, i), g in first.items()), duplicates, conflicts
+
+
+def run(
+    kind: str, batches: list[list[Row]], tmp: Path, memory_limit: int = LIMIT
+) -> tuple[Counter, int, int]:
+    with make_deduper(kind, tmp_dir=str(tmp), memory_limit=memory_limit) as dedup:
+        for rows in batches:
+            dedup.add(batch(rows))
+        survivors: Counter = Counter()
+        for out in dedup.survivors():
+            survivors.update(
+                zip(out.column("group").to_pylist(), out.column("instant").to_pylist(), strict=True)
+            )
+        stats = dedup.stats
+    return survivors, stats.duplicates, stats.conflicting_duplicates
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_first_occurrence_wins_across_batches(kind: str, tmp_path: Path) -> None:
+    batches = [
+        [("a", 1, "g1"), ("a", 1, "g2"), ("b", 1, "g1")],
+        [],
+        [("a", 1, "g3"), ("a", 2, "g2"), ("b", 1, "g1")],
+        [("a", 2, "g9")],
+    ]
+    survivors, duplicates, conflicts = run(kind, batches, tmp_path)
+    assert survivors == Counter({("g1", 1): 2, ("g2", 2): 1})
+    assert (duplicates, conflicts) == (4, 3)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_keys_are_compared_exactly(kind: str, tmp_path: Path) -> None:
+    # Same length, same first and last eight bytes: one spill partition, still different keys.
+    similar = [f"abcdefgh{c}12345678" for c in "xyz"]
+    odd = ["a\x00b", "a\x00c", "a", "a ", "A", "\u00e9", "e\u0301", "", "-1", "1"]
+    rows = [(k, 7, "g") for k in similar + odd] + [(k, -7, "h") for k in similar + odd]
+    survivors, duplicates, _ = run(kind, [rows, rows[::-1]], tmp_path)
+    assert duplicates == len(rows)
+    assert survivors == Counter({("g", 7): len(similar + odd), ("h", -7): len(similar + odd)})
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_temp_files_removed_also_on_failure(kind: str, tmp_path: Path) -> None:
+    run(kind, [[("a", 1, "g")] * 10], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError):
+        with make_deduper(kind, tmp_dir=str(tmp_path), memory_limit=LIMIT) as dedup:
+            dedup.add(batch([("a", 1, "g")]))
+            assert list(tmp_path.iterdir()) != []
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spill_splits_partitions_that_do_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pretend every spilled byte needs a megabyte of work: each partition is split again and
+    # again, and first occurrences must still win.
+    monkeypatch.setattr(spill_module, "WORK_PER_SPILLED_BYTE", 2**20)
+    rows = [(f"k{i % 150}", i % 3, f"g{i % 7}") for i in range(2000)]
+    batches = [rows[i : i + 97] for i in range(0, len(rows), 97)]
+    assert run("spill", batches, tmp_path) == expected(rows)
+    assert list(tmp_path.iterdir()) == []
+
+
+rows_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c", "ab", "a\x00", "\u00fc"]),
+        st.integers(-2, 2),
+        st.sampled_from(["1", "2", "x"]),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=rows_strategy, cuts=st.lists(st.integers(0, 60), max_size=5))
+def test_backends_match_a_dict(
+    rows: list[Row], cuts: list[int], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    bounds = sorted({0, len(rows), *[c for c in cuts if c <= len(rows)]})
+    batches = [rows[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    want = expected(rows)
+    for kind in BACKENDS:
+        assert run(kind, batches, tmp_path_factory.mktemp(kind)) == want, kind

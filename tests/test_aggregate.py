@@ -1,0 +1,107 @@
+"""Folding first occurrences into counts per (group, time bucket), and the output order."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamagg import aggregate
+from streamagg.aggregate import HourlyCounts, HourlyRow
+
+HOUR_NS = 3600 * 10**9
+DAY_START = int(dt.datetime(2021, 1, 30, tzinfo=dt.UTC).timestamp())
+
+
+def survivors(rows: list[tuple[str, int]]) -> pa.RecordBatch:
+    groups, instants = zip(*rows, strict=True) if rows else ((), ())
+    return pa.RecordBatch.from_arrays(
+        [pa.array(groups, pa.string()), pa.array(instants, pa.int64())], names=["group", "instant"]
+    )
+
+
+def fold(batches: list[list[tuple[str, int]]], grain: int = 3600) -> HourlyCounts:
+    counts = HourlyCounts(grain)
+    for rows in batches:
+        counts.fold(survivors(rows))
+    return counts
+
+
+def test_counts_per_group_and_hour_across_batches() -> None:
+    t = DAY_START * 10**9
+    counts = fold(
+        [[("a", t), ("a", t + 1), ("b", t)], [], [("a", t + HOUR_NS - 1), ("a", t + HOUR_NS)]]
+    )
+    assert counts.rows() == [
+        HourlyRow("a", DAY_START, 3),
+        HourlyRow("b", DAY_START, 1),
+        HourlyRow("a", DAY_START + 3600, 1),
+    ]
+
+
+def test_instants_before_1970_floor_to_their_own_hour() -> None:
+    counts = fold([[("a", -1), ("a", -HOUR_NS), ("a", -HOUR_NS - 1), ("a", 0)]])
+    assert counts.rows() == [
+        HourlyRow("a", -7200, 1),
+        HourlyRow("a", -3600, 2),
+        HourlyRow("a", 0, 1),
+    ]
+
+
+def test_grain_is_a_parameter() -> None:
+    t = DAY_START * 10**9
+    counts = fold([[("a", t), ("a", t + 899 * 10**9), ("a", t + 900 * 10**9)]], grain=900)
+    assert counts.rows() == [HourlyRow("a", DAY_START, 2), HourlyRow("a", DAY_START + 900, 1)]
+
+
+def test_sort_numeric_only_when_every_group_is_an_integer() -> None:
+    t = DAY_START * 10**9
+    numeric = fold([[(g, t) for g in ["10", "9", "-1", "+9", "09", "100"]] + [("5", t - HOUR_NS)]])
+    assert [r.group for r in numeric.rows()] == ["5", "-1", "+9", "09", "9", "10", "100"]
+    text = fold([[(g, t) for g in ["10", "9", "-1", "b", "B"]]])
+    assert [r.group for r in text.rows()] == ["-1", "10", "9", "B", "b"]
+
+
+def test_outside_day() -> None:
+    t = DAY_START * 10**9
+    counts = fold(
+        [[("a", t - 1), ("a", t), ("b", t + 24 * HOUR_NS - 1), ("b", t + 24 * HOUR_NS), ("c", 0)]]
+    )
+    assert counts.outside(dt.date(2021, 1, 30)) == 3
+    assert fold([]).outside(dt.date(2021, 1, 30)) == 0
+    assert fold([]).rows() == []
+
+
+def test_refolding_keeps_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aggregate, "_REFOLD_ROWS", 3)
+    t = DAY_START * 10**9
+    batches = [[(f"g{i % 5}", t + (i % 3) * HOUR_NS)] for i in range(100)]
+    rows = fold(batches).rows()
+    assert sum(r.count for r in rows) == 100
+    assert len(rows) == 15
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["1", "2", "10", "x", "\u00e9"]), st.integers(-3 * HOUR_NS, 3 * HOUR_NS)
+        ),
+        max_size=50,
+    ),
+    size=st.integers(1, 10),
+)
+def test_matches_a_counter(rows: list[tuple[str, int]], size: int) -> None:
+    batches = [rows[i : i + size] for i in range(0, len(rows), size)]
+    got = fold(batches).rows()
+    want = Counter((g, (i // HOUR_NS) * 3600) for g, i in rows)
+    assert {(r.group, r.bucket_start): r.count for r in got} == dict(want)
+    numeric = all(g.lstrip("+-").isdigit() for g, _ in want)
+    order = sorted(
+        want, key=(lambda k: (k[1], int(k[0]), k[0])) if numeric else (lambda k: (k[1], k[0]))
+    )
+    assert [(r.group, r.bucket_start) for r in got] == order

@@ -1,0 +1,80 @@
+"""Generated days: engines agree with the reference and the generator; memory stays bounded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamagg.generate import generate_day
+from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, run_api
+from tests.reference import expected_for
+
+
+@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+def test_generated_day_matches_reference_and_generator(tmp_path: Path, dedupe: str) -> None:
+    source = tmp_path / "source"
+    day = generate_day(
+        source,
+        DAY,
+        rows=20_000,
+        files=3,
+        gzip_files=1,
+        duplicate_rate=0.1,
+        conflict_rate=0.3,
+        bad_row_rate=0.002,
+        late_rate=0.01,
+        offset_rate=0.3,
+        vary_layout=True,
+        seed=7,
+    )
+    expected = expected_for(source, DAY)
+    outcome = run_api(source, dedupe=dedupe, chunk_size=997)
+    assert outcome.exit_code == 0, outcome.message
+    assert outcome.output == expected.output
+    assert outcome.totals == expected.totals
+    assert outcome.totals["rows_read"] == day.rows
+    assert outcome.totals["bad_rows"] == day.bad_rows
+    assert outcome.totals["duplicates"] == day.duplicates
+    assert outcome.totals["conflicting_duplicates"] == day.conflicting_duplicates
+    assert outcome.totals["outside_day"] == day.outside_day
+    assert outcome.totals["impressions"] == day.impressions
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+def test_memory_stays_within_limit(tmp_path_factory: pytest.TempPathFactory, dedupe: str) -> None:
+    # About 80 MB of logs in a fresh process: its peak RSS is what the manifest reports.
+    source = tmp_path_factory.getbasetemp() / "memory-day"
+    if not source.exists():
+        generate_day(source, DAY, rows=500_000, files=4, gzip_files=1, seed=11)
+    dest = tmp_path_factory.mktemp(f"memory-{dedupe}")
+    limit = 256 * 2**20
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamagg",
+            DAY_ARG,
+            "--source",
+            str(source),
+            "--dest",
+            str(dest),
+            "--dedupe",
+            dedupe,
+            "--memory-limit",
+            "256MB",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((dest / "2021/01/30" / MANIFEST_NAME).read_text())
+    assert manifest["totals"]["rows_read"] == 500_000
+    peak = manifest["peak_memory_bytes"]
+    assert peak <= limit, f"peak RSS {peak / 2**20:.0f} MB above --memory-limit 256MB"
