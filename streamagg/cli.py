@@ -25,6 +25,7 @@ from .config import (
     parse_size,
 )
 from .errors import StreamaggError
+from .memory import tune_allocators
 from .pipeline import RunReport, run_day
 from .sources import InputFile
 
@@ -101,6 +102,7 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
     """Aggregate one day of ad impressions: DATE is YYYY-MM-DD."""
     if engine == "local":  # pyspark's Arrow functions need pandas on the Spark engine's driver
         _keep_pandas_out()
+    tune_allocators()
     _terminate_cleanly()
     _quiet_pyarrow_row_text()
     run_id = uuid.uuid4().hex[:12]

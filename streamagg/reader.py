@@ -190,7 +190,7 @@ def read_batches(
     *,
     schema: Schema | None = None,
     chunk_size: int = 100_000,
-    block_size: int = 4 * 2**20,
+    block_size: int = 1 * 2**20,
     stats: FileStats | None = None,
     reopen: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
 ) -> Iterator[pa.RecordBatch]:
@@ -244,19 +244,30 @@ def read_batches(
                 include_columns=wanted, column_types={n: pa.binary() for n in wanted},
                 strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
-        while True:
+        # pyarrow reads ahead several blocks, so blocks stay small to bound memory; they are
+        # gathered into batches of about chunk_size rows so the per-batch cost stays low.
+        gathered: list[pa.RecordBatch] = []
+        gathered_rows = 0
+        exhausted = False
+        while not exhausted:
             try:
-                batch = reader.read_next_batch()
+                block = reader.read_next_batch()
+                gathered.append(block)
+                gathered_rows += block.num_rows
             except StopIteration:
-                break
-            columns = [batch.column(n) for n in wanted]
+                exhausted = True
+            if not gathered or (gathered_rows < chunk_size and not exhausted):
+                continue
+            columns = [_concat([b.column(n) for b in gathered]) for n in wanted]
+            kept_invalid, kept_bad = len(invalid), len(stats.bad_rows)
+            gathered, gathered_rows = [], 0
             clean, bad = clean_columns(columns, schema)
             for index, reason in bad:
                 record = _record_number(parsed + index, invalid)
                 fields = tuple(c[index].as_py() for c in columns)
                 stats.bad_rows.append(BadRow(uri, record, reason, fields=fields))
-            parsed += batch.num_rows
-            kept_invalid, kept_bad = len(invalid), len(stats.bad_rows)
+            parsed += len(columns[0])
+            kept_bad = len(stats.bad_rows)
             for offset in range(0, clean.num_rows, chunk_size):
                 yield clean.slice(offset, chunk_size)
     except pa.ArrowInvalid as err:
@@ -265,7 +276,7 @@ def read_batches(
         elif reopen is None:
             raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
         else:
-            # Forget what the failed block reported, then read on from the next record.
+            # Forget what the unreturned blocks reported, then read on from the next record.
             del invalid[kept_invalid:]
             del stats.bad_rows[kept_bad:]
             done = parsed + len(invalid)
@@ -333,6 +344,10 @@ def _clean_pending(pending: list[list[bytes]], uri: str, schema: Schema, stats: 
         column.clear()
     if clean.num_rows:
         yield clean
+
+
+def _concat(chunks: list[pa.Array]) -> pa.Array:
+    return chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
 
 
 def _first_line(err: Exception) -> str:

@@ -80,8 +80,10 @@ def default_workers() -> int:
 
 
 def reader_block_size(memory_limit: int) -> int:
-    """CSV bytes parsed at once: larger blocks cost less per row, but each worker holds a few."""
-    return max(1 << 20, min(4 << 20, memory_limit // 64))
+    """CSV bytes pyarrow parses at once. It reads about a dozen blocks ahead per file, so the
+    block is what bounds a reader's memory; it also caps the longest row pyarrow can take
+    (longer rows go through the slower csv fallback)."""
+    return max(1 << 20, min(4 << 20, memory_limit // 256))
 
 
 @contextlib.contextmanager
