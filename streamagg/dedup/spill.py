@@ -44,7 +44,7 @@ class SpillDeduper:
         self.close()
 
     def add(self, batch: pa.RecordBatch) -> None:
-        self._writers.write(batch, partition_of(batch.column(KEY), self.partitions, seed=0))
+        self._writers.write(batch, partition_by_instant(batch.column(INSTANT), self.partitions))
 
     def survivors(self) -> Iterator[pa.RecordBatch]:
         paths = self._writers.close()
@@ -150,6 +150,20 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
+def partition_by_instant(instants: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:
+    """A spill partition per row from the key's instant alone.
+
+    Equal keys have equal instants, so they meet in one partition; a day's instants spread
+    over tens of thousands of distinct seconds, which a good mix scatters evenly. It costs a
+    few integer operations per row where hashing the id bytes costs many. A partition that
+    still comes out too large (one hot second) is split again on the id, see `partition_of`.
+    """
+    if isinstance(instants, pa.ChunkedArray):
+        instants = instants.combine_chunks()
+    values = instants.to_numpy(zero_copy_only=False).view(np.uint64)
+    return (_mix(values ^ _GOLDEN) % np.uint64(partitions)).astype(np.uint16)
+
+
 def partition_of(keys: pa.Array | pa.ChunkedArray, partitions: int, *, seed: int) -> np.ndarray:
     """A spill partition per row from the key's length, first and last eight bytes.
 
@@ -160,7 +174,7 @@ def partition_of(keys: pa.Array | pa.ChunkedArray, partitions: int, *, seed: int
         keys = keys.combine_chunks()
     n = len(keys)
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.uint16)
     buffers = keys.buffers()
     offsets = np.frombuffer(buffers[1], dtype=np.int32)[keys.offset:keys.offset + n + 1]
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(
@@ -181,7 +195,7 @@ def partition_of(keys: pa.Array | pa.ChunkedArray, partitions: int, *, seed: int
     with np.errstate(over="ignore"):
         h = head * _GOLDEN ^ _mix(tail ^ np.uint64(seed + 1)) ^ (lengths.astype(np.uint64) * _M1)
         h = _mix(h)
-    return (h % np.uint64(partitions)).astype(np.int64)
+    return (h % np.uint64(partitions)).astype(np.uint16)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -205,7 +219,8 @@ class _PartitionWriters:
     def write(self, batch: pa.RecordBatch, partition: np.ndarray) -> None:
         if batch.num_rows == 0:
             return
-        order = np.argsort(partition, kind="stable")
+        # Stable, so rows keep their order within a partition; radix sort on small integers.
+        order = np.argsort(partition.astype(np.uint16, copy=False), kind="stable")
         counts = np.bincount(partition, minlength=len(self.paths))
         ordered = batch.take(pa.array(order))
         start = 0
