@@ -6,7 +6,9 @@ import functools
 import os
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +22,7 @@ from . import DedupStats
 WORK_PER_SPILLED_BYTE = 4
 MAX_PARTITIONS = 256
 SPLIT_FANOUT = 16
+_Done = tuple[pa.RecordBatch, int, int]  # first occurrences, duplicates, conflicts
 _GROUP_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])
 
 
@@ -32,7 +35,8 @@ class SpillDeduper:
         self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
         # A third of the budget for one partition's work; the rest is the interpreter, Arrow
         # and the reader's blocks.
-        self.partition_budget = max(memory_limit // 3, 8 * 2**20)
+        self.threads = max(1, min(2, os.cpu_count() or 1))
+        self.partition_budget = max(memory_limit // 3 // self.threads, 8 * 2**20)
         wanted = expected_bytes * WORK_PER_SPILLED_BYTE // self.partition_budget + 1
         self.partitions = min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length()))
         self._writers = _PartitionWriters(self.folder, "p", self.partitions, CLEAN_SCHEMA)
@@ -48,14 +52,30 @@ class SpillDeduper:
 
     def survivors(self) -> Iterator[pa.RecordBatch]:
         paths = self._writers.close()
-        for path in paths:
-            yield from self._partition_survivors(path, depth=1)
+        # Partitions are independent and Arrow's kernels release the GIL: a few at once, in a
+        # window as wide as the pool so no more than that are in memory.
+        with ThreadPoolExecutor(max_workers=self.threads,
+                                thread_name_prefix="streamagg-dedup") as pool:
+            window: deque[Future[list[_Done]]] = deque()
+            for path in paths:
+                window.append(pool.submit(self._partition_survivors, path, 1))
+                if len(window) >= self.threads:
+                    yield from self._collect(window.popleft().result())
+            while window:
+                yield from self._collect(window.popleft().result())
 
-    def _partition_survivors(self, path: str, depth: int) -> Iterator[pa.RecordBatch]:
+    def _collect(self, done: list[_Done]) -> Iterator[pa.RecordBatch]:
+        for batch, duplicates, conflicts in done:
+            self.stats.duplicates += duplicates
+            self.stats.conflicting_duplicates += conflicts
+            if batch.num_rows:
+                yield batch
+
+    def _partition_survivors(self, path: str, depth: int) -> list[_Done]:
         size = os.path.getsize(path)
         if size * WORK_PER_SPILLED_BYTE > self.partition_budget and depth < 4:
-            # Too big for memory (a skewed or larger-than-estimated day): split it again on a
-            # different hash; order within each piece is kept, so first occurrences stay first.
+            # Too big for memory (a skewed or larger-than-estimated day): split it again on the
+            # id; order within each piece is kept, so first occurrences stay first.
             writers = _PartitionWriters(self.folder, f"{os.path.basename(path)}.", SPLIT_FANOUT,
                                         CLEAN_SCHEMA)
             with pa.ipc.open_stream(pa.memory_map(path)) as stream:
@@ -63,24 +83,19 @@ class SpillDeduper:
                     writers.write(batch, partition_of(batch.column(KEY), SPLIT_FANOUT, seed=depth))
             pieces = writers.close()
             os.unlink(path)
-            for piece in pieces:
-                yield from self._partition_survivors(piece, depth + 1)
-            return
+            return [done for piece in pieces
+                    for done in self._partition_survivors(piece, depth + 1)]
         with pa.ipc.open_stream(pa.memory_map(path)) as stream:
             table = stream.read_all()
         os.unlink(path)
-        if table.num_rows:
-            yield self._first_occurrences(table)
-
-    def _first_occurrences(self, table: pa.Table) -> pa.RecordBatch:
+        if not table.num_rows:
+            return []
         keep, duplicates, conflicts = first_occurrences(
             table.column(KEY), table.column(INSTANT), table.column(GROUP))
-        self.stats.duplicates += duplicates
-        self.stats.conflicting_duplicates += conflicts
-        kept = table.select([GROUP, INSTANT]).filter(pa.array(keep))
-        if not kept.num_rows:
-            return pa.RecordBatch.from_pylist([], schema=_GROUP_OUT)
-        return kept.combine_chunks().to_batches()[0]
+        kept = table.select([GROUP, INSTANT]).filter(pa.array(keep)).combine_chunks()
+        batch = (kept.to_batches()[0] if kept.num_rows
+                 else pa.RecordBatch.from_pylist([], schema=_GROUP_OUT))
+        return [(batch, duplicates, conflicts)]
 
     def close(self) -> None:
         self._writers.close()
