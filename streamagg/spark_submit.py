@@ -1,0 +1,105 @@
+"""The spark-submit entry point: ``spark-submit streamagg/spark_submit.py DATE [OPTIONS]``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if not __package__:
+    # Run as a file, as spark-submit does: import the package from the folder above, not the
+    # modules of this folder as top-level ones.
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+# Hadoop's S3 connectors spell buckets s3a:// (open source) or s3n:// (old), and EMRFS s3://.
+# streamagg reads and writes S3 itself, with boto3 on the driver and the executors, so all of
+# them mean its s3://.
+S3_ALIASES = ("s3a://", "s3n://")
+URI_OPTIONS = ("--source", "--dest")
+URI_VARIABLES = ("STREAMAGG_SOURCE", "STREAMAGG_DEST")
+
+
+def streamagg_uri(uri: str) -> str:
+    """A cluster's S3 URI as streamagg spells it: ``s3a://bucket/x`` -> ``s3://bucket/x``."""
+    for alias in S3_ALIASES:
+        if uri.startswith(alias):
+            return "s3://" + uri[len(alias):]
+    return uri
+
+
+def command_args(argv: list[str]) -> list[str]:
+    """The command's arguments: the Spark engine unless asked otherwise, S3 URIs mapped."""
+    args = ["--engine", "spark"]  # first, so an explicit --engine later on wins
+    uri_next = False
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if uri_next:
+            args.append(streamagg_uri(arg))
+        elif eq and name in URI_OPTIONS:
+            args.append(f"{name}={streamagg_uri(value)}")
+        else:
+            args.append(arg)
+        uri_next = not uri_next and arg in URI_OPTIONS
+    return args
+
+
+@contextlib.contextmanager
+def shipped_package(spark: SparkSession) -> Iterator[None]:
+    """Send the driver's own copy of streamagg to the executors, so both run the same code even
+    where the cluster has another version installed, or none (its dependencies must be there)."""
+    import streamagg
+
+    # The imported package, not this file's folder: spark-submit may run a copy of this file.
+    package = os.path.dirname(os.path.abspath(streamagg.__file__))
+    folder = tempfile.mkdtemp(prefix="streamagg-pyfiles-")
+    path = os.path.join(folder, "streamagg.zip")
+    try:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for root, dirs, files in os.walk(package):
+                dirs[:] = [d for d in dirs if d != "__pycache__"]
+                for name in sorted(files):
+                    if name.endswith(".py"):
+                        full = os.path.join(root, name)
+                        archive.write(full, os.path.relpath(full, os.path.dirname(package)))
+        spark.sparkContext.addPyFile(path)
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start (or join) the session spark-submit configured, then run the ``streamagg`` command."""
+    from pyspark.sql import SparkSession
+
+    from streamagg.cli import main as command
+    from streamagg.engines.spark import quiet_pyspark_warnings
+
+    args = command_args(sys.argv[1:] if argv is None else argv)
+    for variable in URI_VARIABLES:
+        if os.environ.get(variable):
+            os.environ[variable] = streamagg_uri(os.environ[variable])
+    # Made here, with spark-submit's master and settings: the engine then uses this session
+    # and ignores --spark-master.
+    with quiet_pyspark_warnings():
+        spark = SparkSession.builder.appName("streamagg").getOrCreate()
+    if spark.sparkContext.getConf().get("spark.log.level") is None:
+        spark.sparkContext.setLogLevel("WARN")  # the job's own log says what it does
+    try:
+        with shipped_package(spark):
+            command(args, prog_name="streamagg")  # exits with the command's status
+    finally:
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()

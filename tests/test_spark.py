@@ -1,0 +1,388 @@
+"""The Spark engine against the local one: the same bytes, rejects and totals, the same failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamagg.config import Schema
+from streamagg.engines import spark as spark_engine
+from streamagg.errors import BadDataError, UsageError
+from tests.conftest import DAY, DAY_ARG, OUTPUT_NAME, S3, Outcome, day_path, run_api, to_bytes
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+pyspark_sql = pytest.importorskip("pyspark.sql", reason="the spark extra is not installed")
+pytestmark = pytest.mark.spark
+
+REPO = Path(__file__).resolve().parent.parent
+H = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
+LENIENT = {"max_bad_rows": "100%"}
+
+
+def both_engines(source: Path | str, out: Path, **options: Any) -> tuple[Outcome, Outcome]:
+    """The same day through the local engine and the Spark engine, into separate folders."""
+    local = run_api(source, dest=out / "local", engine="local", **options)
+    on_spark = run_api(source, dest=out / "spark", engine="spark", **options)
+    return local, on_spark
+
+
+def assert_same(local: Outcome, on_spark: Outcome) -> None:
+    """Byte-identical output and rejects, identical totals and inputs, or the same failure."""
+    assert on_spark.exit_code == local.exit_code, on_spark.message
+    assert on_spark.message == local.message
+    assert on_spark.files == local.files
+    assert on_spark.output == local.output
+    assert on_spark.rejects == local.rejects
+    if local.manifest is not None:
+        assert on_spark.manifest is not None
+        assert on_spark.totals == local.totals
+        assert comparable(on_spark.manifest) == comparable(local.manifest)
+        assert on_spark.manifest["parameters"]["engine"] == "spark"
+
+
+def comparable(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest without what names the run rather than the day: times, paths, engine."""
+    kept = {k: v for k, v in manifest.items()
+            if k not in ("started", "finished", "elapsed_seconds", "peak_memory_bytes")}
+    kept["parameters"] = {k: v for k, v in manifest["parameters"].items()
+                          if k not in ("engine", "dest")}
+    for part in ("output", "rejects"):
+        if kept.get(part):
+            kept[part] = {k: v for k, v in kept[part].items() if k != "path"}
+    return kept
+
+
+def gz(text: str) -> bytes:
+    return to_bytes("x.gz", text)
+
+
+# --- hand-made days ------------------------------------------------------------------------------
+
+MIXED_DAY: dict[str, str | bytes] = {
+    # Duplicates within the file, an offset spelling of an earlier key, late and early rows,
+    # an instant before 1970 (a negative bucket), and bad rows of every kind.
+    "a.csv": H
+    + "a,2021-01-30 10:00:00,1\n"
+    + "a,2021-01-30 10:00:00,1\n"
+    + "a,2021-01-30T11:00:00+01:00,2\n"
+    + "b,2021-01-30 10:15:00.5,10\n"
+    + "late,2021-01-31 00:30:00,7\n"
+    + "early,2021-01-29T23:59:59.999999999Z,7\n"
+    + "old,1969-12-31 23:30:00,007\n"
+    + ",2021-01-30 10:00:00,1\n"
+    + "c,2021-02-30 10:00:00,1\n"
+    + "d,2021-01-30 10:00:00\n"
+    + "e,2021-01-30 10:00:00,1,extra\n",
+    # gzip, CRLF, another column order with an ignored column, quoted fields, a conflicting
+    # duplicate of a.csv's first key.
+    "b.csv.gz": gz(
+        "CAMPAIGN_ID,NOTE,IMPRESSION_ID,IMPRESSION_DATETIME\r\n"
+        + '2,"a, note",a,2021-01-30T10:00:00Z\r\n'
+        + '10,"two\r\nlines",f,2021-01-30 23:59:59\r\n'
+        + '"10",,b,2021-01-30 10:15:00.500\r\n'
+        + "\r\n"
+        + "1,x,g,2021-01-30T05:30:00-04:30\r\n"
+    ),
+    # A byte-order mark, padded lower-case names, blank lines, invalid UTF-8 in a campaign.
+    "sub/c.csv": b"\xef\xbb\xbf impression_datetime ,Campaign_Id,impression_id\n\n"
+    + b"2021-01-30 10:00:00, 2 , a \n"
+    + b"2021-01-30 12:00:00,\xff\xfe,h\n"
+    + b"2021-01-30 12:00:00,-3,h\n"
+    + b"1969-12-31T23:59:59Z,+4,old2\n",
+    "header_only.csv": H,
+    "empty.csv": "",
+    "_SUCCESS": "",
+    ".hidden.csv": H + "z,2021-01-30 10:00:00,1\n",
+    "_temporary/part.csv": H + "z,2021-01-30 10:00:00,1\n",
+}
+
+
+@pytest.mark.parametrize("chunk_size", [100_000, 2])
+def test_mixed_day_is_byte_identical(spark: SparkSession, partition: Callable[..., Path],
+                                     tmp_path: Path, chunk_size: int) -> None:
+    source = partition(MIXED_DAY)
+    local, on_spark = both_engines(source, tmp_path, chunk_size=chunk_size, **LENIENT)
+    assert_same(local, on_spark)
+    totals = on_spark.totals
+    assert totals["bad_rows"] == 5 and totals["duplicates"] >= 4
+    assert totals["conflicting_duplicates"] >= 2 and totals["outside_day"] >= 4
+    assert totals["empty_files"] == 1
+    assert b"1969-12-31 23:00:00" in (on_spark.output or b"")
+
+
+def test_text_campaigns_and_trimmed_keys(spark: SparkSession, partition: Callable[..., Path],
+                                         tmp_path: Path) -> None:
+    source = partition({
+        "1.csv": H + 'x ,2021-01-30 01:00:00,"a,b"\n\tx,2021-01-30 01:00:00,beta\n'
+        + "y,2021-01-30 01:59:59,caf\u00e9\n" + 'z,2021-01-30 02:00:00,"q""t"\n',
+        "2.csv": H + "y,2021-01-30T01:59:59Z,Beta\n" + "w,2021-01-30 02:00:00,10\n",
+    })
+    assert_same(*both_engines(source, tmp_path))
+
+
+def test_custom_columns_and_grain(spark: SparkSession, partition: Callable[..., Path],
+                                  tmp_path: Path) -> None:
+    schema = Schema(id_column="EVENT_ID", time_column="TS", group_column="ADVERTISER",
+                    grain_seconds=900)
+    source = partition({
+        "e.csv": "TS,ADVERTISER,EVENT_ID\n" + "2021-01-30 10:14:59,7,e1\n"
+        + "2021-01-30 10:15:00,7,e2\n" + "2021-01-30 10:15:00,8,e2\n"
+        + "1969-12-31 23:59:59,7,e3\n",
+    })
+    local, on_spark = both_engines(source, tmp_path, schema=schema)
+    assert_same(local, on_spark)
+    assert (on_spark.output or b"").startswith(b"ADVERTISER,HOUR,IMPRESSIONS\n")
+
+
+def test_day_of_only_empty_files(spark: SparkSession, partition: Callable[..., Path],
+                                 tmp_path: Path) -> None:
+    source = partition({"empty.csv": "", "empty2.csv.gz": ""})
+    local, on_spark = both_engines(source, tmp_path)
+    assert_same(local, on_spark)
+    assert on_spark.output == b"CAMPAIGN_ID,HOUR,IMPRESSIONS\n"
+
+
+# --- the same failures ---------------------------------------------------------------------------
+
+
+def test_missing_column_fails_the_same_way(spark: SparkSession, partition: Callable[..., Path],
+                                           tmp_path: Path) -> None:
+    source = partition({"1.csv": H + "a,2021-01-30 10:00:00,1\n",
+                        "2.csv": "IMPRESSION_ID,CAMPAIGN_ID\na,1\n"})
+    local, on_spark = both_engines(source, tmp_path)
+    assert_same(local, on_spark)
+    assert on_spark.exit_code == BadDataError.exit_code and on_spark.files == []
+    assert "2.csv" in on_spark.message and "IMPRESSION_DATETIME" in on_spark.message
+
+
+@pytest.mark.parametrize("limit", ["1", "10%"])
+def test_too_many_bad_rows_fails_the_same_way(spark: SparkSession, partition: Callable[..., Path],
+                                              tmp_path: Path, limit: str) -> None:
+    source = partition({"1.csv": H + "a,2021-01-30 10:00:00,1\n,2021-01-30 10:00:00,1\n",
+                        "2.csv": H + "b,nope,1\nc,2021-01-30 10:00:00,1\n"})
+    local, on_spark = both_engines(source, tmp_path, max_bad_rows=limit)
+    assert_same(local, on_spark)
+    assert on_spark.exit_code == 4 and "too many bad rows" in on_spark.message
+
+
+def test_unreadable_file_fails_the_same_way(spark: SparkSession, partition: Callable[..., Path],
+                                            tmp_path: Path) -> None:
+    cut_short = gz(H + "b,2021-01-30 10:00:00,1\n" * 1000)[:-40]  # an upload cut short
+    source = partition({"1.csv": H + "a,2021-01-30 10:00:00,1\n", "2.csv.gz": cut_short})
+    local, on_spark = both_engines(source, tmp_path)
+    assert_same(local, on_spark)
+    assert on_spark.exit_code == 1 and "2.csv.gz" in on_spark.message
+
+
+# --- random days ---------------------------------------------------------------------------------
+
+IDS = ["a", "b", "c", " a", "\u00fc"]
+NUMERIC = ["1", "2", "10", "007", "-3"]
+TEXT = ["alpha", "Beta", "a,b", "x\ny", "10"]
+# Seconds from the day's start (before, inside and after it) and spellings of the same instant.
+SECONDS = [-3601, -1, 0, 59, 3600, 86399, 86400]
+SPELLINGS = [
+    lambda t: t.strftime("%Y-%m-%d %H:%M:%S"),
+    lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    lambda t: (t + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+01:00"),
+    lambda t: t.strftime("%Y-%m-%d %H:%M:%S.000"),
+]
+BAD_VALUES = ["", "2021-02-30 10:00:00", "10:00"]
+
+
+def quote(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n') else value
+
+
+@st.composite
+def day_files(draw: st.DrawFn) -> dict[str, bytes]:
+    """1 to 3 files sharing ids and instants, so duplicates and conflicts happen within and
+    across files; column order, gzip and bad rows vary."""
+    campaigns = draw(st.sampled_from([NUMERIC, TEXT]))
+    names = draw(st.lists(st.sampled_from(["p0.csv", "p1.csv.gz", "sub/p2.csv", "p10.csv"]),
+                          min_size=1, max_size=3, unique=True))
+    start = dt.datetime(2021, 1, 30)
+    files: dict[str, bytes] = {}
+    for name in names:
+        order = draw(st.permutations([0, 1, 2]))
+        header = ",".join(["IMPRESSION_ID", "IMPRESSION_DATETIME", "CAMPAIGN_ID"][i] for i in order)
+        lines = [header]
+        for _ in range(draw(st.integers(0, 15))):
+            moment = start + dt.timedelta(seconds=draw(st.sampled_from(SECONDS)))
+            values = [draw(st.sampled_from(IDS)), draw(st.sampled_from(SPELLINGS))(moment),
+                      draw(st.sampled_from(campaigns))]
+            if draw(st.integers(0, 9)) == 0:
+                values[draw(st.integers(0, 2))] = draw(st.sampled_from(BAD_VALUES))
+            lines.append(",".join(quote(values[i]) for i in order))
+        files[name] = to_bytes(name, "\n".join(lines) + "\n")
+    return files
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(files=day_files(), chunk_size=st.sampled_from([1, 3, 1000]))
+def test_random_days_match_the_local_engine(spark: SparkSession, files: dict[str, bytes],
+                                            chunk_size: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "source"
+        for name, data in files.items():
+            path = root / day_path(DAY) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        assert_same(*both_engines(root, Path(tmp), chunk_size=chunk_size, **LENIENT))
+
+
+# --- Spark specifics -----------------------------------------------------------------------------
+
+
+def test_buckets_floor_like_python(spark: SparkSession) -> None:
+    """Spark's integer division truncates toward zero; the engine's must floor, as numpy does."""
+    grain = 3600 * 10**9
+    values = [0, 1, grain - 1, grain, -1, -grain, -grain - 1, -(2**63), 2**63 - 1]
+    frame = spark.createDataFrame([(v,) for v in values], "instant long")
+    got = [r[0] for r in frame.select(spark_engine.floor_div("instant", grain)).collect()]
+    assert got == [v // grain for v in values]
+
+
+def test_s3_source_read_by_the_executors(spark: SparkSession, s3: S3, tmp_path: Path) -> None:
+    s3.put(f"{day_path(DAY)}/a.csv", H + "a,2021-01-30 10:00:00,1\nb,bad,1\n")
+    s3.put(f"{day_path(DAY)}/b.csv.gz", H + "a,2021-01-30 10:00:00,2\nc,2021-01-30 11:00:00,2\n")
+    local, on_spark = both_engines(s3.uri, tmp_path, endpoint_url=s3.endpoint, **LENIENT)
+    assert_same(local, on_spark)
+    assert on_spark.totals["conflicting_duplicates"] == 1
+
+
+def test_cli_engine_spark(spark: SparkSession, cli: Callable[..., Any],
+                          partition: Callable[..., Path], tmp_path: Path) -> None:
+    source = partition({"a.csv": MIXED_DAY["a.csv"], "b.csv.gz": MIXED_DAY["b.csv.gz"]})
+    local = cli(DAY_ARG, "--source", source, "--dest", tmp_path / "local", "--no-progress",
+                "--max-bad-rows", "100%")
+    on_spark = cli(DAY_ARG, "--source", source, "--dest", tmp_path / "spark", "--no-progress",
+                   "--max-bad-rows", "100%", "--engine", "spark", "--spark-master", "local[1]")
+    assert local.exit_code == 0 and on_spark.exit_code == 0, on_spark.output
+    out = Path(day_path(DAY)) / OUTPUT_NAME
+    assert (tmp_path / "spark" / out).read_bytes() == (tmp_path / "local" / out).read_bytes()
+
+
+def test_missing_pyspark_is_one_clear_line(cli: Callable[..., Any],
+                                           partition: Callable[..., Path],
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark raises ImportError
+    source = partition({"a.csv": H + "a,2021-01-30 10:00:00,1\n"})
+    outcome = run_api(source, engine="spark")
+    assert outcome.exit_code == UsageError.exit_code and outcome.files == []
+    assert outcome.message == ("--engine spark needs pyspark, which is not installed: "
+                               "pip install 'streamagg[spark]'")
+    result = cli(DAY_ARG, "--source", source, "--engine", "spark")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == f"streamagg: error: {outcome.message}"
+
+
+def test_missing_java_is_one_clear_line(spark: SparkSession, partition: Callable[..., Path],
+                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pyspark import SparkContext
+
+    monkeypatch.setattr(SparkContext, "_active_spark_context", None)  # as if nothing ran yet
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    source = partition({"a.csv": H + "a,2021-01-30 10:00:00,1\n"})
+    outcome = run_api(source, engine="spark")
+    assert outcome.exit_code == 2 and outcome.files == []
+    assert outcome.message.startswith("--engine spark needs Java 17")
+    monkeypatch.delenv("JAVA_HOME")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert not spark_engine.java_found()
+
+
+def test_executor_errors_keep_their_class_and_message() -> None:
+    err = BadDataError("missing required column", uri="s3://b/k.csv", line=1, column="X")
+    again = spark_engine.decode_error(spark_engine.encode_error(err))
+    assert type(again) is BadDataError and str(again) == str(err)
+
+
+def test_failed_job_summary_is_the_workers_last_line() -> None:
+    text = ("An exception was thrown from the Python worker:\nTraceback (most recent call "
+            "last):\n  File \"x.py\", line 1\nModuleNotFoundError: No module named 'streamagg'\n"
+            "\nJVM stacktrace:\norg.apache.spark.SparkException: boom\n")
+    assert (spark_engine.failure_summary(RuntimeError(text))
+            == "ModuleNotFoundError: No module named 'streamagg'")
+    assert spark_engine.failure_summary(RuntimeError("Java gateway exited\nmore")) == (
+        "Java gateway exited")
+
+
+def test_spark_submit_maps_cluster_s3_uris() -> None:
+    from streamagg.spark_submit import command_args
+
+    assert command_args([DAY_ARG, "--source", "s3a://logs/imp", "--dest=s3n://agg/x",
+                         "--initials", "s3a"]) == [
+        "--engine", "spark", DAY_ARG, "--source", "s3://logs/imp", "--dest=s3://agg/x",
+        "--initials", "s3a"]
+    assert command_args(["--engine", "local", DAY_ARG])[-3:] == ["--engine", "local", DAY_ARG]
+
+
+# --- fresh processes: the command starts its own session; spark-submit brings one ----------------
+
+
+def fresh_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_PYTHON"}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.slow
+def test_command_starts_a_quiet_session_of_its_own(partition: Callable[..., Path],
+                                                   tmp_path: Path) -> None:
+    source = partition(MIXED_DAY)
+    local = run_api(source, dest=tmp_path / "local", **LENIENT)
+    done = subprocess.run(
+        [sys.executable, "-m", "streamagg", DAY_ARG, "--source", str(source), "--dest",
+         str(tmp_path / "spark"), "--engine", "spark", "--spark-master", "local[1]",
+         "--max-bad-rows", "100%", "--no-progress"],
+        capture_output=True, text=True, env=fresh_env(), timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = Path(day_path(DAY)) / OUTPUT_NAME
+    assert (tmp_path / "spark" / out).read_bytes() == local.output
+    # Spark's start-up chatter and pyspark's warnings stay out of the operator's way (a loaded
+    # machine may still see a real warning, e.g. a late heartbeat: that one is allowed).
+    for noise in ("log4j", "Setting default log level", "NativeCodeLoader",
+                  "resolves to a loopback", "INFO SparkContext", "FutureWarning", "Traceback"):
+        assert noise not in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_spark_submit_with_an_s3a_source(s3: S3, tmp_path: Path) -> None:
+    submit = Path(sys.executable).parent / "spark-submit"
+    if not submit.exists():
+        submit = Path(shutil.which("spark-submit") or submit)
+    if not submit.exists():
+        pytest.skip("spark-submit is not installed")
+    s3.put(f"{day_path(DAY)}/a.csv", MIXED_DAY["a.csv"])
+    s3.put(f"{day_path(DAY)}/b.csv.gz", MIXED_DAY["b.csv.gz"])
+    local = run_api(s3.uri, dest=tmp_path / "local", endpoint_url=s3.endpoint, **LENIENT)
+    done = subprocess.run(
+        [str(submit), "--master", "local[1]", str(REPO / "streamagg" / "spark_submit.py"),
+         DAY_ARG, "--source", f"s3a://{s3.bucket}", "--dest", str(tmp_path / "spark"),
+         "--endpoint-url", s3.endpoint, "--max-bad-rows", "100%", "--log-format", "json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env=fresh_env(PYSPARK_PYTHON=sys.executable, AWS_ACCESS_KEY_ID="testing",
+                      AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["totals"] == local.totals
+    out = Path(day_path(DAY)) / OUTPUT_NAME
+    assert (tmp_path / "spark" / out).read_bytes() == local.output
