@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import io
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import StorageError, UsageError
 from . import InputFile, is_input_name
@@ -20,7 +23,9 @@ class LocalStorage:
         path = uri[len("file://"):] if uri.startswith("file://") else uri
         if not path:
             raise UsageError(f"empty local path in {uri!r}")
-        self.root = Path(path).expanduser().absolute()
+        # The real path: ``..`` and links resolved, so messages name files as they are and a
+        # destination cannot reach into the source partition through a link or ``..``.
+        self.root = Path(os.path.realpath(Path(path).expanduser()))
         self.root_uri = str(self.root)
 
     def uri_of(self, relative: str) -> str:
@@ -50,31 +55,34 @@ class LocalStorage:
                 if stat.st_size == 0:
                     empty += 1
                     continue
-                mtime = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).isoformat()
-                found.append(InputFile(uri=str(path), key=rel, size=stat.st_size, version=mtime))
+                found.append(InputFile(uri=str(path), key=rel, size=stat.st_size,
+                                       version=_version(stat)))
         found.sort(key=lambda item: item.key)
         return found, empty
 
     def open_input(self, item: InputFile) -> BinaryIO:
         try:
-            return open(item.uri, "rb", buffering=1 << 20)
+            raw = _CheckedFile(item)
         except OSError as err:
             raise StorageError(f"cannot open input: {err.strerror}", uri=item.uri) from err
+        return io.BufferedReader(raw, buffer_size=1 << 20)
 
     def publish(self, local_path: str, relative: str) -> None:
         target = self.root / relative
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             # A temp name in the target folder keeps the rename atomic (same file system).
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            fd, tmp = _locked_temp(target)
         except OSError as err:
             raise StorageError(f"cannot write: {err.strerror}", uri=str(target)) from err
+        out = os.fdopen(fd, "wb")
         try:
-            with os.fdopen(fd, "wb") as out, open(local_path, "rb") as src:
+            with open(local_path, "rb") as src:
                 shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)
+            out.flush()
+            os.fsync(out.fileno())
+            os.fchmod(fd, 0o644)
+            # Renamed while still open, so the lock covers the file's whole life as a temp file.
             os.replace(tmp, target)
         except OSError as err:
             _unlink_quietly(tmp)
@@ -82,6 +90,28 @@ class LocalStorage:
         except BaseException:
             _unlink_quietly(tmp)
             raise
+        finally:
+            out.close()
+
+    def remove_abandoned(self, relatives: list[str], *, older_than: float = 0) -> list[str]:
+        """Remove temp files that killed runs left beside ``relatives``; return their paths.
+
+        A writer holds a lock on its temp file until it is renamed, so a temp file whose lock
+        can be taken belongs to no live process, whatever its age (``older_than`` is unused).
+        """
+        removed = []
+        for relative in relatives:
+            target = self.root / relative
+            pattern = re.compile(re.escape(f".{target.name}.") + r"[^/]+\.tmp")
+            try:
+                names = os.listdir(target.parent)
+            except OSError:
+                continue  # no folder yet: nothing left behind
+            for name in names:
+                path = target.parent / name
+                if pattern.fullmatch(name) and _remove_if_unlocked(str(path)):
+                    removed.append(str(path))
+        return removed
 
     def remove(self, relative: str) -> None:
         try:
@@ -96,6 +126,93 @@ class LocalStorage:
             return None
         except OSError as err:
             raise StorageError(f"cannot read: {err.strerror}", uri=self.uri_of(relative)) from err
+
+
+def _version(stat: os.stat_result) -> str:
+    """What a rerun compares a local input by: its modification time."""
+    return dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).isoformat()
+
+
+class _CheckedFile(io.FileIO):
+    """An input file that must still be the one listed: same size and mtime when opened, and
+    exactly the listed size, unchanged, when read to the end.
+
+    A file replaced by a rename after opening is no problem (this descriptor keeps reading the
+    listed version); one rewritten or appended in place fails the run instead of being counted
+    half old, half new.
+    """
+
+    def __init__(self, item: InputFile) -> None:
+        super().__init__(item.uri, "rb")
+        self._item = item
+        self._seen = 0
+        try:
+            self._check("changed since it was listed")
+        except BaseException:
+            super().close()
+            raise
+
+    def _check(self, problem: str) -> None:
+        stat = os.fstat(self.fileno())
+        if stat.st_size != self._item.size or _version(stat) != self._item.version:
+            raise StorageError(f"input file {problem} (size or modification time differs); "
+                               "rerun once it is complete", uri=self._item.uri)
+
+    def readinto(self, buffer: Any) -> int | None:
+        n = super().readinto(buffer)
+        if n == 0 and len(memoryview(buffer)):
+            if self._seen != self._item.size:
+                raise StorageError(f"input file changed while it was read: {self._seen} bytes "
+                                   f"read of {self._item.size} listed", uri=self._item.uri)
+            self._check("changed while it was read")
+        self._seen += n or 0
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        buffer = bytearray(size)
+        n = self.readinto(buffer) or 0
+        return bytes(buffer[:n])
+
+    def readall(self) -> bytes:
+        chunks = []
+        while chunk := self.read(1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _locked_temp(target: Path) -> tuple[int, str]:
+    """A new temp file beside ``target``, locked for as long as this process holds it open.
+
+    The lock tells a later run's clean-up that the file is in use; it is re-checked after
+    locking in case a clean-up removed the file in between.
+    """
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+                return fd, tmp
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _remove_if_unlocked(path: str) -> bool:
+    """Delete a temp file no live process holds a lock on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)
+        return True
+    except OSError:
+        return False  # locked: a live run is writing it
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -1,0 +1,156 @@
+"""A full spill folder: exit 1 naming it, its files removed, nothing uploaded."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from click.testing import Result
+
+from streamagg.generate import generate_day
+from tests.conftest import DAY, DAY_ARG, S3
+from tests.reliability.faults import FaultProxy
+from tests.reliability.helpers import PART, error_line, results
+
+pytestmark = pytest.mark.s3
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def day(tmp_path: Path) -> Path:
+    source = tmp_path / "source"
+    generate_day(source, DAY, rows=30_000, files=2, gzip_files=1, seed=9)
+    return source
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 192 KiB tmpfs: a real file system that fills up. Needs root (CAP_SYS_ADMIN)."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=192k,mode=0777", "tmpfs", str(folder)],
+        capture_output=True, check=False).returncode == 0
+    if not mounted:
+        pytest.skip("cannot mount a tmpfs here (not root); the patched-write tests cover this")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def run_to_s3(cli: Cli, source: Path, s3: S3, proxy: FaultProxy, tmp_dir: Path,
+              *extra: str) -> Result:
+    return cli(DAY_ARG, "--source", source, "--dest", f"{s3.uri}/out", "--endpoint-url",
+               proxy.url, "--tmp-dir", tmp_dir, "--max-bad-rows", "5%", *extra)
+
+
+def assert_nothing_uploaded(s3: S3, proxy: FaultProxy) -> None:
+    writes = [seen for seen in proxy.requests() if seen.method in ("PUT", "POST")]
+    assert writes == [] and results(s3, "out") == {} and s3.pending_uploads() == []
+
+
+@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+def test_a_real_full_file_system(
+    cli: Cli, day: Path, s3: S3, proxy: FaultProxy, tiny_tmpfs: Path, dedupe: str
+) -> None:
+    result = run_to_s3(cli, day, s3, proxy, tiny_tmpfs, "--dedupe", dedupe)
+    assert result.exit_code == 1, result.output
+    message = error_line(result.stderr)
+    assert str(tiny_tmpfs) in message, message
+    assert "No space left on device" in message or "disk is full" in message, message
+    assert os.listdir(tiny_tmpfs) == []
+    assert_nothing_uploaded(s3, proxy)
+
+
+class _FillingFile:
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, path: str, room: list[int]) -> None:
+        self._out = open(path, "wb")  # noqa: SIM115 - closed by pyarrow through close()
+        self._room = room
+
+    def write(self, data: Any) -> int:
+        size = len(memoryview(data).cast("B"))
+        if size > self._room[0]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room[0] -= size
+        return self._out.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._out, name)
+
+
+def test_spill_writes_failing_with_enospc(
+    cli: Cli, day: Path, s3: S3, proxy: FaultProxy, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    room = [200_000]  # shared by all spill files, like the free space of one disk
+    real = pa.OSFile
+
+    def filling(path: str, mode: str = "r") -> Any:
+        if mode.startswith("w") and path.endswith(".arrow"):
+            return pa.PythonFile(_FillingFile(path, room), mode="w")
+        return real(path, mode)
+
+    monkeypatch.setattr(pa, "OSFile", filling)
+    result = run_to_s3(cli, day, s3, proxy, scratch, "--chunk-size", "1000")
+    assert room[0] < 200_000, "no spill file was written"
+    assert result.exit_code == 1, result.output
+    message = error_line(result.stderr)
+    assert "cannot write spill files" in message and "No space left on device" in message
+    assert str(scratch) in message
+    assert os.listdir(scratch) == []
+    assert_nothing_uploaded(s3, proxy)
+
+
+@pytest.mark.parametrize("where", ["rejects", "output"])
+def test_other_work_files_failing_with_enospc(
+    cli: Cli, day: Path, s3: S3, proxy: FaultProxy, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if where == "rejects":
+        from streamagg.rejects import RejectsFile
+
+        monkeypatch.setattr(RejectsFile, "write", full)
+    else:
+        import streamagg.pipeline
+
+        monkeypatch.setattr(streamagg.pipeline, "write_output", full)
+    result = run_to_s3(cli, day, s3, proxy, scratch)
+    assert result.exit_code == 1, result.output
+    message = error_line(result.stderr)
+    assert "cannot write to the work folder: No space left on device" in message, message
+    assert f"{scratch}/streamagg-" in message
+    assert os.listdir(scratch) == []
+    assert_nothing_uploaded(s3, proxy)
+
+
+def test_unwritable_tmp_dir_is_one_clear_line(
+    cli: Cli, day: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    def refused(*args: object, **kwargs: object) -> str:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    result = cli(DAY_ARG, "--source", day, "--tmp-dir", tmp_path)
+    assert result.exit_code == 1, result.output
+    message = error_line(result.stderr)
+    assert "cannot create a work folder: Permission denied" in message and str(tmp_path) in message
+    assert not (day / "results" / PART).exists()

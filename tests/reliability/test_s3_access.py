@@ -1,0 +1,140 @@
+"""S3 that cannot be used: no endpoint, a hung one, bad credentials, no bucket, no write access."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+from botocore.config import Config as BotoConfig
+from click.testing import Result
+
+from streamagg.sources import s3 as s3_module
+from tests.conftest import DAY_ARG, OUTPUT_NAME, S3
+from tests.reliability.faults import FaultProxy
+from tests.reliability.helpers import PART, Child, H, child_env, error_line, put_day, results, rows
+
+pytestmark = pytest.mark.s3
+Cli = Callable[..., Result]
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzSECRETzzz"
+
+
+@pytest.fixture
+def secret(monkeypatch: pytest.MonkeyPatch, s3: S3) -> str:
+    """Credentials whose secret must never show."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIARELIABILITYTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    return SECRET
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def timed(cli: Cli, *args: str) -> tuple[Result, float]:
+    began = time.monotonic()
+    result = cli(*args)
+    return result, time.monotonic() - began
+
+
+@pytest.mark.slow
+def test_no_endpoint_answering_fails_quickly_in_a_real_process(
+    spawn: Callable[..., Child], s3: S3
+) -> None:
+    # A child process keeps botocore's real backoff: 5 attempts, then one line.
+    env = child_env(s3)
+    env["AWS_SECRET_ACCESS_KEY"] = SECRET
+    began = time.monotonic()
+    code, _, stderr = spawn([DAY_ARG, "--source", "s3://some-bucket/in", "--endpoint-url",
+                             f"http://127.0.0.1:{closed_port()}"], env=env).wait(timeout=60)
+    elapsed = time.monotonic() - began
+    assert code == 1, stderr
+    message = error_line(stderr)
+    assert "S3 list failed: cannot reach the S3 endpoint" in message, message
+    assert f"s3://some-bucket/in/{PART}/" in message
+    assert SECRET not in stderr
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+
+
+def test_hung_endpoint_is_given_up_on_after_the_attempts(
+    cli: Cli, s3: S3, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    # Accepts and never answers. With the shipped timeouts (connect 5 s, read 60 s) the bound
+    # is 5 attempts of one timeout each; here the read timeout is cut to keep the test short.
+    monkeypatch.setattr(s3_module, "RETRY_CONFIG", BotoConfig(
+        retries={"total_max_attempts": 5, "mode": "standard"}, connect_timeout=1,
+        read_timeout=0.3))
+    stall = proxy.add("stall", times=-1)
+    result, elapsed = timed(cli, DAY_ARG, "--source", f"{s3.uri}/in", "--endpoint-url",
+                            proxy.url)
+    assert result.exit_code == 1, result.output
+    message = error_line(result.stderr)
+    assert "S3 list failed: the S3 endpoint stopped answering" in message, message
+    assert stall.hits == 5
+    assert elapsed < 5 * 0.3 + 3
+    assert secret not in result.output
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    ("InvalidAccessKeyId", "invalid AWS access key"),
+    ("SignatureDoesNotMatch", "AWS secret key does not match"),
+    ("ExpiredToken", "AWS session token expired"),
+])
+def test_wrong_credentials_fail_at_once_in_one_line(
+    cli: Cli, s3: S3, proxy: FaultProxy, secret: str, code: str, words: str
+) -> None:
+    fault = proxy.add("status", status=403, code=code, times=-1)
+    for log_format in ("text", "json"):
+        result, elapsed = timed(cli, DAY_ARG, "--source", f"{s3.uri}/in", "--endpoint-url",
+                                proxy.url, "--log-format", log_format)
+        assert result.exit_code == 1, result.output
+        message = error_line(result.stderr)
+        assert f"S3 list failed: {words}" in message and s3.bucket in message, message
+        assert secret not in result.output and "AKIARELIABILITYTEST" not in message
+        assert elapsed < 3
+    assert fault.hits == 2  # one request per run: a 403 is not retried
+
+
+def test_missing_bucket_fails_at_once(cli: Cli, s3: S3, proxy: FaultProxy, secret: str) -> None:
+    result, elapsed = timed(cli, DAY_ARG, "--source", "s3://streamagg-no-such-bucket/in",
+                            "--endpoint-url", proxy.url)
+    assert result.exit_code == 1, result.output
+    message = error_line(result.stderr)
+    assert "bucket does not exist" in message and "streamagg-no-such-bucket" in message
+    assert len(proxy.requests()) == 1 and elapsed < 3
+    assert secret not in result.output
+
+
+def test_access_denied_on_write_fails_and_writes_nothing(
+    cli: Cli, s3: S3, proxy: FaultProxy, secret: str
+) -> None:
+    put_day(s3, "in", {"a.csv": H + rows(50)})
+    denied = proxy.add("status", method="PUT", path=rf"/out/{PART}/", status=403,
+                       code="AccessDenied", times=-1)
+    result, elapsed = timed(cli, DAY_ARG, "--source", f"{s3.uri}/in", "--dest",
+                            f"{s3.uri}/out", "--endpoint-url", proxy.url)
+    assert result.exit_code == 1, result.output
+    message = error_line(result.stderr)
+    assert "S3 upload failed: access denied" in message, message
+    assert f"s3://{s3.bucket}/out/{PART}/{OUTPUT_NAME}" in message
+    assert denied.hits == 1 and elapsed < 3
+    assert results(s3, "out") == {}
+    assert secret not in result.output
+
+
+def test_no_permission_to_list_uploads_only_skips_the_cleanup(
+    cli: Cli, s3: S3, proxy: FaultProxy
+) -> None:
+    # A least-privilege role may lack s3:ListBucketMultipartUploads: tidying is optional.
+    put_day(s3, "in", {"a.csv": H + rows(50)})
+    proxy.add("status", method="GET", query="uploads", status=403, code="AccessDenied",
+              times=-1)
+    result = cli(DAY_ARG, "--source", f"{s3.uri}/in", "--dest", f"{s3.uri}/out",
+                 "--endpoint-url", proxy.url)
+    assert result.exit_code == 0, result.output
+    assert "could not look for leftovers" in result.stderr
+    assert OUTPUT_NAME in results(s3, "out")
