@@ -1,0 +1,112 @@
+"""Per-bucket figures of a day (impressions, duplicates, bad rows) for the manifest and the plot."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .aggregate import HourlyRow
+from .config import BadRowLimit
+from .reader import BadRow, parse_instant
+from .rejects import RejectsFile
+from .sink import format_bucket
+
+# Above this many buckets between a batch's earliest and latest row, counting by sorting beats
+# a dense histogram (a stray year-2200 timestamp must not allocate a huge array).
+_DENSE_SPAN = 4096
+
+
+def tally_buckets(tally: dict[int, int], instants: pa.Array | pa.ChunkedArray,
+                  grain_seconds: int) -> None:
+    """Add to ``tally`` the rows of ``instants`` (ns since the epoch) per bucket index."""
+    if len(instants) == 0:
+        return
+    if isinstance(instants, pa.ChunkedArray):
+        instants = instants.combine_chunks()
+    buckets = np.floor_divide(instants.to_numpy(zero_copy_only=False), grain_seconds * 10**9)
+    low = int(buckets.min())
+    if int(buckets.max()) - low < _DENSE_SPAN:
+        counts = np.bincount(buckets - low)
+        for offset in np.flatnonzero(counts).tolist():
+            tally[low + offset] = tally.get(low + offset, 0) + int(counts[offset])
+        return
+    values, counts = np.unique(buckets, return_counts=True)
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        tally[value] = tally.get(value, 0) + count
+
+
+def bad_row_bucket(row: BadRow, grain_seconds: int) -> int | None:
+    """The bucket of a bad row whose time field parses (e.g. an empty CAMPAIGN_ID), else None.
+
+    Rows with the wrong number of fields carry no parsed fields: their time cannot be trusted.
+    """
+    if row.fields is None or len(row.fields) < 2:
+        return None
+    try:
+        text = row.fields[1].decode("utf-8").strip(" \t")
+    except UnicodeDecodeError:
+        return None
+    ns = parse_instant(text)
+    return None if ns is None else ns // (grain_seconds * 10**9)
+
+
+class TallyingRejects(RejectsFile):
+    """The rejects file, also counting bad rows per bucket as they pass (they are rare)."""
+
+    def __init__(self, path: str, limit: BadRowLimit, grain_seconds: int) -> None:
+        super().__init__(path, limit)
+        self.grain_seconds = grain_seconds
+        self.per_bucket: dict[int, int] = {}
+        self.without_time = 0
+
+    def write(self, rows: list[BadRow], rows_read: int) -> None:
+        for row in rows:
+            bucket = bad_row_bucket(row, self.grain_seconds)
+            if bucket is None:
+                self.without_time += 1
+            else:
+                self.per_bucket[bucket] = self.per_bucket.get(bucket, 0) + 1
+        super().write(rows, rows_read)
+
+    def __enter__(self) -> TallyingRejects:
+        return self
+
+
+def hourly_section(day: dt.date, grain_seconds: int, rows: Iterable[HourlyRow],
+                   clean_per_bucket: dict[int, int], duplicates: int,
+                   bad_per_bucket: dict[int, int], bad_without_time: int) -> dict[str, Any]:
+    """The manifest's ``hourly`` object: every bucket of the day, then what fell outside it.
+
+    Duplicates per bucket are the rows that passed validation minus the first occurrences
+    counted there (a duplicate shares its key's instant, hence its bucket). They are null when
+    the engine did not report its clean rows per bucket.
+    """
+    impressions: dict[int, int] = {}
+    for row in rows:
+        bucket = row.bucket_start // grain_seconds
+        impressions[bucket] = impressions.get(bucket, 0) + row.count
+    known = sum(clean_per_bucket.values()) == sum(impressions.values()) + duplicates
+    first = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+    first //= grain_seconds
+    inside = range(first, first + 86400 // grain_seconds)
+
+    def figures(buckets: Iterable[int]) -> dict[str, int | None]:
+        chosen = list(buckets)
+        return {
+            "impressions": sum(impressions.get(b, 0) for b in chosen),
+            "duplicates": (sum(clean_per_bucket.get(b, 0) - impressions.get(b, 0) for b in chosen)
+                           if known else None),
+            "bad_rows": sum(bad_per_bucket.get(b, 0) for b in chosen),
+        }
+
+    every = set(impressions) | set(clean_per_bucket) | set(bad_per_bucket)
+    return {
+        "grain_seconds": grain_seconds,
+        "buckets": [{"start": format_bucket(b * grain_seconds), **figures([b])} for b in inside],
+        "outside_day": figures(b for b in every if b not in inside),
+        "bad_rows_without_time": bad_without_time,
+    }

@@ -1,0 +1,206 @@
+"""How a run speaks: log lines as text or JSON on stderr, one-line errors, end-of-run summaries."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from .pipeline import RunReport
+    from .progress import LiveLine
+
+log = logging.getLogger("streamagg")
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message", "asctime", "taskName"}
+
+
+@dataclass
+class _State:
+    log_format: str = "text"
+    run_id: str = ""
+    live: LiveLine | None = None
+
+
+_state = _State()
+_fields: dict[str, Any] = {}  # added to every JSON record, e.g. the day of a backfill
+
+
+def new_run_id() -> str:
+    """Twelve hex digits: enough to tell runs apart in a log store, short enough to type."""
+    return uuid.uuid4().hex[:12]
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, run_id, message, then context and extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "run_id": _state.run_id,
+            "message": record.getMessage(),
+        }
+        payload.update(_fields)
+        payload.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str, ensure_ascii=False)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is now, stepping around a progress bar on it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            live = _state.live
+            if live is not None:
+                live.clear()
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+            if live is not None:
+                live.redraw()
+        except Exception:  # noqa: BLE001 - logging must never fail the run
+            self.handleError(record)
+
+
+def setup(log_format: str, run_id: str | None = None) -> Console:
+    """Route the ``streamagg`` logger to stderr as text or JSON lines; the console for stdout."""
+    _state.log_format = log_format
+    _state.run_id = run_id or new_run_id()
+    _state.live = None
+    _fields.clear()
+    handler = _StderrHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                               "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return Console(log_format, _state.run_id)
+
+
+def reset() -> None:
+    """Forget an earlier run in this process (tests, callers invoking the command twice)."""
+    _state.log_format, _state.run_id, _state.live = "text", "", None
+    _fields.clear()
+
+
+def format_from_args(args: Sequence[str]) -> str:
+    """``--log-format`` as given on the command line, for errors raised before it is parsed."""
+    for index, arg in enumerate(args):
+        if arg == "--log-format" and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith("--log-format="):
+            return arg.split("=", 1)[1]
+    return "text"
+
+
+def error_line(message: str, code: int, log_format: str | None = None) -> str:
+    """The one line a failed run prints on stderr: text, or a JSON record in JSON mode."""
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    if (log_format or _state.log_format) == "json":
+        return json.dumps({"ts": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+                           .replace("+00:00", "Z"), "level": "error",
+                           "run_id": _state.run_id or new_run_id(), "message": first,
+                           "exit_code": code, **_fields}, default=str, ensure_ascii=False)
+    return f"streamagg: error: {first}"
+
+
+@contextlib.contextmanager
+def context(**fields: Any) -> Iterator[None]:
+    """Fields added to every JSON log record inside the block (not thread-local on purpose:
+    reader threads log on behalf of the same day)."""
+    previous = dict(_fields)
+    _fields.update(fields)
+    try:
+        yield
+    finally:
+        _fields.clear()
+        _fields.update(previous)
+
+
+def set_live_line(line: LiveLine | None) -> None:
+    """The progress bar currently drawn on stderr, which log records clear and redraw."""
+    _state.live = line
+
+
+@dataclass(frozen=True)
+class Console:
+    """Where summaries go (stdout), in the run's format."""
+
+    log_format: str
+    run_id: str
+
+    @property
+    def json(self) -> bool:
+        return self.log_format == "json"
+
+    def emit(self, payload: dict[str, Any]) -> None:
+        """One JSON line on stdout, carrying the run id."""
+        click.echo(json.dumps({"run_id": self.run_id, **payload}, default=str,
+                              ensure_ascii=False))
+
+    def echo(self, text: str = "") -> None:
+        click.echo(text)
+
+    def summary(self, report: RunReport, seconds: float) -> None:
+        """The end of a run at a glance (text), or one JSON line with the same facts."""
+        from .progress import human_bytes
+
+        day = report.config.day.isoformat()
+        if report.dry_run:
+            if self.json:
+                self.emit({"day": day, "status": "dry run", "dry_run": True,
+                           "inputs": [i.uri for i in report.inputs],
+                           "output": report.output_uri})
+                return
+            self.echo(f"{len(report.inputs)} input files:")
+            for item in report.inputs:
+                self.echo(f"  {item.uri}  ({item.size} bytes)")
+            self.echo(f"output would be written to {report.output_uri}")
+            return
+        totals = report.totals
+        peak = int(report.manifest.get("peak_memory_bytes", 0))
+        input_bytes = sum(i.size for i in report.inputs)
+        if self.json:
+            self.emit({"day": day, "status": "done", "output": report.output_uri,
+                       "manifest": report.manifest_uri, "rejects": report.rejects_uri,
+                       "plot": report.plot_uri, "inputs": len(report.inputs),
+                       "input_bytes": input_bytes, "totals": totals,
+                       "elapsed_seconds": round(seconds, 3), "peak_memory_bytes": peak})
+            return
+        read = max(1, totals["rows_read"])
+        rows = [
+            ("inputs", f"{len(report.inputs):,} files, {human_bytes(input_bytes)}"
+                       f" ({totals['empty_files']:,} empty skipped)"),
+            ("rows read", f"{totals['rows_read']:,}"),
+            ("bad rows", f"{totals['bad_rows']:,} ({totals['bad_rows'] / read:.2%})"
+                         + (f" -> {report.rejects_uri}" if report.rejects_uri else "")),
+            ("duplicates", f"{totals['duplicates']:,} "
+                           f"({totals['conflicting_duplicates']:,} with a different campaign)"),
+            ("impressions", f"{totals['impressions']:,} "
+                            f"({totals['outside_day']:,} outside the day)"),
+            ("output rows", f"{totals['output_rows']:,}"),
+            ("time", f"{seconds:.2f} s, peak memory {peak / 2**20:.0f} MiB"),
+            ("manifest", str(report.manifest_uri)),
+        ]
+        if report.plot_uri:
+            rows.append(("plot", report.plot_uri))
+        self.echo(f"wrote {report.output_uri}")
+        for name, value in rows:
+            self.echo(f"  {name:<12} {value}")

@@ -1,0 +1,102 @@
+"""A PNG of the day: impressions per hour, top campaigns, duplicates and bad rows per hour."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from .aggregate import HourlyRow
+from .errors import StorageError, UsageError
+
+INSTALL_HINT = "pip install 'streamagg[plot]'"
+TOP_CAMPAIGNS = 10
+_LABEL_CHARS = 24
+_COLOURS = {"impressions": "#3b6ea8", "campaigns": "#5b8c5a", "duplicates": "#c07a2c",
+            "bad_rows": "#b5473a"}
+
+
+def require_matplotlib() -> None:
+    """Fail before anything is read, with one clear line, when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise UsageError(f"--plot needs matplotlib, which is not installed: {INSTALL_HINT}"
+                         ) from err
+
+
+def top_campaigns(rows: Sequence[HourlyRow], n: int = TOP_CAMPAIGNS) -> list[tuple[str, int]]:
+    """The ``n`` campaigns with the most impressions over the day, most first (ties by name)."""
+    totals: dict[str, int] = {}
+    for row in rows:
+        totals[row.group] = totals.get(row.group, 0) + row.count
+    return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
+def render_day(path: str, *, day: dt.date, title: str, rows: Sequence[HourlyRow],
+               hourly: dict[str, Any], totals: dict[str, int]) -> None:
+    """Draw the day into a PNG at ``path`` with matplotlib's Agg canvas (no display, no pyplot
+    state shared with a caller's figures)."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    buckets = hourly["buckets"]
+    labels = [b["start"][11:13] if hourly["grain_seconds"] == 3600 else b["start"][11:16]
+              for b in buckets]
+    positions = list(range(len(buckets)))
+    figure = Figure(figsize=(13, 8), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, 2)
+    figure.suptitle(f"{title}: {totals['impressions']:,} impressions, "
+                    f"{totals['duplicates']:,} duplicates, {totals['bad_rows']:,} bad rows",
+                    fontsize=13)
+
+    def per_bucket(ax: Any, key: str, heading: str) -> None:
+        values = [b[key] for b in buckets]
+        if any(v is None for v in values):
+            ax.text(0.5, 0.5, "not reported by this engine", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
+        else:
+            ax.bar(positions, values, color=_COLOURS[key], width=0.8)
+        ax.set_title(heading, loc="left")
+        step = max(1, len(positions) // 12)
+        ax.set_xticks(positions[::step], labels[::step])
+        ax.set_xlabel(f"{'hour' if hourly['grain_seconds'] == 3600 else 'time'} of {day} (UTC)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 of a row
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+
+    outside = hourly.get("outside_day") or {}
+    per_bucket(axes[0][0], "impressions", "Impressions per hour"
+               + (f"  (+{outside.get('impressions', 0):,} outside the day)"
+                  if outside.get("impressions") else ""))
+    per_bucket(axes[1][0], "duplicates", "Duplicates dropped per hour")
+    without_time = hourly.get("bad_rows_without_time", 0)
+    per_bucket(axes[1][1], "bad_rows", "Bad rows per hour"
+               + (f"  (+{without_time:,} without a readable time)" if without_time else ""))
+
+    ax = axes[0][1]
+    top = top_campaigns(rows)
+    if top:
+        names = [_short(name) for name, _ in reversed(top)]
+        ax.barh(range(len(top)), [count for _, count in reversed(top)],
+                color=_COLOURS["campaigns"])
+        ax.set_yticks(range(len(top)), names)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+        ax.grid(axis="x", alpha=0.3)
+    else:
+        ax.text(0.5, 0.5, "no impressions", ha="center", va="center", transform=ax.transAxes,
+                color="grey")
+    ax.set_title(f"Top {len(top)} campaigns by impressions", loc="left")
+    try:
+        # No software version in the metadata: the same day gives the same bytes.
+        figure.savefig(path, format="png", metadata={"Software": None})
+    except OSError as err:
+        raise StorageError(f"cannot write the plot: {err.strerror or err}", uri=path) from err
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _LABEL_CHARS else name[:_LABEL_CHARS - 1] + "\u2026"

@@ -1,0 +1,138 @@
+"""--plot: a valid PNG beside the output, per-hour counts in the manifest, a clear missing extra."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import Result
+
+from streamagg.hourly import bad_row_bucket, tally_buckets
+from streamagg.reader import BadRow
+from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3, day_path
+from tests.operator.helpers import GOOD, MIXED, assert_ok, lines
+
+Cli = Callable[..., Result]
+PNG_NAME = "_daily_agg_20210130_SA.png"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PART = day_path(DAY)
+LENIENT = ("--max-bad-rows", "50%")
+
+
+def read_png(path: Path) -> np.ndarray:
+    from matplotlib import image
+
+    return np.asarray(image.imread(str(path)))
+
+
+def test_plot_is_a_png_beside_the_output(cli: Cli, partition: Callable[..., Path]) -> None:
+    pytest.importorskip("matplotlib")
+    source = partition({"a.csv": MIXED, "b.csv": GOOD})
+    result = cli(DAY_ARG, "--source", source, "--plot", *LENIENT)
+    assert_ok(result)
+    out = source / "results" / PART
+    png = out / PNG_NAME
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    pixels = read_png(png)
+    assert pixels.ndim == 3 and pixels.shape[0] >= 400 and pixels.shape[1] >= 600
+    assert pixels.std() > 0  # something was drawn
+    assert f"plot         {png}" in result.stdout
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["plot"] == {"path": str(png), "bytes": png.stat().st_size}
+    # Only the files it owns, all published: no temp names left behind.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [OUTPUT_NAME, MANIFEST_NAME, "_daily_agg_20210130_SA.rejects.csv", PNG_NAME])
+
+
+def test_same_day_same_picture(cli: Cli, partition: Callable[..., Path]) -> None:
+    pytest.importorskip("matplotlib")
+    source = partition({"a.csv": MIXED})
+    assert_ok(cli(DAY_ARG, "--source", source, "--plot", *LENIENT))
+    first = (source / "results" / PART / PNG_NAME).read_bytes()
+    assert_ok(cli(DAY_ARG, "--source", source, "--plot", *LENIENT, "--dedupe", "sqlite"))
+    assert (source / "results" / PART / PNG_NAME).read_bytes() == first
+
+
+def test_manifest_hourly_section_adds_up(cli: Cli, partition: Callable[..., Path]) -> None:
+    source = partition({"a.csv": MIXED, "b.csv": GOOD})
+    assert_ok(cli(DAY_ARG, "--source", source, *LENIENT))
+    manifest = json.loads((source / "results" / PART / MANIFEST_NAME).read_text())
+    hourly, totals = manifest["hourly"], manifest["totals"]
+    assert hourly["grain_seconds"] == 3600 and len(hourly["buckets"]) == 24
+    assert hourly["buckets"][0]["start"] == "2021-01-30 00:00:00"
+    by_hour = {b["start"][11:13]: b for b in hourly["buckets"]}
+    assert by_hour["10"] == {"start": "2021-01-30 10:00:00", "impressions": 1, "duplicates": 2,
+                             "bad_rows": 0}
+    assert by_hour["11"] == {"start": "2021-01-30 11:00:00", "impressions": 2, "duplicates": 1,
+                             "bad_rows": 1}  # the row with no campaign still has its hour
+    assert hourly["outside_day"] == {"impressions": 1, "duplicates": 0, "bad_rows": 0}
+    assert hourly["bad_rows_without_time"] == 1  # "not a time"
+    for key in ("impressions", "duplicates", "bad_rows"):
+        total = sum(b[key] for b in hourly["buckets"]) + hourly["outside_day"][key]
+        if key == "bad_rows":
+            total += hourly["bad_rows_without_time"]
+        assert total == totals[key]
+    assert manifest["plot"] is None
+
+
+def test_a_run_without_plot_removes_a_stale_picture(
+    cli: Cli, partition: Callable[..., Path]
+) -> None:
+    pytest.importorskip("matplotlib")
+    source = partition({"a.csv": GOOD})
+    assert_ok(cli(DAY_ARG, "--source", source, "--plot"))
+    assert (source / "results" / PART / PNG_NAME).exists()
+    assert_ok(cli(DAY_ARG, "--source", source))
+    assert not (source / "results" / PART / PNG_NAME).exists()
+
+
+def test_missing_matplotlib_is_one_clear_line_and_nothing_read(
+    cli: Cli, partition: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    source = partition({"a.csv": GOOD})
+    result = cli(DAY_ARG, "--source", source, "--plot")
+    assert result.exit_code == 2
+    assert lines(result.output) == [
+        "streamagg: error: --plot needs matplotlib, which is not installed: "
+        "pip install 'streamagg[plot]'"]
+    assert not (source / "results").exists()
+
+
+@pytest.mark.s3
+def test_plot_on_s3(cli: Cli, s3: S3) -> None:
+    pytest.importorskip("matplotlib")
+    s3.put(f"in/{PART}/a.csv", GOOD)
+    result = cli(DAY_ARG, "--source", f"{s3.uri}/in", "--endpoint-url", s3.endpoint, "--plot")
+    assert_ok(result)
+    assert s3.get(f"in/results/{PART}/{PNG_NAME}")[:8] == PNG_MAGIC
+    assert not s3.pending_uploads()
+
+
+def test_tally_buckets_dense_and_sparse() -> None:
+    hour = 3600 * 10**9
+    tally: dict[int, int] = {}
+    tally_buckets(tally, pa.array([0, 1, hour, hour + 5, 3 * hour], pa.int64()), 3600)
+    assert tally == {0: 2, 1: 2, 3: 1}
+    # A stray far-future instant must not make a dense array of every hour in between.
+    tally_buckets(tally, pa.chunked_array([[0, 10**18], [-1]], pa.int64()), 3600)
+    assert tally == {0: 3, 1: 2, 3: 1, 10**18 // hour: 1, -1: 1}
+    tally_buckets(tally, pa.array([], pa.int64()), 3600)
+    assert sum(tally.values()) == 8
+
+
+def test_bad_row_bucket() -> None:
+    def bad(fields: tuple[bytes, ...] | None) -> BadRow:
+        return BadRow("f.csv", 1, "reason", fields=fields)
+
+    hour_10 = (1611964800 + 10 * 3600) // 3600
+    assert bad_row_bucket(bad((b"a", b" 2021-01-30T10:59:59Z ", b"")), 3600) == hour_10
+    assert bad_row_bucket(bad((b"a", b"2021-01-30 11:00:00+01:00", b"")), 3600) == hour_10
+    assert bad_row_bucket(bad((b"a", b"not a time", b"1")), 3600) is None
+    assert bad_row_bucket(bad((b"a", b"\xff", b"1")), 3600) is None
+    assert bad_row_bucket(bad(None), 3600) is None  # wrong number of fields
