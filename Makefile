@@ -34,7 +34,7 @@ $(INSTALL_STAMP): $(PACKAGING) | $(PY)
 	@touch $@
 
 $(TEST_STAMP): $(INSTALL_STAMP) $(PACKAGING)
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,plot,spark]'
 	@touch $@
 
 $(BENCH_STAMP): $(INSTALL_STAMP) $(PACKAGING)
@@ -51,7 +51,7 @@ demo: install
 	@# The CLI prints the summary and where the output went (under $(DEMO_DATA)/results/).
 	$(VENV)/bin/streamagg $(DEMO_DATE) --source $(DEMO_DATA)
 
-# Not yet a prerequisite of test: the Spark engine's tests will need a JVM.
+# The Spark engine's tests need a JVM (Java 17); install it where it is missing.
 ensure-java:
 	@if command -v java >/dev/null 2>&1; then \
 		java -version 2>&1 | head -n 1; \
@@ -61,7 +61,7 @@ ensure-java:
 	fi
 
 # pytest exits 5 when it collected nothing; a suite that ran no test is a failure here.
-test: install-test
+test: install-test ensure-java
 	@rc=0; $(PY) -m pytest -q || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc

@@ -132,15 +132,23 @@ class Measurement:
 
 def measure(command: Sequence[str], *, log_path: Path, rss_cap_bytes: int | None = None,
             timeout_seconds: float | None = None, env: dict[str, str] | None = None) -> Measurement:
-    """Run command as a child and measure its wall time and peak RSS (ru_maxrss from wait4).
+    """Run command as a child and measure its wall time and peak RSS.
+
+    Peak RSS comes from GNU time's %M where /usr/bin/time exists, else from wait4's ru_maxrss.
+    ru_maxrss alone is unreliable here: Linux keeps it across exec, so a child forked from this
+    harness (which holds generated data) would report the harness's size as its own.
 
     A watchdog thread kills the child if it passes rss_cap_bytes or timeout_seconds, so a peer
     that would exhaust the machine's memory fails alone instead of taking the host down.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    peak_file = log_path.with_suffix(".peak")
+    wrapped = list(command)
+    if os.path.exists(GNU_TIME):
+        wrapped = [GNU_TIME, "-f", "%M", "-o", str(peak_file), *command]
     with open(log_path, "wb") as log:
         started = time.perf_counter()
-        child = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT,
+        child = subprocess.Popen(wrapped, stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         done = threading.Event()
         reason: list[str] = []
@@ -169,21 +177,38 @@ def measure(command: Sequence[str], *, log_path: Path, rss_cap_bytes: int | None
         command=list(command),
         exit_code=child.returncode,
         wall_seconds=wall,
-        peak_rss_bytes=usage.ru_maxrss * 1024,  # kilobytes on Linux
+        peak_rss_bytes=_peak_from(peak_file, usage.ru_maxrss) * 1024,  # kilobytes on Linux
         killed=reason[0] if reason else None,
         log=log_path.read_text(errors="replace"),
     )
 
 
+GNU_TIME = "/usr/bin/time"
+
+
+def _peak_from(peak_file: Path, fallback_kib: int) -> int:
+    """GNU time's last line is the child's peak RSS in KiB."""
+    try:
+        lines = peak_file.read_text().split()
+        return int(lines[-1]) if lines else fallback_kib
+    except (OSError, ValueError):
+        return fallback_kib
+
+
 def _current_rss(pid: int) -> int:
+    """RSS of a process and its descendants (GNU time runs the measured command as a child)."""
+    total = 0
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                    total += int(line.split()[1]) * 1024
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            for child in children.read().split():
+                total += _current_rss(int(child))
+    except (OSError, ValueError):
         pass
-    return 0
+    return total
 
 
 def _kill_group(pid: int) -> None:

@@ -72,6 +72,11 @@ def systems() -> list[System]:
                "streamagg", streamagg_args=("--dedupe", "spill")),
         System("streamagg-sqlite", "streamagg, sqlite de-duplication, default options",
                "streamagg", streamagg_args=("--dedupe", "sqlite")),
+        System("streamagg-spark", "streamagg, Spark engine on local[*] (peak RSS: the largest "
+               "single process, the JVM, not the sum)", "pyspark",
+               streamagg_args=("--engine", "spark")),
+        System("streamagg-128MB", "streamagg, spill, --memory-limit 128MB", "streamagg",
+               streamagg_args=("--dedupe", "spill", "--memory-limit", "128MB")),
         System("duckdb", "DuckDB SQL, default settings (in-memory database)", "duckdb",
                peer_script="duckdb_peer.py"),
         System("polars", "Polars lazy query, streaming engine", "polars",

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import importlib.abc
-import json
 import logging
 import signal
 import sys
 import threading
-import time
-import uuid
 from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, logs
+from .backfill import run_days
 from .config import (
     DEDUPE_BACKENDS,
     ENGINES,
@@ -24,10 +22,8 @@ from .config import (
     parse_day,
     parse_size,
 )
-from .errors import StreamaggError
+from .errors import StreamaggError, UsageError
 from .memory import tune_allocators
-from .pipeline import RunReport, run_day
-from .sources import InputFile
 
 log = logging.getLogger("streamagg")
 
@@ -38,28 +34,32 @@ class _OneLineErrors(click.Command):
     def main(self, args: Any = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
+        logs.reset()
+        error_format = logs.format_from_args(list(args) if args is not None else sys.argv[1:])
         try:
             result = super().main(args=args, prog_name=prog_name or "streamagg",
                                   complete_var=complete_var, standalone_mode=False, **extra)
-        except click.exceptions.Abort:
-            _fail("interrupted", 130)
+        except click.exceptions.Abort as err:
+            # click turns any KeyboardInterrupt into Abort, our SIGTERM one included.
+            if isinstance(err.__context__, _Terminated):
+                _fail("terminated by SIGTERM", 143, error_format)
+            _fail("interrupted", 130, error_format)
         except click.ClickException as err:
-            _fail(err.format_message(), err.exit_code)
+            _fail(err.format_message(), err.exit_code, error_format)
         except StreamaggError as err:
-            _fail(str(err), err.exit_code)
+            _fail(str(err), err.exit_code, error_format)
         except _Terminated:
-            _fail("terminated by SIGTERM", 143)
+            _fail("terminated by SIGTERM", 143, error_format)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted", 130, error_format)
         except Exception as err:  # noqa: BLE001 - unexpected: still one line, exit 1
             log.debug("unexpected error", exc_info=True)
-            _fail(f"unexpected error: {type(err).__name__}: {err}", 1)
+            _fail(f"unexpected error: {type(err).__name__}: {err}", 1, error_format)
         sys.exit(result if isinstance(result, int) else 0)
 
 
-def _fail(message: str, code: int) -> None:
-    first = message.strip().splitlines()[0] if message.strip() else "failed"
-    click.echo(f"streamagg: error: {first}", err=True)
+def _fail(message: str, code: int, log_format: str) -> None:
+    click.echo(logs.error_line(message, code, log_format), err=True)
     sys.exit(code)
 
 
@@ -94,35 +94,42 @@ def _fail(message: str, code: int) -> None:
               help="Log lines for people or for log collectors.")
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar on stderr. [default: on when stderr is a terminal]")
+@click.option("--to", "to", metavar="DATE", default=None,
+              help="Backfill: run every day from DATE to this one, with a status table.")
+@click.option("--keep-going", is_flag=True,
+              help="In a backfill, go on past a failed day (the exit status still says so).")
+@click.option("--skip-unchanged", is_flag=True,
+              help="Skip a day whose inputs, output and parameters match its manifest.")
+@click.option("--check", is_flag=True,
+              help="Report new, gone and modified inputs since the manifest; write nothing.")
+@click.option("--plot", is_flag=True,
+              help="Also write a PNG of the day beside the output (needs streamagg[plot]).")
 @click.version_option(__version__, prog_name="streamagg")
 def main(date: str, source: str, dest: str | None, initials: str, chunk_size: int,
          memory_limit: str, dedupe: str, tmp_dir: str | None, engine: str,
          endpoint_url: str | None, max_bad_rows: str, dry_run: bool, log_format: str,
-         progress: bool | None, spark_master: str) -> int:
-    """Aggregate one day of ad impressions: DATE is YYYY-MM-DD."""
+         progress: bool | None, spark_master: str, to: str | None, keep_going: bool,
+         skip_unchanged: bool, check: bool, plot: bool) -> int:
+    """Aggregate one day of ad impressions: DATE is YYYY-MM-DD (with --to, a range of days)."""
     if engine == "local":  # pyspark's Arrow functions need pandas on the Spark engine's driver
         _keep_pandas_out()
     tune_allocators()
     _terminate_cleanly()
     _quiet_pyarrow_row_text()
-    run_id = uuid.uuid4().hex[:12]
-    _setup_logging(log_format, run_id)
-    if progress is None:
-        progress = sys.stderr.isatty()
+    console = logs.setup(log_format)
+    if check and (dry_run or skip_unchanged):
+        raise UsageError("--check writes nothing: it cannot be combined with --dry-run or "
+                         "--skip-unchanged")
     config = Config(
         day=parse_day(date), source=source, dest=dest or None, initials=initials,
         chunk_size=chunk_size, memory_limit=parse_size(memory_limit), dedupe=dedupe,
         tmp_dir=tmp_dir, engine=engine, endpoint_url=endpoint_url,
         max_bad_rows=BadRowLimit.parse(max_bad_rows), dry_run=dry_run, log_format=log_format,
-        progress=progress, spark_master=spark_master,
+        progress=bool(progress), spark_master=spark_master, plot=plot,
     )
-    began = time.monotonic()
-    if progress and not dry_run:
-        report = _run_with_progress(config)
-    else:
-        report = run_day(config)
-    _print_summary(report, log_format, run_id, time.monotonic() - began)
-    return 0
+    mode = "check" if check else "skip-unchanged" if skip_unchanged else "run"
+    return run_days(config, until=parse_day(to) if to is not None else None, mode=mode,
+                    keep_going=keep_going, progress=progress, console=console)
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):
@@ -164,73 +171,3 @@ def _keep_pandas_out() -> None:
     which costs about 40 MB of a 256 MB budget for nothing: the command never needs it."""
     if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
         sys.meta_path.insert(0, _NoPandas())
-
-
-def _run_with_progress(config: Config) -> RunReport:
-    from .pipeline import plan
-
-    _, _, inputs, _ = plan(config)
-    total = sum(i.size for i in inputs) or 1
-    with click.progressbar(length=total, label="reading", file=sys.stderr,
-                           show_eta=True, show_percent=True) as bar:
-        def advance(item: InputFile) -> None:
-            bar.update(item.size)
-
-        return run_day(config, on_file_done=advance)
-
-
-def _print_summary(report: RunReport, log_format: str, run_id: str, seconds: float) -> None:
-    if report.dry_run:
-        if log_format == "json":
-            click.echo(json.dumps({"run_id": run_id, "dry_run": True,
-                                   "inputs": [i.uri for i in report.inputs],
-                                   "output": report.output_uri}))
-            return
-        click.echo(f"{len(report.inputs)} input files:")
-        for item in report.inputs:
-            click.echo(f"  {item.uri}  ({item.size} bytes)")
-        click.echo(f"output would be written to {report.output_uri}")
-        return
-    totals = report.totals
-    if log_format == "json":
-        click.echo(json.dumps({"run_id": run_id, "output": report.output_uri,
-                               "manifest": report.manifest_uri, "rejects": report.rejects_uri,
-                               "totals": totals, "elapsed_seconds": round(seconds, 3),
-                               "peak_memory_bytes": report.manifest.get("peak_memory_bytes")}))
-        return
-    peak = report.manifest.get("peak_memory_bytes", 0) / 2**20
-    click.echo(f"wrote {report.output_uri}")
-    click.echo(f"  inputs       {len(report.inputs)} files ({totals['empty_files']} empty skipped)")
-    click.echo(f"  rows read    {totals['rows_read']:,}")
-    click.echo(f"  bad rows     {totals['bad_rows']:,}"
-               + (f"  -> {report.rejects_uri}" if report.rejects_uri else ""))
-    click.echo(f"  duplicates   {totals['duplicates']:,} "
-               f"({totals['conflicting_duplicates']:,} with a different campaign)")
-    click.echo(f"  impressions  {totals['impressions']:,} "
-               f"({totals['outside_day']:,} outside the day)")
-    click.echo(f"  output rows  {totals['output_rows']:,}")
-    click.echo(f"  time         {seconds:.2f} s, peak memory {peak:.0f} MB")
-    click.echo(f"  manifest     {report.manifest_uri}")
-
-
-class _JsonFormatter(logging.Formatter):
-    def __init__(self, run_id: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-                           "level": record.levelname.lower(), "run_id": self.run_id,
-                           "message": record.getMessage()})
-
-
-def _setup_logging(log_format: str, run_id: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(_JsonFormatter(run_id))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                               "%H:%M:%S"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False

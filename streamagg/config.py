@@ -12,7 +12,7 @@ DEFAULT_SOURCE = "./data"
 DEFAULT_INITIALS = "SA"
 DEFAULT_MEMORY_LIMIT = "256MB"
 DEDUPE_BACKENDS = ("spill", "sqlite")
-ENGINES = ("local",)
+ENGINES = ("local", "spark")
 LOG_FORMATS = ("text", "json")
 # Python, pyarrow and numpy alone take about 90 MB resident: below this no working set is left.
 MIN_MEMORY_LIMIT = 128 * 2**20
@@ -127,6 +127,7 @@ class Config:
     schema: Schema = field(default_factory=Schema)
     workers: int | None = None
     spark_master: str = "local[*]"  # ignored when a Spark session is already running
+    plot: bool = False  # also write a PNG picture of the day beside the output
 
     def __post_init__(self) -> None:
         if isinstance(self.day, str):
@@ -181,3 +182,7 @@ class Config:
     @property
     def rejects_name(self) -> str:
         return f"_daily_agg_{self.day:%Y%m%d}_{self.initials}.rejects.csv"
+
+    @property
+    def plot_name(self) -> str:
+        return f"_daily_agg_{self.day:%Y%m%d}_{self.initials}.png"

@@ -56,6 +56,8 @@ class Manifest:
     totals: Totals = field(default_factory=Totals)
     output: dict[str, Any] = field(default_factory=dict)
     rejects: dict[str, Any] | None = None
+    hourly: dict[str, Any] | None = None  # per-bucket impressions, duplicates, bad rows
+    plot: dict[str, Any] | None = None
     finished: dt.datetime | None = None
     peak_memory_bytes: int = 0
 
@@ -80,6 +82,8 @@ class Manifest:
             "totals": self.totals.as_dict(),
             "output": self.output,
             "rejects": self.rejects,
+            "hourly": self.hourly,
+            "plot": self.plot,
             "started": self.started.isoformat(),
             "finished": finished.isoformat(),
             "elapsed_seconds": round((finished - self.started).total_seconds(), 3),

@@ -9,7 +9,6 @@ import functools
 import gzip
 import io
 import re
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -38,6 +37,9 @@ _LONGEST_NANOSECOND_TEXT = 29
 _HEADER_READ = 64 * 1024
 # A rejects line keeps at most this much raw text, so one runaway field cannot flood the file.
 MAX_RAW_CHARS = 64 * 1024
+# The longest row (or quoted field) read at all: what pyarrow's blocks cannot take goes through
+# the csv module, which holds a row whole (4 bytes a character); past this the file fails.
+MAX_ROW_CHARS = 16 * 2**20
 _NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -90,23 +92,33 @@ def open_decompressed(stream: BinaryIO, gzipped: bool) -> BinaryIO:
     return stream
 
 
+class _NulByte(pa.ArrowInvalid):
+    """pyarrow's chunker can split a record holding a NUL in a quoted field and a quoted line
+    break at a block boundary (pyarrow 26), so a file with a NUL is read on with csv."""
+
+
 class _Prefixed(io.RawIOBase):
     """Bytes already read for the header, followed by the rest of the stream."""
 
     def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
         self._prefix = memoryview(prefix)
         self._rest = rest
+        self._nul_in_prefix = b"\x00" in prefix
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         if self._prefix:
+            if self._nul_in_prefix:
+                raise _NulByte("NUL byte")
             n = min(len(buffer), len(self._prefix))
             buffer[:n] = self._prefix[:n]
             self._prefix = self._prefix[n:]
             return n
         data = self._rest.read(len(buffer))
+        if b"\x00" in data:
+            raise _NulByte("NUL byte")
         n = len(data)
         buffer[:n] = data
         return n
@@ -193,8 +205,12 @@ def read_batches(
     block_size: int = 1 * 2**20,
     stats: FileStats | None = None,
     reopen: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
+    gather_rows: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream a decompressed CSV file as clean batches of at most ``chunk_size`` rows.
+
+    pyarrow's small blocks are gathered up to ``gather_rows`` rows (default ``chunk_size``)
+    before they are cleaned: fewer, larger batches cost less per row, more memory per reader.
 
     Only the three required columns are converted; bad rows are appended to ``stats.bad_rows``
     with their record number (see `locate_bad_rows` for line numbers and raw text). A file with
@@ -217,6 +233,8 @@ def read_batches(
         rest = stream.read(_HEADER_READ)
         if not rest:
             return  # a header and nothing else
+    if rest.startswith(codecs.BOM_UTF8):
+        rest = codecs.BOM_UTF8 + rest  # pyarrow drops one, taking it for the file's own BOM
     field_names = [f"f{i}" for i in range(len(names))]
     wanted = [field_names[p] for p in positions]
     invalid: list[int] = []  # record numbers of structurally bad rows, in order
@@ -232,7 +250,6 @@ def read_batches(
         return "skip"
 
     parsed = 0  # structurally valid rows returned so far, clean or not
-    kept_invalid, kept_bad = 0, 0  # what belongs to blocks already returned
     try:
         reader = pacsv.open_csv(
             _Prefixed(rest, stream),
@@ -248,6 +265,7 @@ def read_batches(
         # gathered into batches of about chunk_size rows so the per-batch cost stays low.
         gathered: list[pa.RecordBatch] = []
         gathered_rows = 0
+        gather_target = min(chunk_size, gather_rows or chunk_size)
         exhausted = False
         while not exhausted:
             try:
@@ -256,10 +274,9 @@ def read_batches(
                 gathered_rows += block.num_rows
             except StopIteration:
                 exhausted = True
-            if not gathered or (gathered_rows < chunk_size and not exhausted):
+            if not gathered or (gathered_rows < gather_target and not exhausted):
                 continue
             columns = [_concat([b.column(n) for b in gathered]) for n in wanted]
-            kept_invalid, kept_bad = len(invalid), len(stats.bad_rows)
             gathered, gathered_rows = [], 0
             clean, bad = clean_columns(columns, schema)
             for index, reason in bad:
@@ -267,7 +284,6 @@ def read_batches(
                 fields = tuple(c[index].as_py() for c in columns)
                 stats.bad_rows.append(BadRow(uri, record, reason, fields=fields))
             parsed += len(columns[0])
-            kept_bad = len(stats.bad_rows)
             for offset in range(0, clean.num_rows, chunk_size):
                 yield clean.slice(offset, chunk_size)
     except pa.ArrowInvalid as err:
@@ -276,10 +292,11 @@ def read_batches(
         elif reopen is None:
             raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
         else:
-            # Forget what the unreturned blocks reported, then read on from the next record.
-            del invalid[kept_invalid:]
-            del stats.bad_rows[kept_bad:]
-            done = parsed + len(invalid)
+            # Keep what belongs to the records returned, then read on after the last of them.
+            # pyarrow parses ahead, so it may have reported invalid rows past that point.
+            done = _record_number(parsed - 1, invalid) if parsed else 0
+            invalid[:] = [number for number in invalid if number <= done]
+            stats.bad_rows[:] = [bad for bad in stats.bad_rows if bad.record <= done]
             with reopen() as again:
                 yield from _read_rest_with_csv(again, uri, schema, len(names), positions, done,
                                                chunk_size, stats, invalid)
@@ -294,9 +311,10 @@ def _read_rest_with_csv(stream: BinaryIO, uri: str, schema: Schema, width: int,
                         positions: list[int], skip: int, chunk_size: int, stats: FileStats,
                         invalid: list[int]) -> Iterator[pa.RecordBatch]:
     """Records after the first ``skip`` of a file, parsed with Python's csv module."""
-    csv.field_size_limit(sys.maxsize)
+    csv.field_size_limit(MAX_ROW_CHARS)
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-    records = (row for row in csv.reader(text) if row)  # blank lines are no records
+    where = [1, 1]  # physical lines read so far + 1, and the line the current record starts on
+    records = _records(csv.reader(_bounded_lines(text, uri, where)), where)
     next(records, None)  # the header
     number = 0
     pending: list[list[bytes]] = [[], [], []]
@@ -316,8 +334,33 @@ def _read_rest_with_csv(stream: BinaryIO, uri: str, schema: Schema, width: int,
                 yield from _clean_pending(pending, uri, schema, stats, number, invalid)
         yield from _clean_pending(pending, uri, schema, stats, number, invalid)
     except csv.Error as err:
-        raise BadDataError(f"unreadable CSV: {err}", uri=uri) from err
+        if "field larger than field limit" in str(err):
+            raise _too_long(uri, where[1]) from err
+        raise BadDataError(f"unreadable CSV: {err}", uri=uri, line=where[1]) from err
     stats.rows_read = number
+
+
+def _records(reader: Iterator[list[str]], where: list[int]) -> Iterator[list[str]]:
+    """Non-blank records, keeping ``where[1]`` at the line the next record starts on."""
+    for row in reader:
+        if row:
+            yield row
+        where[1] = where[0]
+
+
+def _bounded_lines(text: io.TextIOWrapper, uri: str, where: list[int]) -> Iterator[str]:
+    """The file's lines, each read with a bound: a row longer than ``MAX_ROW_CHARS`` fails
+    before it is held in memory whole. ``where[0]`` counts LF-ended lines as they pass."""
+    while line := text.readline(MAX_ROW_CHARS + 1):
+        if len(line) > MAX_ROW_CHARS:
+            raise _too_long(uri, where[1])
+        where[0] += line.count("\n")
+        yield line
+
+
+def _too_long(uri: str, line: int) -> BadDataError:
+    return BadDataError(f"row longer than {MAX_ROW_CHARS // 2**20} MiB (an unclosed quote?); "
+                        "nothing written", uri=uri, line=line)
 
 
 def _clean_pending(pending: list[list[bytes]], uri: str, schema: Schema, stats: FileStats,
@@ -502,8 +545,9 @@ def locate_bad_rows(
         return
     with open_stream() as raw:
         located = _scan_records(raw, {b.record for b in stats.bad_rows})
-    if located is not None and all(_matches(b, *located[b.record], stats.positions)
-                                   for b in stats.bad_rows if b.record in located):
+    if located is not None and all(b.record in located and _matches(b, *located[b.record],
+                                                                    stats.positions)
+                                   for b in stats.bad_rows):
         for bad in stats.bad_rows:
             if bad.record in located:
                 line, text = located[bad.record]
@@ -520,8 +564,11 @@ def _matches(bad: BadRow, line: int, text: bytes, positions: list[int]) -> bool:
         got = text.decode("utf-8", "replace")[:MAX_RAW_CHARS].rstrip("\r")
         return bad.raw is None or got == bad.raw.rstrip("\r")
     decoded = text.decode("utf-8", "surrogateescape")
-    row = next(csv.reader([decoded] if "\n" not in decoded else io.StringIO(decoded, newline="")),
-               [])
+    try:
+        row = next(csv.reader([decoded] if "\n" not in decoded
+                              else io.StringIO(decoded, newline="")), [])
+    except csv.Error:  # a lone CR in an unquoted field: leave it to the exact locator
+        return False
     try:
         found = tuple(row[p].encode("utf-8", "surrogateescape") for p in positions)
     except IndexError:
@@ -593,7 +640,7 @@ def _locate_with_csv(raw: BinaryIO, stats: FileStats) -> None:
     """
     wanted = {b.record: b for b in stats.bad_rows}
     last = max(wanted)
-    csv.field_size_limit(sys.maxsize)
+    csv.field_size_limit(MAX_ROW_CHARS)  # the read pass took every row: they fit
     text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
     consumed: list[str] = []
 

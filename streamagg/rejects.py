@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 from .config import BadRowLimit
 from .errors import BadDataError
@@ -17,7 +18,9 @@ class RejectsFile:
         self.limit = limit
         self.count = 0
         self.first: BadRow | None = None
-        self._out = open(path, "w", encoding="utf-8", newline="")
+        # 0600 whatever the umask: bad rows are raw customer data.
+        self._out = open(path, "w", encoding="utf-8", newline="",
+                         opener=lambda name, flags: os.open(name, flags, 0o600))
         self._writer = csv.writer(self._out, lineterminator="\n")
         self._writer.writerow(["file", "line", "reason", "raw"])
 
@@ -54,4 +57,10 @@ class RejectsFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        if exc[0] is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except OSError:
+            pass  # the run failed already (a full disk fails here too): report that error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -108,6 +109,43 @@ def last_line(text: str) -> str:
 
 
 # --- runs through the API or the CLI ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One small local Spark session for the whole run: the engine uses a running session as
+    it is, so no test pays for starting a JVM of its own."""
+    pyspark_sql = pytest.importorskip("pyspark.sql", reason="the spark extra is not installed")
+    from streamagg.engines import spark as spark_engine
+
+    with pytest.MonkeyPatch.context() as env, spark_engine.quiet_pyspark_warnings():
+        env.setenv("PYSPARK_PYTHON", sys.executable)  # workers need this venv's packages
+        session = (
+            pyspark_sql.SparkSession.builder.master("local[2]")
+            .appName("streamagg-tests")
+            .config("spark.sql.shuffle.partitions", "4")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            # Executors read S3 with their own environment: fake keys for the moto server.
+            .config("spark.executorEnv.AWS_ACCESS_KEY_ID", "testing")
+            .config("spark.executorEnv.AWS_SECRET_ACCESS_KEY", "testing")
+            .config("spark.executorEnv.AWS_DEFAULT_REGION", "us-east-1")
+            .config("spark.executorEnv.AWS_EC2_METADATA_DISABLED", "true")
+            .getOrCreate()
+        )
+    session.sparkContext.setLogLevel("WARN")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(autouse=True)
+def _shared_spark_session(request: pytest.FixtureRequest) -> None:
+    """Tests parametrised with engine="spark" run on the shared session."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("engine") == "spark":
+        if callspec.params.get("dedupe") == "sqlite":
+            pytest.skip("the Spark engine de-duplicates in Spark: --dedupe does not apply")
+        request.getfixturevalue("spark")
 
 
 @pytest.fixture(params=ENGINES)

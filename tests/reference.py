@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -131,6 +132,8 @@ def records(text: str) -> Iterator[tuple[int, list[str], str]]:
             yield line
 
     lines_before = 0
+    # Fields of any size, whatever limit other code in this process set before.
+    csv.field_size_limit(sys.maxsize)
     for fields in csv.reader(feed()):
         raw = "".join(consumed)
         yield lines_before + 1, fields, raw

@@ -69,7 +69,7 @@ def test_success(cli: Cli, partition: Callable[..., Path]) -> None:
         ([DAY_ARG, "--memory-limit", "lots"], "lots"),
         ([DAY_ARG, "--memory-limit", "1KB"], "memory"),
         ([DAY_ARG, "--dedupe", "bloom"], "bloom"),
-        ([DAY_ARG, "--engine", "spark"], "spark"),
+        ([DAY_ARG, "--engine", "flink"], "flink"),
         ([DAY_ARG, "--max-bad-rows", "-1"], "-1"),
         ([DAY_ARG, "--max-bad-rows", "150%"], "150%"),
         ([DAY_ARG, "--max-bad-rows", "some"], "some"),
@@ -88,10 +88,10 @@ def test_bad_usage_exits_2_and_reads_nothing(
     assert not (source / "results").exists()
 
 
-def test_spark_engine_not_available_yet(cli: Cli, partition: Callable[..., Path]) -> None:
+def test_unknown_engine_names_the_choices(cli: Cli, partition: Callable[..., Path]) -> None:
     source = partition({"a.csv": GOOD})
-    message = assert_failed(cli(DAY_ARG, "--source", source, "--engine", "spark"), 2, "spark")
-    assert "engine" in message.lower()
+    message = assert_failed(cli(DAY_ARG, "--source", source, "--engine", "flink"), 2, "flink")
+    assert "local" in message and "spark" in message
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,7 @@ def test_bad_row_limit(text: str, rows_read: int, allowed: int) -> None:
         {"chunk_size": 0},
         {"memory_limit": 1024},
         {"dedupe": "bloom"},
-        {"engine": "spark"},
+        {"engine": "flink"},
         {"max_bad_rows": "-1"},
         {"max_bad_rows": "101%"},
         {"log_format": "xml"},

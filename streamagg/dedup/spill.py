@@ -35,7 +35,8 @@ class SpillDeduper:
         self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
         # A third of the budget for one partition's work; the rest is the interpreter, Arrow
         # and the reader's blocks.
-        self.threads = max(1, min(2, os.cpu_count() or 1))
+        # Two partitions at once where the budget allows (each gets half of its share).
+        self.threads = max(1, min(2, os.cpu_count() or 1)) if memory_limit >= 256 * 2**20 else 1
         self.partition_budget = max(memory_limit // 3 // self.threads, 8 * 2**20)
         wanted = expected_bytes * WORK_PER_SPILLED_BYTE // self.partition_budget + 1
         self.partitions = min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length()))
@@ -98,8 +99,12 @@ class SpillDeduper:
         return [(batch, duplicates, conflicts)]
 
     def close(self) -> None:
-        self._writers.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self._writers.close()
+        except OSError:
+            pass  # the files are discarded anyway (a full disk fails here too)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def first_occurrences(
@@ -247,6 +252,8 @@ class _PartitionWriters:
     def _writer(self, index: int) -> pa.ipc.RecordBatchStreamWriter:
         entry = self._sinks.get(index)
         if entry is None:
+            # Created 0600 first, whatever the umask: spilled keys are customer data.
+            os.close(os.open(self.paths[index], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
             sink = pa.OSFile(self.paths[index], "wb")
             entry = (sink, pa.ipc.new_stream(sink, self.schema))
             self._sinks[index] = entry

@@ -33,6 +33,7 @@ class SqliteDeduper:
         self.stats = DedupStats()
         self.folder = tempfile.mkdtemp(prefix="streamagg-sqlite-", dir=tmp_dir)
         self.path = os.path.join(self.folder, "keys.sqlite")
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # sqlite keeps the mode
         self._db = sqlite3.connect(self.path, isolation_level=None)
         # The page cache is the only large allocation; an eighth of the budget leaves room for
         # the interpreter, Arrow and the readers. The database is scratch: no journal, no fsync.

@@ -25,6 +25,9 @@ class DayCounts:
     duplicates: int = 0
     conflicting_duplicates: int = 0
     empty_files: int = 0  # non-empty objects holding no header (an empty .gz, a lone BOM)
+    # Rows that passed validation, per time bucket (instant // grain): with the counts this
+    # gives duplicates per bucket for the manifest's hourly section. Empty if not tracked.
+    clean_per_bucket: dict[int, int] = field(default_factory=dict)
 
 
 class Engine(Protocol):

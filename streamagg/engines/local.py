@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -14,9 +15,10 @@ from ..aggregate import HourlyCounts
 from ..config import Config
 from ..dedup import make_deduper
 from ..errors import StorageError
+from ..hourly import tally_buckets
 from ..manifest import InputRecord
 from ..prefetch import ordered_prefetch
-from ..reader import FileStats, locate_bad_rows, open_decompressed, read_batches
+from ..reader import INSTANT, FileStats, locate_bad_rows, open_decompressed, read_batches
 from ..rejects import RejectsFile
 from ..sources import InputFile, Storage
 from . import DayCounts, ProgressCallback
@@ -38,7 +40,8 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
             yield from read_batches(stream, item.uri, schema=config.schema,
                                     chunk_size=config.chunk_size, block_size=block_size,
                                     stats=stats,
-                                    reopen=functools.partial(open_input, source, item))
+                                    reopen=functools.partial(open_input, source, item),
+                                    gather_rows=gather_rows(config.memory_limit))
         if stats.bad_rows:
             locate_bad_rows(functools.partial(open_input, source, item), stats)
         yield stats
@@ -47,7 +50,7 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
                       expected_bytes=expected) as dedup:
         # Files are parsed on reader threads (Arrow releases the GIL) but reach the
         # de-duplication strictly in file order, so the first occurrence stays first.
-        workers = config.workers or default_workers()
+        workers = config.workers or default_workers(config.memory_limit)
         for item, batch_or_stats in ordered_prefetch(read_file, inputs, workers=workers):
             if isinstance(batch_or_stats, pa.RecordBatch):
                 try:
@@ -55,6 +58,10 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
                 except OSError as err:
                     raise StorageError(f"cannot write spill files: {err.strerror or err}",
                                        uri=work) from err
+                # Clean rows per hour, less the survivors, are the duplicates per hour (~0.2 ms
+                # per 100k rows).
+                tally_buckets(result.clean_per_bucket, batch_or_stats.column(INSTANT),
+                              config.schema.grain_seconds)
             elif isinstance(batch_or_stats, FileStats):
                 stats = batch_or_stats
                 result.rows_read += stats.rows_read
@@ -74,16 +81,24 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
     return result
 
 
-def default_workers() -> int:
-    """Reader threads: one per core, at most four (beyond that the single consumer limits)."""
-    return max(1, min(4, os.cpu_count() or 1))
+def default_workers(memory_limit: int) -> int:
+    """Reader threads: one per core up to four, but one below 256 MB: a reader holds about
+    30 MB (pyarrow's read-ahead, gathered rows, the batches queued for the consumer)."""
+    if memory_limit < 256 * 2**20:
+        return 1
+    return max(1, min(4, os.cpu_count() or 1, memory_limit // (96 * 2**20)))
+
+
+def gather_rows(memory_limit: int) -> int:
+    """Rows a reader gathers before cleaning: 65,536 at 256 MB, fewer under tighter limits."""
+    return max(8_192, memory_limit // 4096)
 
 
 def reader_block_size(memory_limit: int) -> int:
     """CSV bytes pyarrow parses at once. It reads about a dozen blocks ahead per file, so the
     block is what bounds a reader's memory; it also caps the longest row pyarrow can take
     (longer rows go through the slower csv fallback)."""
-    return max(1 << 20, min(4 << 20, memory_limit // 256))
+    return max(256 << 10, min(4 << 20, memory_limit // 256))
 
 
 @contextlib.contextmanager
@@ -97,7 +112,7 @@ def open_input(source: Storage, item: InputFile) -> Iterator[BinaryIO]:
         finally:
             if stream is not raw:
                 stream.close()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise StorageError(f"read failed: {err}", uri=item.uri) from err
     finally:
         raw.close()
