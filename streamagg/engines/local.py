@@ -51,7 +51,8 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
         # Files are parsed on reader threads (Arrow releases the GIL) but reach the
         # de-duplication strictly in file order, so the first occurrence stays first.
         workers = config.workers or default_workers(config.memory_limit)
-        for item, batch_or_stats in ordered_prefetch(read_file, inputs, workers=workers):
+        for item, batch_or_stats in ordered_prefetch(read_file, inputs, workers=workers,
+                                                      depth=queue_depth(config.memory_limit)):
             if isinstance(batch_or_stats, pa.RecordBatch):
                 try:
                     dedup.add(batch_or_stats)
@@ -87,6 +88,13 @@ def default_workers(memory_limit: int) -> int:
     if memory_limit < 256 * 2**20:
         return 1
     return max(1, min(4, os.cpu_count() or 1, memory_limit // (96 * 2**20)))
+
+
+def queue_depth(memory_limit: int) -> int:
+    """Clean batches a reader may hold for the consumer. The consumer takes files in order, so
+    the next file's reader runs ahead only as far as its queue: an eighth of the budget lets it
+    parse most of a typical file while the current one is consumed (a batch is ~64 B a row)."""
+    return max(2, memory_limit // 8 // (gather_rows(memory_limit) * 64))
 
 
 def gather_rows(memory_limit: int) -> int:
