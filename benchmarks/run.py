@@ -288,7 +288,7 @@ def _markdown(report: dict[str, object]) -> str:
         f"{data['rows']:,} rows ({data['duplicates']:,} duplicates, 7 columns) in "
         f"{data['files']} CSV files, {human_bytes(data['bytes'])}, one day ({data['day']}). "
         f"Median of {report['repeats']} run(s) per system, each a separate process, run in turn; "
-        f"warm page cache. Peak RSS is the worst run's ru_maxrss.",
+        f"warm page cache. Peak RSS is the worst run's, from GNU time (%M) of each child process.",
         "",
         "| system | median wall | min - max | peak RSS | rows/s | output |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
