@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 @dataclass
@@ -37,6 +39,31 @@ class Deduper(Protocol):
     def __enter__(self) -> Deduper: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+def exact_keys(keys: pa.ChunkedArray | pa.Array,
+               instants: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One binary string per row: the instant as 8 big-endian bytes, then the key's bytes.
+
+    Exact: the fixed-width prefix makes the encoding unambiguous, so two rows share a string
+    only when they share the key. Big-endian makes byte order time order, which keeps a
+    B-tree's inserts local for a mostly chronological day.
+    """
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    if isinstance(instants, pa.ChunkedArray):
+        instants = instants.combine_chunks()
+    prefix = instants.to_numpy(zero_copy_only=False).astype(">i8")
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(8), len(prefix),
+                                                 [None, pa.py_buffer(prefix)])
+    return pc.binary_join_element_wise(pc.cast(fixed, pa.binary()), pc.cast(keys, pa.binary()),
+                                       _empty_binary())
+
+
+@functools.cache
+def _empty_binary() -> pa.Scalar:
+    """Made on first use: a scalar made from a Python value makes pyarrow check for pandas."""
+    return pa.scalar(b"", pa.binary())
 
 
 def make_deduper(kind: str, *, tmp_dir: str | None, memory_limit: int,

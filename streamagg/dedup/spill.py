@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import tempfile
@@ -15,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..reader import CLEAN_SCHEMA, GROUP, INSTANT, KEY
-from . import DedupStats
+from . import DedupStats, exact_keys
 
 # Working memory of one partition's de-duplication per byte spilled (key strings, dictionary
 # hash table, codes, masks), measured on generated days and rounded up.
@@ -113,9 +112,8 @@ def first_occurrences(
 ) -> tuple[np.ndarray, int, int]:
     """Mask of first occurrences of (key, instant) in row order, duplicates and conflicts.
 
-    Exact: the instant's eight bytes followed by the key's bytes form one string per row; the
-    fixed-width prefix makes that encoding unambiguous, so two rows share a string only when they
-    share the key. Dictionary encoding numbers distinct strings in order of first appearance, so
+    Exact: `exact_keys` gives one string per row that two rows share only when they share the
+    key. Dictionary encoding numbers distinct strings in order of first appearance, so
     a row is a first occurrence exactly when its code is larger than every code before it.
     """
     combined = exact_keys(keys, instants)
@@ -135,25 +133,6 @@ def first_occurrences(
         dropped = ~keep
         conflicts = int((group_codes[dropped] != first_group[codes[dropped]]).sum())
     return keep, duplicates, conflicts
-
-
-def exact_keys(keys: pa.ChunkedArray | pa.Array,
-               instants: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """One binary string per row: the instant as 8 raw bytes, then the key text."""
-    if isinstance(keys, pa.ChunkedArray):
-        keys = keys.combine_chunks()
-    if isinstance(instants, pa.ChunkedArray):
-        instants = instants.combine_chunks()
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(8), len(instants),
-                                                 [None, instants.buffers()[1]],
-                                                 offset=instants.offset)
-    return pc.binary_join_element_wise(pc.cast(fixed, pa.binary()), pc.cast(keys, pa.binary()),
-                                       _empty_binary())
-
-
-@functools.cache
-def _empty_binary() -> pa.Scalar:
-    return pa.scalar(b"", pa.binary())
 
 
 def _codes(values: pa.ChunkedArray | pa.Array) -> np.ndarray:

@@ -8,13 +8,11 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import StorageError
 from ..reader import GROUP, INSTANT, KEY
-from . import DedupStats
+from . import DedupStats, exact_keys
 
 _OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])
 _FETCH = 20_000
@@ -60,12 +58,7 @@ class SqliteDeduper:
         if batch.num_rows == 0:
             return
         instants = batch.column(INSTANT)
-        prefix = np.ascontiguousarray(instants.to_numpy(zero_copy_only=False).astype(">i8"))
-        fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(8), len(prefix),
-                                                     [None, pa.py_buffer(prefix)])
-        keys = pc.binary_join_element_wise(pc.cast(fixed, pa.binary()),
-                                           pc.cast(batch.column(KEY), pa.binary()),
-                                           pa.scalar(b"", pa.binary()))
+        keys = exact_keys(batch.column(KEY), instants)
         groups = batch.column(GROUP)
         try:
             self._db.execute("BEGIN")

@@ -31,19 +31,11 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
               rejects: RejectsFile, on_file_done: ProgressCallback | None = None) -> DayCounts:
     """Read, de-duplicate and count the day on this machine, within ``config.memory_limit``."""
     expected = sum(i.size * (GZIP_RATIO if i.gzip else 1) for i in inputs)
-    block_size = reader_block_size(config.memory_limit)
     result = DayCounts(HourlyCounts(config.schema.grain_seconds))
 
-    def read_file(item: InputFile) -> Iterator[pa.RecordBatch | FileStats]:
+    def batches_then_stats(item: InputFile) -> Iterator[pa.RecordBatch | FileStats]:
         stats = FileStats()
-        with open_input(source, item) as stream:
-            yield from read_batches(stream, item.uri, schema=config.schema,
-                                    chunk_size=config.chunk_size, block_size=block_size,
-                                    stats=stats,
-                                    reopen=functools.partial(open_input, source, item),
-                                    gather_rows=gather_rows(config.memory_limit))
-        if stats.bad_rows:
-            locate_bad_rows(functools.partial(open_input, source, item), stats)
+        yield from read_file(config, source, item, stats)
         yield stats
 
     with make_deduper(config.dedupe, tmp_dir=work, memory_limit=config.memory_limit,
@@ -51,8 +43,9 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
         # Files are parsed on reader threads (Arrow releases the GIL) but reach the
         # de-duplication strictly in file order, so the first occurrence stays first.
         workers = config.workers or default_workers(config.memory_limit)
-        for item, batch_or_stats in ordered_prefetch(read_file, inputs, workers=workers,
-                                                      depth=queue_depth(config.memory_limit)):
+        depth = queue_depth(config.memory_limit)
+        for item, batch_or_stats in ordered_prefetch(batches_then_stats, inputs,
+                                                      workers=workers, depth=depth):
             if isinstance(batch_or_stats, pa.RecordBatch):
                 try:
                     dedup.add(batch_or_stats)
@@ -80,6 +73,19 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
         result.duplicates = dedup.stats.duplicates
         result.conflicting_duplicates = dedup.stats.conflicting_duplicates
     return result
+
+
+def read_file(config: Config, source: Storage, item: InputFile,
+              stats: FileStats) -> Iterator[pa.RecordBatch]:
+    """One input's clean batches, in order; its bad rows, located, end up in ``stats``."""
+    with open_input(source, item) as stream:
+        yield from read_batches(stream, item.uri, schema=config.schema,
+                                chunk_size=config.chunk_size,
+                                block_size=reader_block_size(config.memory_limit), stats=stats,
+                                reopen=functools.partial(open_input, source, item),
+                                gather_rows=gather_rows(config.memory_limit))
+    if stats.bad_rows:
+        locate_bad_rows(functools.partial(open_input, source, item), stats)
 
 
 def default_workers(memory_limit: int) -> int:

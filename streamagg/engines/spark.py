@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import itertools
 import json
@@ -23,11 +22,11 @@ from ..aggregate import BUCKET, COUNT, HourlyCounts
 from ..config import Config
 from ..errors import StreamaggError, UsageError
 from ..manifest import InputRecord
-from ..reader import GROUP, INSTANT, KEY, BadRow, FileStats, locate_bad_rows, read_batches
+from ..reader import GROUP, INSTANT, KEY, BadRow, FileStats
 from ..rejects import RejectsFile
 from ..sources import InputFile, Storage, storage_for
 from . import DayCounts, ProgressCallback
-from .local import gather_rows, open_input, reader_block_size
+from .local import read_file
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -125,17 +124,9 @@ class FileReader:
         stats = FileStats()
         position = 0
         try:
-            with open_input(source, item) as stream:
-                for clean in read_batches(stream, item.uri, schema=config.schema,
-                                          chunk_size=config.chunk_size,
-                                          block_size=reader_block_size(config.memory_limit),
-                                          stats=stats,
-                                          reopen=functools.partial(open_input, source, item),
-                                          gather_rows=gather_rows(config.memory_limit)):
-                    yield impressions(index, position, clean)
-                    position += clean.num_rows
-            if stats.bad_rows:
-                locate_bad_rows(functools.partial(open_input, source, item), stats)
+            for clean in read_file(config, source, item, stats):
+                yield impressions(index, position, clean)
+                position += clean.num_rows
         except StreamaggError as err:
             # Handed to the driver as data: Spark would retry it, then bury it in a traceback.
             yield notes(index, [(FAILED, -1, None, encode_error(err), None, None)])
