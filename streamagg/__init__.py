@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .config import Config, Schema  # noqa: E402
-from .errors import StreamaggError  # noqa: E402
-from .pipeline import RunReport, run_day  # noqa: E402
+if TYPE_CHECKING:
+    from .config import Config, Schema
+    from .errors import StreamaggError
+    from .pipeline import RunReport, run_day
+
+# Loaded on first use, so the command can choose Arrow's allocator before pyarrow loads.
+_LAZY = {"Config": ".config", "Schema": ".config", "StreamaggError": ".errors",
+         "RunReport": ".pipeline", "run_day": ".pipeline"}
 
 __all__ = ["Config", "RunReport", "Schema", "StreamaggError", "__version__", "run_day"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,37 @@
-"""``python -m streamagg``."""
+"""The ``streamagg`` command and ``python -m streamagg``: the allocator first, then the CLI."""
 
-from .cli import main
+from __future__ import annotations
 
-main()
+import os
+import sys
+
+
+def main() -> None:
+    """Choose Arrow's allocator while libarrow is not yet loaded, then run the CLI."""
+    from .memory import choose_arrow_allocator
+
+    choose_arrow_allocator()
+    from .cli import main as cli_main
+
+    try:
+        cli_main()
+    except SystemExit as done:
+        if "pyspark" in sys.modules:  # its JVM gateway shuts down in interpreter exit hooks
+            raise
+        # Everything of ours is closed and removed by now. Skipping interpreter teardown
+        # avoids an abort in Arrow: its thread pools, torn down at exit while a read-ahead task
+        # still calls back into Python, can end the process with SIGABRT after a clean run
+        # (apache/arrow#34314; seen here once after SIGTERM).
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if not isinstance(done.code, int | None):
+            print(done.code, file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed pipe: nothing left to tell that reader
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
