@@ -13,8 +13,9 @@ import pyarrow.compute as pc
 from .reader import GROUP, INSTANT
 
 BUCKET, COUNT = "bucket", "count"
-# Partial counts are re-folded once this many accumulate, so memory follows distinct pairs.
-_REFOLD_ROWS = 1_000_000
+# Partial counts are re-folded once they outgrow twice the last fold (and at least this many
+# rows), so memory follows the distinct pairs, not the number of batches folded.
+_MIN_REFOLD_ROWS = 65_536
 # ASCII digits only: int() would also take "٣", which no other engine or reader calls a number.
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
@@ -36,6 +37,7 @@ class HourlyCounts:
         self.grain_seconds = grain_seconds
         self._parts: list[pa.Table] = []
         self._pending_rows = 0
+        self._folded_rows = 0
 
     def fold(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Add a batch of (group, instant) rows."""
@@ -46,10 +48,7 @@ class HourlyCounts:
             instants = instants.combine_chunks()
         # Floor division, so instants before 1970 land in their own bucket, not the next one.
         buckets = np.floor_divide(instants.to_numpy(zero_copy_only=False), self.grain_ns)
-        table = pa.table({GROUP: batch.column(GROUP), BUCKET: pa.array(buckets, pa.int64())})
-        part = table.group_by([GROUP, BUCKET], use_threads=False).aggregate([(BUCKET, "count")])
-        self._add(part.select([GROUP, BUCKET, f"{BUCKET}_count"]).rename_columns(
-            [GROUP, BUCKET, COUNT]))
+        self._add(sum_per_pair(batch.column(GROUP), buckets))
 
     def fold_counts(self, table: pa.Table) -> None:
         """Add rows counted elsewhere (e.g. on Spark): group (string), bucket and count (int64)."""
@@ -59,14 +58,15 @@ class HourlyCounts:
     def _add(self, part: pa.Table) -> None:
         self._parts.append(part)
         self._pending_rows += part.num_rows
-        if self._pending_rows > _REFOLD_ROWS and len(self._parts) > 1:
+        if self._pending_rows > max(_MIN_REFOLD_ROWS, 2 * self._folded_rows):
             self._parts = [self._refold()]
-            self._pending_rows = self._parts[0].num_rows
+            self._folded_rows = self._pending_rows = self._parts[0].num_rows
 
     def _refold(self) -> pa.Table:
         table = pa.concat_tables(self._parts)
-        summed = table.group_by([GROUP, BUCKET], use_threads=False).aggregate([(COUNT, "sum")])
-        return summed.select([GROUP, BUCKET, f"{COUNT}_sum"]).rename_columns([GROUP, BUCKET, COUNT])
+        return sum_per_pair(table.column(GROUP),
+                            table.column(BUCKET).to_numpy().astype(np.int64, copy=False),
+                            table.column(COUNT).to_numpy().astype(np.int64, copy=False))
 
     def table(self) -> pa.Table:
         """The folded counts: one row per (group, bucket), in no set order."""
@@ -101,3 +101,42 @@ class HourlyCounts:
         inside = pc.and_(pc.greater_equal(buckets, pa.scalar(first, pa.int64())),
                          pc.less(buckets, pa.scalar(last, pa.int64())))
         return int(pc.sum(pc.filter(table.column(COUNT), pc.invert(inside))).as_py() or 0)
+
+
+def sum_per_pair(groups: pa.Array | pa.ChunkedArray, buckets: np.ndarray,
+                 counts: np.ndarray | None = None) -> pa.Table:
+    """Sum ``counts`` (one per row when None) per distinct (group, bucket): a table of group,
+    bucket and count.
+
+    Arrow's hash kernels and numpy, not Arrow's group-by: that one lives in Acero, whose
+    libraries cost about 10 MB of resident memory once loaded, too much of a 128 MB budget.
+    """
+    if isinstance(groups, pa.ChunkedArray):
+        groups = groups.combine_chunks()
+    encoded = pc.dictionary_encode(groups)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    low = int(buckets.min())
+    span = int(buckets.max()) - low + 1
+    if span * len(encoded.dictionary) < 2**62:
+        # One integer per pair, numbered by a hash table in one pass.
+        pairs = pc.dictionary_encode(pa.array(codes * span + (buckets - low)))
+        slots = pairs.indices.to_numpy(zero_copy_only=False)
+        distinct = pairs.dictionary.to_numpy()
+        pair_groups, pair_buckets = distinct // span, distinct % span + low
+    else:  # buckets spread too far to pack with the group: sort by both
+        order = np.lexsort((buckets, codes))
+        ordered = np.stack([codes[order], buckets[order]], axis=1)
+        first = np.concatenate(([True], (ordered[1:] != ordered[:-1]).any(axis=1)))
+        slots = np.empty(len(codes), np.int64)
+        slots[order] = np.cumsum(first) - 1
+        pair_groups, pair_buckets = ordered[first, 0], ordered[first, 1]
+    if counts is None:
+        sums = np.bincount(slots, minlength=len(pair_groups)).astype(np.int64)
+    else:
+        sums = np.zeros(len(pair_groups), np.int64)
+        np.add.at(sums, slots, counts)
+    return pa.table({
+        GROUP: encoded.dictionary.take(pa.array(pair_groups)),
+        BUCKET: pa.array(pair_buckets, pa.int64()),
+        COUNT: pa.array(sums, pa.int64()),
+    })

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -77,7 +78,7 @@ def test_outside_day() -> None:
 
 
 def test_refolding_keeps_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aggregate, "_REFOLD_ROWS", 3)
+    monkeypatch.setattr(aggregate, "_MIN_REFOLD_ROWS", 3)
     t = DAY_START * 10**9
     batches = [[(f"g{i % 5}", t + (i % 3) * HOUR_NS)] for i in range(100)]
     rows = fold(batches).rows()
@@ -105,3 +106,27 @@ def test_matches_a_counter(rows: list[tuple[str, int]], size: int) -> None:
         want, key=(lambda k: (k[1], int(k[0]), k[0])) if numeric else (lambda k: (k[1], k[0]))
     )
     assert [(r.group, r.bucket_start) for r in got] == order
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "10", "\u00e9"]),
+                  st.sampled_from([-(2**62), -1, 0, 1, 2**62]), st.integers(0, 5)),
+        min_size=1, max_size=40,
+    ),
+)
+def test_sum_per_pair_matches_a_counter_also_for_far_apart_buckets(
+    pairs: list[tuple[str, int, int]]
+) -> None:
+    # Buckets 2**63 apart cannot be packed with the group into one integer: the lexsort path.
+    groups, buckets, counts = zip(*pairs, strict=True)
+    table = aggregate.sum_per_pair(pa.array(groups), np.array(buckets, np.int64),
+                                   np.array(counts, np.int64))
+    want: Counter[tuple[str, int]] = Counter()
+    for group, bucket, count in pairs:
+        want[(group, bucket)] += count
+    got = zip(table.column("group").to_pylist(), table.column("bucket").to_pylist(),
+              table.column("count").to_pylist(), strict=True)
+    assert {(g, b): c for g, b, c in got} == dict(want)
+    assert table.num_rows == len(want)
