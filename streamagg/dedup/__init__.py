@@ -5,10 +5,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from ..aggregate import HourlyCounts
 
 
 @dataclass
@@ -32,6 +35,10 @@ class Deduper(Protocol):
 
     def survivors(self) -> Iterator[pa.RecordBatch]:
         """The first occurrence of every key, as batches of (group, instant), in no set order."""
+
+    def fold_into(self, counts: HourlyCounts) -> None:
+        """Add the first occurrences to ``counts``, the way this backend does it fastest, and
+        fill in `stats`; equal to folding every batch of `survivors`."""
 
     def close(self) -> None:
         """Remove every temporary file."""

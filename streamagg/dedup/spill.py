@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..aggregate import HourlyCounts
 from ..reader import CLEAN_SCHEMA, GROUP, INSTANT, KEY
 from . import DedupStats, exact_keys
 
@@ -63,6 +64,10 @@ class SpillDeduper:
                     yield from self._collect(window.popleft().result())
             while window:
                 yield from self._collect(window.popleft().result())
+
+    def fold_into(self, counts: HourlyCounts) -> None:
+        for batch in self.survivors():
+            counts.fold(batch)
 
     def _collect(self, done: list[_Done]) -> Iterator[pa.RecordBatch]:
         for batch, duplicates, conflicts in done:

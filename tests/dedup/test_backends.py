@@ -10,12 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamagg.aggregate import HourlyCounts, HourlyRow
 from streamagg.dedup import make_deduper
 from streamagg.dedup import spill as spill_module
 from streamagg.reader import CLEAN_SCHEMA
 
 BACKENDS = ["spill", "sqlite"]
 LIMIT = 256 * 2**20
+SECOND = 10**9
 
 Row = tuple[str, int, str]  # (key, instant, group)
 
@@ -128,3 +130,43 @@ def test_backends_match_a_dict(
     want = expected(rows)
     for kind in BACKENDS:
         assert run(kind, batches, tmp_path_factory.mktemp(kind)) == want, kind
+
+
+def folded(kind: str, batches: list[list[Row]], tmp: Path, grain_seconds: int) -> tuple[
+        list[HourlyRow], int, int]:
+    """What `fold_into` gives: the backend's own way of counting its first occurrences."""
+    counts = HourlyCounts(grain_seconds)
+    with make_deduper(kind, tmp_dir=str(tmp), memory_limit=LIMIT) as dedup:
+        for rows in batches:
+            dedup.add(batch(rows))
+        dedup.fold_into(counts)
+        stats = dedup.stats
+    return counts.rows(), stats.duplicates, stats.conflicting_duplicates
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "ab", "\u00fc"]),
+            st.integers(-3 * SECOND, 3 * SECOND) | st.sampled_from([-SECOND, -1, 0, SECOND - 1]),
+            st.sampled_from(["1", "2", "10", "x"]),
+        ),
+        max_size=60,
+    ),
+    size=st.integers(1, 20),
+)
+def test_fold_into_counts_the_first_occurrences(
+    rows: list[Row], size: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A one-second grain around zero: negative instants must land in the bucket below, as
+    # floor division puts them, in sqlite's SQL as in Arrow.
+    batches = [rows[i : i + size] for i in range(0, len(rows), size)]
+    survivors, duplicates, conflicts = expected(rows)
+    reference = HourlyCounts(1)
+    for (group, instant), n in survivors.items():
+        for _ in range(n):
+            reference.fold(pa.table({"group": [group], "instant": pa.array([instant], pa.int64())}))
+    for kind in BACKENDS:
+        got = folded(kind, batches, tmp_path_factory.mktemp(kind), grain_seconds=1)
+        assert got == (reference.rows(), duplicates, conflicts), kind
