@@ -23,13 +23,20 @@ class _Worker(threading.Thread, Generic[Item, Result]):
         self.results: queue.Queue[object] = queue.Queue(maxsize=depth)
 
     def run(self) -> None:
+        results = iter(self.produce(self.item))
         try:
-            for result in self.produce(self.item):
+            for result in results:
                 if not self._put(result):
                     return
             self._put(_DONE)
         except BaseException as err:  # noqa: BLE001 - handed to the consumer, which re-raises
             self._put(_Failure(err))
+        finally:
+            # A stopped reader closes its file and Arrow reader here, on its own thread, not
+            # whenever the garbage collector gets to them (possibly during interpreter exit).
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
 
     def _put(self, value: object) -> bool:
         while not self.stop.is_set():

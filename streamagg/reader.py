@@ -576,7 +576,7 @@ def _matches(bad: BadRow, line: int, text: bytes, positions: list[int]) -> bool:
     return found == bad.fields
 
 
-_SCAN_CHUNK = 8 * 2**20
+_SCAN_CHUNK = 256 * 2**10  # its numpy masks take several times this, held at once
 
 
 def _scan_records(raw: BinaryIO, wanted: set[int]) -> dict[int, tuple[int, bytes]] | None:
@@ -591,7 +591,8 @@ def _scan_records(raw: BinaryIO, wanted: set[int]) -> dict[int, tuple[int, bytes
     record = -1  # data records completed; the header is record 0
     eof = False
     while not eof and len(found) < len(wanted):
-        chunk = raw.read(_SCAN_CHUNK)
+        # A record longer than a chunk doubles the read, so a huge field costs linear time.
+        chunk = raw.read(max(_SCAN_CHUNK, len(carry)))
         eof = not chunk
         buf = carry + chunk
         if eof and buf and not buf.endswith(b"\n"):

@@ -45,14 +45,16 @@ def test_generated_day_matches_reference_and_generator(tmp_path: Path, dedupe: s
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("limit_mb", [128, 256])
 @pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
-def test_memory_stays_within_limit(tmp_path_factory: pytest.TempPathFactory, dedupe: str) -> None:
+def test_memory_stays_within_limit(tmp_path_factory: pytest.TempPathFactory, dedupe: str,
+                                   limit_mb: int) -> None:
     # About 80 MB of logs in a fresh process: its peak RSS is what the manifest reports.
     source = tmp_path_factory.getbasetemp() / "memory-day"
     if not source.exists():
         generate_day(source, DAY, rows=500_000, files=4, gzip_files=1, seed=11)
-    dest = tmp_path_factory.mktemp(f"memory-{dedupe}")
-    limit = 256 * 2**20
+    dest = tmp_path_factory.mktemp(f"memory-{dedupe}-{limit_mb}")
+    limit = limit_mb * 2**20
     done = subprocess.run(
         [
             sys.executable,
@@ -66,7 +68,7 @@ def test_memory_stays_within_limit(tmp_path_factory: pytest.TempPathFactory, ded
             "--dedupe",
             dedupe,
             "--memory-limit",
-            "256MB",
+            f"{limit_mb}MB",
         ],
         capture_output=True,
         text=True,
@@ -77,4 +79,4 @@ def test_memory_stays_within_limit(tmp_path_factory: pytest.TempPathFactory, ded
     manifest = json.loads((dest / "2021/01/30" / MANIFEST_NAME).read_text())
     assert manifest["totals"]["rows_read"] == 500_000
     peak = manifest["peak_memory_bytes"]
-    assert peak <= limit, f"peak RSS {peak / 2**20:.0f} MB above --memory-limit 256MB"
+    assert peak <= limit, f"peak RSS {peak / 2**20:.0f} MB above --memory-limit {limit_mb}MB"
