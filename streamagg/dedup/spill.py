@@ -22,6 +22,9 @@ from . import DedupStats, exact_keys
 WORK_PER_SPILLED_BYTE = 4
 MAX_PARTITIONS = 256
 SPLIT_FANOUT = 16
+# A partition file is made of many small batches (one slice of every batch the day spilled);
+# splitting them one by one cost more than the de-duplication itself on a 100M-row day.
+SPLIT_BATCH_ROWS = 65_536
 _Done = tuple[pa.RecordBatch, int, int]  # first occurrences, duplicates, conflicts
 _GROUP_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])
 
@@ -84,8 +87,13 @@ class SpillDeduper:
             writers = _PartitionWriters(self.folder, f"{os.path.basename(path)}.", SPLIT_FANOUT,
                                         CLEAN_SCHEMA)
             with pa.ipc.open_stream(pa.memory_map(path)) as stream:
-                for batch in stream:
-                    writers.write(batch, partition_of(batch.column(KEY), SPLIT_FANOUT, seed=depth))
+                for batch in _regrouped(stream, SPLIT_BATCH_ROWS):
+                    # Again by instant first (cheap; a big day puts hundreds of seconds in a
+                    # partition), then by id for what is left: one hot second.
+                    where = (partition_by_instant(batch.column(INSTANT), SPLIT_FANOUT, seed=depth)
+                             if depth == 1 else
+                             partition_of(batch.column(KEY), SPLIT_FANOUT, seed=depth))
+                    writers.write(batch, where)
             pieces = writers.close()
             os.unlink(path)
             return [done for piece in pieces
@@ -109,6 +117,21 @@ class SpillDeduper:
             pass  # the files are discarded anyway (a full disk fails here too)
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _regrouped(batches: Iterator[pa.RecordBatch] | pa.ipc.RecordBatchStreamReader,
+               rows: int) -> Iterator[pa.RecordBatch]:
+    """The same rows, in order, in batches of at least ``rows`` (but the last)."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.concat_batches(pending)
+            pending, count = [], 0
+    if pending:
+        yield pa.concat_batches(pending)
 
 
 def first_occurrences(
@@ -154,18 +177,23 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def partition_by_instant(instants: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:
+def partition_by_instant(instants: pa.Array | pa.ChunkedArray, partitions: int, *,
+                         seed: int = 0) -> np.ndarray:
     """A spill partition per row from the key's instant alone.
 
     Equal keys have equal instants, so they meet in one partition; a day's instants spread
     over tens of thousands of distinct seconds, which a good mix scatters evenly. It costs a
     few integer operations per row where hashing the id bytes costs many. A partition that
-    still comes out too large (one hot second) is split again on the id, see `partition_of`.
+    still comes out too large is split again, first on the instant with another ``seed`` (a
+    100M-row day puts hundreds of seconds in each), then on the id (one hot second), see
+    `partition_of`.
     """
     if isinstance(instants, pa.ChunkedArray):
         instants = instants.combine_chunks()
     values = instants.to_numpy(zero_copy_only=False).view(np.uint64)
-    return (_mix(values ^ _GOLDEN) % np.uint64(partitions)).astype(np.uint16)
+    with np.errstate(over="ignore"):
+        salt = _GOLDEN * np.uint64(seed + 1)
+    return (_mix(values ^ salt) % np.uint64(partitions)).astype(np.uint16)
 
 
 def partition_of(keys: pa.Array | pa.ChunkedArray, partitions: int, *, seed: int) -> np.ndarray:
