@@ -51,7 +51,8 @@ class HourlyCounts:
         self._add(sum_per_pair(batch.column(GROUP), buckets))
 
     def fold_counts(self, table: pa.Table) -> None:
-        """Add rows counted elsewhere (e.g. on Spark): group (string), bucket and count (int64)."""
+        """Add rows counted elsewhere (e.g. on Spark): group (string), bucket and count (int64).
+        A negative count takes rows out again; pairs left at zero are not output."""
         if table.num_rows:
             self._add(table.select([GROUP, BUCKET, COUNT]))
 
@@ -64,9 +65,11 @@ class HourlyCounts:
 
     def _refold(self) -> pa.Table:
         table = pa.concat_tables(self._parts)
-        return sum_per_pair(table.column(GROUP),
-                            table.column(BUCKET).to_numpy().astype(np.int64, copy=False),
-                            table.column(COUNT).to_numpy().astype(np.int64, copy=False))
+        summed = sum_per_pair(table.column(GROUP),
+                              table.column(BUCKET).to_numpy().astype(np.int64, copy=False),
+                              table.column(COUNT).to_numpy().astype(np.int64, copy=False))
+        # Counts taken out (the sqlite backend's dropped rows) can leave a pair at zero.
+        return summed.filter(pc.not_equal(summed.column(COUNT), 0))
 
     def table(self) -> pa.Table:
         """The folded counts: one row per (group, bucket), in no set order."""

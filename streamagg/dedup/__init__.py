@@ -74,8 +74,9 @@ def _empty_binary() -> pa.Scalar:
 
 
 def make_deduper(kind: str, *, tmp_dir: str | None, memory_limit: int,
-                 expected_bytes: int = 0) -> Deduper:
-    """The backend named ``kind`` (``spill`` or ``sqlite``), working inside ``tmp_dir``."""
+                 expected_bytes: int = 0, grain_seconds: int = 3600) -> Deduper:
+    """The backend named ``kind`` (``spill`` or ``sqlite``), working inside ``tmp_dir``;
+    `Deduper.fold_into` takes counts of ``grain_seconds``."""
     if kind == "spill":
         from .spill import SpillDeduper
 
@@ -84,5 +85,6 @@ def make_deduper(kind: str, *, tmp_dir: str | None, memory_limit: int,
     if kind == "sqlite":
         from .sqlite import SqliteDeduper
 
-        return SqliteDeduper(tmp_dir=tmp_dir, memory_limit=memory_limit)
+        return SqliteDeduper(tmp_dir=tmp_dir, memory_limit=memory_limit,
+                             grain_seconds=grain_seconds)
     raise ValueError(f"unknown dedupe backend {kind!r}")

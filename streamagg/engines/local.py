@@ -39,7 +39,8 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
         yield stats
 
     with make_deduper(config.dedupe, tmp_dir=work, memory_limit=config.memory_limit,
-                      expected_bytes=expected) as dedup:
+                      expected_bytes=expected,
+                      grain_seconds=config.schema.grain_seconds) as dedup:
         # Files are parsed on reader threads (Arrow releases the GIL) but reach the
         # de-duplication strictly in file order, so the first occurrence stays first.
         workers = config.workers or default_workers(config.memory_limit)

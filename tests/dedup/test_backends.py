@@ -136,7 +136,8 @@ def folded(kind: str, batches: list[list[Row]], tmp: Path, grain_seconds: int) -
         list[HourlyRow], int, int]:
     """What `fold_into` gives: the backend's own way of counting its first occurrences."""
     counts = HourlyCounts(grain_seconds)
-    with make_deduper(kind, tmp_dir=str(tmp), memory_limit=LIMIT) as dedup:
+    with make_deduper(kind, tmp_dir=str(tmp), memory_limit=LIMIT,
+                      grain_seconds=grain_seconds) as dedup:
         for rows in batches:
             dedup.add(batch(rows))
         dedup.fold_into(counts)
@@ -170,3 +171,12 @@ def test_fold_into_counts_the_first_occurrences(
     for kind in BACKENDS:
         got = folded(kind, batches, tmp_path_factory.mktemp(kind), grain_seconds=1)
         assert got == (reference.rows(), duplicates, conflicts), kind
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_fold_into_leaves_out_groups_seen_only_in_duplicates(kind: str, tmp_path: Path) -> None:
+    # "2" only ever appears as a later occurrence of "1"'s key: it must not be output, not
+    # even with a count of zero.
+    rows = [("a", 0, "1"), ("a", 0, "2"), ("b", 0, "1"), ("a", 0, "2")]
+    got = folded(kind, [rows[:2], rows[2:]], tmp_path, grain_seconds=3600)
+    assert got == ([HourlyRow("1", 0, 2)], 2, 2)
