@@ -113,7 +113,6 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
     """Aggregate one day of ad impressions: DATE is YYYY-MM-DD (with --to, a range of days)."""
     if engine == "local":  # pyspark's Arrow functions need pandas on the Spark engine's driver
         _keep_pandas_out()
-    tune_allocators()
     _terminate_cleanly()
     _quiet_pyarrow_row_text()
     console = logs.setup(log_format)
@@ -127,6 +126,7 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
         max_bad_rows=BadRowLimit.parse(max_bad_rows), dry_run=dry_run, log_format=log_format,
         progress=bool(progress), spark_master=spark_master, plot=plot,
     )
+    tune_allocators(memory_limit=config.memory_limit)
     mode = "check" if check else "skip-unchanged" if skip_unchanged else "run"
     return run_days(config, until=parse_day(to) if to is not None else None, mode=mode,
                     keep_going=keep_going, progress=progress, console=console)

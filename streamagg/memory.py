@@ -29,15 +29,16 @@ def choose_arrow_allocator() -> None:
         os.environ.setdefault(_ARROW_POOL_ENV, "jemalloc")
 
 
-def tune_allocators(*, arena_max: int = 2, mmap_threshold: int = 32 << 20,
-                    trim_threshold: int = 8 << 20, arrow_decay_ms: int = 250) -> None:
+def tune_allocators(*, memory_limit: int | None = None, arena_max: int = 2,
+                    mmap_threshold: int = 32 << 20, arrow_decay_ms: int = 250) -> None:
     """Bound what the allocators keep after the work has freed it, without paying for it twice.
 
     Both sides of the trade-off were measured on a 10M-row day: glibc gives every thread its own
     arena and mimalloc keeps per-thread segments, so the defaults hold freed memory resident;
     but returning everything at once (jemalloc decay 0, a 1 MB mmap threshold) made the kernel
     fault in 17 GB of fresh pages, more system time than user time. Two arenas, large blocks
-    from the heap up to 32 MB, the heap trimmed past 8 MB free and jemalloc purging pages
+    from the heap up to 32 MB, the heap trimmed past 8 MB free (2 MB under a ``memory_limit``
+    below 256 MB, where those megabytes decided the 128 MB limit) and jemalloc purging pages
     unused for a quarter of a second keep both the peak and the system time low.
     Safe to call more than once; a no-op where glibc or jemalloc is missing.
     """
@@ -49,6 +50,8 @@ def tune_allocators(*, arena_max: int = 2, mmap_threshold: int = 32 << 20,
             pa.jemalloc_set_decay_ms(arrow_decay_ms)
         except (NotImplementedError, pa.ArrowNotImplementedError):
             pass
+    small = memory_limit is not None and memory_limit < 256 * 2**20
+    trim_threshold = (2 if small else 8) << 20
     name = ctypes.util.find_library("c")
     if not name:
         return
