@@ -81,34 +81,52 @@ class SpillDeduper:
 
     def _partition_survivors(self, path: str, depth: int) -> list[_Done]:
         size = os.path.getsize(path)
-        if size * WORK_PER_SPILLED_BYTE > self.partition_budget and depth < 4:
-            # Too big for memory (a skewed or larger-than-estimated day): split it again on the
-            # id; order within each piece is kept, so first occurrences stay first.
-            writers = _PartitionWriters(self.folder, f"{os.path.basename(path)}.", SPLIT_FANOUT,
-                                        CLEAN_SCHEMA)
+        if size * WORK_PER_SPILLED_BYTE <= self.partition_budget or depth >= 4:
             with pa.ipc.open_stream(pa.memory_map(path)) as stream:
-                for batch in _regrouped(stream, SPLIT_BATCH_ROWS):
-                    # Again by instant first (cheap; a big day puts hundreds of seconds in a
-                    # partition), then by id for what is left: one hot second.
-                    where = (partition_by_instant(batch.column(INSTANT), SPLIT_FANOUT, seed=depth)
-                             if depth == 1 else
-                             partition_of(batch.column(KEY), SPLIT_FANOUT, seed=depth))
-                    writers.write(batch, where)
-            pieces = writers.close()
+                table = stream.read_all()
             os.unlink(path)
-            return [done for piece in pieces
-                    for done in self._partition_survivors(piece, depth + 1)]
+            return [_survivors_of(table)]
+        if depth == 1 and size < self.partition_budget:
+            pieces = self._split_in_memory(path, size)
+            if pieces is not None:
+                return pieces
+        # Too big for memory (a skewed or larger-than-estimated day): split it again on disk;
+        # order within each piece is kept, so first occurrences stay first.
+        writers = _PartitionWriters(self.folder, f"{os.path.basename(path)}.", SPLIT_FANOUT,
+                                    CLEAN_SCHEMA)
+        with pa.ipc.open_stream(pa.memory_map(path)) as stream:
+            for batch in _regrouped(stream, SPLIT_BATCH_ROWS):
+                # Again by instant first (cheap; a big day puts hundreds of seconds in a
+                # partition), then by id for what is left: one hot second.
+                where = (partition_by_instant(batch.column(INSTANT), SPLIT_FANOUT, seed=depth)
+                         if depth == 1 else
+                         partition_of(batch.column(KEY), SPLIT_FANOUT, seed=depth))
+                writers.write(batch, where)
+        paths = writers.close()
+        os.unlink(path)
+        return [done for piece in paths for done in self._partition_survivors(piece, depth + 1)]
+
+    def _split_in_memory(self, path: str, size: int) -> list[_Done] | None:
+        """Survivors of a partition whose rows fit in memory but whose de-duplication does not,
+        piece by piece (by instant, another seed); None when a piece would still be too big.
+
+        On a 100M-row day every partition is like this; writing its pieces back to disk and
+        reading them again took as long as de-duplicating them.
+        """
         with pa.ipc.open_stream(pa.memory_map(path)) as stream:
             table = stream.read_all()
-        os.unlink(path)
         if not table.num_rows:
+            os.unlink(path)
             return []
-        keep, duplicates, conflicts = first_occurrences(
-            table.column(KEY), table.column(INSTANT), table.column(GROUP))
-        kept = table.select([GROUP, INSTANT]).filter(pa.array(keep)).combine_chunks()
-        batch = (kept.to_batches()[0] if kept.num_rows
-                 else pa.RecordBatch.from_pylist([], schema=_GROUP_OUT))
-        return [(batch, duplicates, conflicts)]
+        where = partition_by_instant(table.column(INSTANT), SPLIT_FANOUT, seed=1)
+        counts = np.bincount(where, minlength=SPLIT_FANOUT)
+        largest = int(counts.max()) * size // table.num_rows
+        if size + largest * WORK_PER_SPILLED_BYTE > self.partition_budget:
+            return None  # one hot second: the id split on disk handles it
+        os.unlink(path)
+        # Ascending indices: each piece keeps the partition's order, so first stays first.
+        return [_survivors_of(table.take(pa.array(np.flatnonzero(where == piece))))
+                for piece in np.flatnonzero(counts)]
 
     def close(self) -> None:
         try:
@@ -117,6 +135,18 @@ class SpillDeduper:
             pass  # the files are discarded anyway (a full disk fails here too)
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _survivors_of(table: pa.Table) -> _Done:
+    """First occurrences of one partition (or piece) held in memory, and what they dropped."""
+    if not table.num_rows:
+        return pa.RecordBatch.from_pylist([], schema=_GROUP_OUT), 0, 0
+    keep, duplicates, conflicts = first_occurrences(
+        table.column(KEY), table.column(INSTANT), table.column(GROUP))
+    kept = table.select([GROUP, INSTANT]).filter(pa.array(keep)).combine_chunks()
+    batch = (kept.to_batches()[0] if kept.num_rows
+             else pa.RecordBatch.from_pylist([], schema=_GROUP_OUT))
+    return batch, duplicates, conflicts
 
 
 def _regrouped(batches: Iterator[pa.RecordBatch] | pa.ipc.RecordBatchStreamReader,

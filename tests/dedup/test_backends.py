@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -180,3 +181,32 @@ def test_fold_into_leaves_out_groups_seen_only_in_duplicates(kind: str, tmp_path
     rows = [("a", 0, "1"), ("a", 0, "2"), ("b", 0, "1"), ("a", 0, "2")]
     got = folded(kind, [rows[:2], rows[2:]], tmp_path, grain_seconds=3600)
     assert got == ([HourlyRow("1", 0, 2)], 2, 2)
+
+
+def test_spill_splits_in_memory_what_fits_as_rows(tmp_path: Path) -> None:
+    # Many seconds per partition: with a budget of three times the largest partition, each
+    # partition's rows fit but its de-duplication (four times its size) does not, so it is cut
+    # by instant in memory; first occurrences must still win and nothing may stay on disk.
+    rows = [(f"k{i % 700}", i % 300, f"g{i % 7}") for i in range(6000)]
+    with make_deduper("spill", tmp_dir=str(tmp_path), memory_limit=LIMIT) as dedup:
+        for start in range(0, len(rows), 500):
+            dedup.add(batch(rows[start : start + 500]))
+        paths = dedup._writers.close()  # type: ignore[attr-defined]
+        dedup.partition_budget = 3 * max(os.path.getsize(p) for p in paths)  # type: ignore[attr-defined]
+        calls: list[bool] = []
+        real = dedup._split_in_memory  # type: ignore[attr-defined]
+
+        def spy(path: str, size: int) -> object:
+            done = real(path, size)
+            calls.append(done is not None)
+            return done
+
+        dedup._split_in_memory = spy  # type: ignore[attr-defined]
+        survivors: Counter = Counter()
+        for out in dedup.survivors():
+            survivors.update(zip(out.column("group").to_pylist(),
+                                 out.column("instant").to_pylist(), strict=True))
+        got = (survivors, dedup.stats.duplicates, dedup.stats.conflicting_duplicates)
+    assert calls and all(calls)
+    assert got == expected(rows)
+    assert list(tmp_path.iterdir()) == []
