@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
         with shipped_package(spark):
             command(args, prog_name="streamagg")  # exits with the command's status
     finally:
-        spark.stop()
+        # After the JVM died (out of memory) stopping fails too; the command has said why.
+        with contextlib.suppress(Exception):
+            spark.stop()
 
 
 if __name__ == "__main__":

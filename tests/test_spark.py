@@ -386,3 +386,136 @@ def test_spark_submit_with_an_s3a_source(s3: S3, tmp_path: Path) -> None:
     assert summary["totals"] == local.totals
     out = Path(day_path(DAY)) / OUTPUT_NAME
     assert (tmp_path / "spark" / out).read_bytes() == local.output
+
+
+# --- memory: the driver's heap in local mode, and a JVM that runs out of it ----------------------
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize(("master", "already_set", "memory", "expected"), [
+    ("local[*]", False, 24 * GIB, "6g"),
+    ("local", False, 16 * GIB, "4g"),
+    (" local[2] ", False, 9 * GIB, "2g"),
+    ("local[4,2]", False, 64 * GIB, "16g"),
+    ("local[*]", True, 24 * GIB, None),  # chosen elsewhere: spark-defaults.conf, the environment
+    ("local[*]", False, 6 * GIB, None),  # a quarter is not above Spark's own 1g
+    ("local[*]", False, None, None),
+    ("local-cluster[2,1,1024]", False, 24 * GIB, None),  # executors are separate JVMs
+    ("yarn", False, 24 * GIB, None),
+    ("k8s://https://kube:6443", False, 24 * GIB, None),
+    ("spark://host:7077", False, 24 * GIB, None),
+])
+def test_driver_memory_default_only_for_local_masters(master: str, already_set: bool,
+                                                      memory: int | None,
+                                                      expected: str | None) -> None:
+    assert spark_engine.default_driver_memory(master, already_set, memory) == expected
+
+
+@pytest.mark.parametrize(("environ", "defaults", "expected"), [
+    ({}, "", False),
+    ({"SPARK_DRIVER_MEMORY": "2g"}, "", True),
+    ({"PYSPARK_SUBMIT_ARGS": "--driver-memory 2g pyspark-shell"}, "", True),
+    ({"PYSPARK_SUBMIT_ARGS": "--conf spark.driver.memory=2g pyspark-shell"}, "", True),
+    ({"PYSPARK_SUBMIT_ARGS": "--conf spark.driver.memoryOverhead=1g pyspark-shell"}, "", False),
+    ({}, "spark.master local[2]\nspark.driver.memory   4g\n", True),
+    ({}, "spark.driver.memory=4g\n", True),
+    ({}, "# spark.driver.memory 4g\nspark.driver.memoryOverhead 1g\n", False),
+])
+def test_driver_memory_set_elsewhere_is_respected(environ: dict[str, str], defaults: str,
+                                                  expected: bool) -> None:
+    assert spark_engine.driver_memory_set(environ, defaults) is expected
+
+
+def test_spark_defaults_come_from_the_conf_dir(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    assert spark_engine.spark_defaults() == ""
+    (tmp_path / "spark-defaults.conf").write_text("spark.driver.memory 3g\n")
+    assert spark_engine.driver_memory_set({}, spark_engine.spark_defaults())
+
+
+class Py4JJavaError(Exception):
+    """Like py4j's: its message comes from the JVM, so str() fails once the JVM is gone."""
+
+    __module__ = "py4j.protocol"
+
+    def __init__(self, text: str | None) -> None:
+        super().__init__()
+        self.text = text
+
+    def __str__(self) -> str:
+        if self.text is None:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return self.text
+
+
+OOM_LINE = ("Spark job failed: the JVM ran out of memory (java.lang.OutOfMemoryError: Java heap "
+            "space); raise spark.driver.memory")
+
+
+def test_jvm_dead_of_out_of_memory_is_one_line(tmp_path: Path) -> None:
+    jvm_log = tmp_path / spark_engine.JVM_ERRORS
+    jvm_log.write_text("ERROR Executor: Exception in task 19.0 in stage 0.0 (TID 19)\n"
+                       "java.lang.OutOfMemoryError: Java heap space\n\tat java.base/x.y(z)\n")
+    with pytest.raises(spark_engine.StreamaggError) as caught:
+        with spark_engine.spark_errors(str(jvm_log)):
+            raise Py4JJavaError(None)
+    assert caught.value.exit_code == 1
+    assert str(caught.value).startswith(OOM_LINE) and "\n" not in str(caught.value)
+    # Without the JVM's log, it still says the JVM is gone, not "ConnectionRefusedError".
+    with pytest.raises(spark_engine.StreamaggError, match="the Spark JVM exited unexpectedly"):
+        with spark_engine.spark_errors(str(tmp_path / "missing.log")):
+            raise Py4JJavaError(None)
+
+
+def test_connection_refused_inside_py4j_is_a_dead_jvm(tmp_path: Path) -> None:
+    """Calls to a dead JVM end in a plain ConnectionRefusedError raised in py4j's code."""
+    in_py4j = compile("raise ConnectionRefusedError(111, 'Connection refused')",
+                      os.path.join("site-packages", "py4j", "java_gateway.py"), "exec")
+    with pytest.raises(spark_engine.StreamaggError, match="JVM exited unexpectedly"):
+        with spark_engine.spark_errors():
+            exec(in_py4j)  # noqa: S102 - a frame that looks like py4j's
+    with pytest.raises(ConnectionRefusedError):  # elsewhere (e.g. storage) it is not Spark's
+        with spark_engine.spark_errors():
+            raise ConnectionRefusedError(111, "Connection refused")
+
+
+def test_task_out_of_memory_reported_by_a_live_jvm() -> None:
+    text = ("An error occurred while calling o91.collectToPython.\n: org.apache.spark."
+            "SparkException: Job aborted due to stage failure: Task 19 in stage 0.0 failed 1 "
+            "times, most recent failure: Lost task 19.0 in stage 0.0 (TID 19) (host executor 3): "
+            "java.lang.OutOfMemoryError: Java heap space\n\tat java.base/x.y(z)\n")
+    assert spark_engine.failure_summary(Py4JJavaError(text)).startswith(
+        "the JVM ran out of memory (java.lang.OutOfMemoryError: Java heap space); raise ")
+    assert spark_engine.failure_summary(RuntimeError("")) == "RuntimeError"
+
+
+def test_cli_says_out_of_memory_in_one_line(spark: SparkSession, cli: Callable[..., Any],
+                                            partition: Callable[..., Path],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(*args: Any) -> None:
+        raise Py4JJavaError("Job aborted: java.lang.OutOfMemoryError: Java heap space\n\tat x")
+
+    monkeypatch.setattr(spark_engine, "take_notes", crash)
+    source = partition({"a.csv": H + "a,2021-01-30 10:00:00,1\n"})
+    result = cli(DAY_ARG, "--source", source, "--engine", "spark", "--no-progress")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith(f"streamagg: error: {OOM_LINE}")
+    assert "Traceback" not in result.output
+
+
+def test_reader_hands_the_jvm_small_arrow_batches(partition: Callable[..., Path]) -> None:
+    from streamagg.config import Config
+    from streamagg.sources import storage_for
+
+    rows = 2 * spark_engine.ARROW_BATCH_ROWS + 5
+    source = partition({"a.csv": H + "".join(f"k{i},2021-01-30 10:00:00,1\n"
+                                             for i in range(rows))})
+    config = Config(day=DAY, source=str(source), chunk_size=10 * rows)
+    inputs, _ = storage_for(str(source)).list_partition(day_path(DAY))
+    batches = list(spark_engine.FileReader(config, inputs).read_file(storage_for(str(source)), 0))
+    impressions = [b for b in batches if b.column(spark_engine.NOTE).null_count == b.num_rows]
+    assert [b.num_rows for b in impressions] == [spark_engine.ARROW_BATCH_ROWS] * 2 + [5]
+    assert [r for b in impressions for r in b.column(spark_engine.ROW_INDEX).to_pylist()] == list(
+        range(rows))

@@ -8,10 +8,12 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import sys
+import traceback
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,6 +59,8 @@ _SPARK_TYPES = {pa.int32(): "int", pa.int64(): "long", pa.string(): "string",
                 pa.list_(pa.binary()): "array<binary>"}
 SPARK_SCHEMA = ", ".join(f"`{f.name}` {_SPARK_TYPES[f.type]}" for f in READ_SCHEMA)
 _NOTE_ORDER = {FAILED: 0, BAD: 1, FILE_DONE: 2}
+# Rows per Arrow batch handed to the JVM (spark.sql.execution.arrow.maxRecordsPerBatch's default).
+ARROW_BATCH_ROWS = 10_000
 
 # Spark's own logging: warnings and errors only, and not the two start-up warnings every local
 # run prints (no native Hadoop library; the host name resolving to a loopback address).
@@ -73,6 +77,11 @@ logger.native.level = error
 logger.utils.name = org.apache.spark.util.Utils
 logger.utils.level = error
 """
+# Errors the JVM logged, kept in the work folder: when the JVM dies (an OutOfMemoryError), py4j
+# only sees a closed connection, and this file says why.
+JVM_ERRORS = "spark-errors.log"
+MEMORY_HINT = ("raise spark.driver.memory (local mode; e.g. SPARK_DRIVER_MEMORY=8g) or "
+               "spark.executor.memory (a cluster), or run fewer tasks at once")
 
 
 def count_day(config: Config, source: Storage, inputs: list[InputFile], work: str,
@@ -88,8 +97,11 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
         return result
     from pyspark import StorageLevel
 
-    with spark_session(config.spark_master, work) as spark, spark_errors():
-        rows = read_inputs(spark, config, inputs).persist(StorageLevel.MEMORY_AND_DISK)
+    jvm_log = os.path.join(work, JVM_ERRORS)
+    with spark_session(config.spark_master, work) as spark, spark_errors(jvm_log):
+        # On disk, not MEMORY_AND_DISK: in local mode the cache shares the driver's heap (1g by
+        # default) with the tasks, and a day of cached partitions there ran it out of memory.
+        rows = read_inputs(spark, config, inputs).persist(StorageLevel.DISK_ONLY)
         try:
             # The first action fills the cache; the de-duplication then reads it, not the files.
             take_notes(rows, inputs, rejects, result, on_file_done)
@@ -97,7 +109,7 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
             fold_first_occurrences(rows, config, result)
         finally:
             with contextlib.suppress(Exception):  # a dead session must not hide the real error
-                rows.unpersist()
+                rows.unpersist(blocking=True)
     return result
 
 
@@ -125,7 +137,11 @@ class FileReader:
         position = 0
         try:
             for clean in read_file(config, source, item, stats):
-                yield impressions(index, position, clean)
+                batch = impressions(index, position, clean)
+                # Spark's own Arrow batch size: the JVM loads a batch whole before it yields
+                # rows; zero-copy slices bound its memory per task whatever the chunk size.
+                for start in range(0, batch.num_rows, ARROW_BATCH_ROWS):
+                    yield batch.slice(start, ARROW_BATCH_ROWS)
                 position += clean.num_rows
         except StreamaggError as err:
             # Handed to the driver as data: Spark would retry it, then bury it in a traceback.
@@ -344,21 +360,122 @@ def spark_session(master: str, work: str) -> Iterator[SparkSession]:
         raise UsageError("--spark-master is empty: expected e.g. local[*] or yarn")
     log_config = os.path.join(work, "log4j2.properties")
     with open(log_config, "w", encoding="utf-8") as out:
-        out.write(_LOG4J2)
+        out.write(log4j_config(os.path.join(work, JVM_ERRORS)))
     builder = (SparkSession.builder.master(master).appName("streamagg")
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.driver.extraJavaOptions",
                        f"-Dlog4j2.configurationFile=file:{log_config}"))
+    memory = default_driver_memory(master, driver_memory_set(os.environ, spark_defaults()),
+                                   physical_memory())
+    if memory is not None:
+        log.debug("spark.driver.memory=%s (local mode: the tasks share the driver's heap)", memory)
+        builder = builder.config("spark.driver.memory", memory)
     try:
         with quiet_pyspark_warnings(), local_python(master):
             session = builder.getOrCreate()
     except Exception as err:  # noqa: BLE001 - any failure to start is one line, exit 1
         raise StreamaggError(f"cannot start Spark on {master}: {failure_summary(err)}") from err
     session.sparkContext.setLogLevel("WARN")
-    try:
-        yield session
-    finally:
+    with quiet_dead_jvm(session):
+        try:
+            yield session
+        except BaseException:
+            with contextlib.suppress(Exception):  # a dead JVM cannot stop: report the first error
+                session.stop()
+            raise
         session.stop()
+
+
+def log4j_config(errors_path: str) -> str:
+    """Spark's log settings: warnings on stderr, and errors also in ``errors_path``."""
+    return _LOG4J2 + f"""\
+rootLogger.appenderRef.errors.ref = errors
+rootLogger.appenderRef.errors.level = error
+appender.errors.type = File
+appender.errors.name = errors
+appender.errors.fileName = {errors_path}
+appender.errors.layout.type = PatternLayout
+appender.errors.layout.pattern = %p %c{{1}}: %m%n%ex{{3}}
+"""
+
+
+_LOCAL_MASTER = re.compile(r"local(\[[^\]]*\])?")
+
+
+def default_driver_memory(master: str, already_set: bool, physical_bytes: int | None
+                          ) -> str | None:
+    """``spark.driver.memory`` for a session this engine starts, or None to leave Spark's.
+
+    In local mode the tasks run in the driver's JVM, so Spark's 1g default heap is shared by
+    every core's task; give it what the JVM itself would take (a quarter of the memory). Only
+    for plain local masters (a cluster sizes its own driver) and only when nobody chose.
+    """
+    if already_set or not _LOCAL_MASTER.fullmatch(master.strip()):
+        return None
+    gib = (physical_bytes or 0) // 4 // 2**30
+    return f"{gib}g" if gib > 1 else None
+
+
+def driver_memory_set(environ: Mapping[str, str], defaults: str) -> bool:
+    """Whether the driver's memory is chosen already: spark-submit's arguments for pyspark,
+    SPARK_DRIVER_MEMORY, or spark-defaults.conf (whose text is ``defaults``)."""
+    submit_args = environ.get("PYSPARK_SUBMIT_ARGS", "")
+    return (bool(environ.get("SPARK_DRIVER_MEMORY"))
+            or re.search(r"--driver-memory\b|spark\.driver\.memory[\s=]", submit_args) is not None
+            or re.search(r"^\s*spark\.driver\.memory[\s=:]", defaults, re.MULTILINE) is not None)
+
+
+def spark_defaults() -> str:
+    """The spark-defaults.conf spark-submit will read: $SPARK_CONF_DIR, else $SPARK_HOME/conf
+    (pyspark's own folder when SPARK_HOME is unset); empty when there is none."""
+    folder = os.environ.get("SPARK_CONF_DIR")
+    if not folder:
+        import pyspark
+
+        home = os.environ.get("SPARK_HOME") or os.path.dirname(os.path.abspath(pyspark.__file__))
+        folder = os.path.join(home, "conf")
+    try:
+        with open(os.path.join(folder, "spark-defaults.conf"), encoding="utf-8") as conf:
+            return conf.read()
+    except OSError:
+        return ""
+
+
+def physical_memory() -> int | None:
+    """This machine's memory, or its container's limit when lower (cgroup v2, then v1)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError), open(limit, encoding="ascii") as f:
+            total = min(total, int(f.read().strip()))  # "max" (no limit) is a ValueError
+    return total
+
+
+class _Py4JNoise(logging.Filter):
+    """py4j logs each failed call to a dead JVM through the root logger, with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"{os.sep}py4j{os.sep}" not in record.pathname
+
+
+@contextlib.contextmanager
+def quiet_dead_jvm(session: SparkSession) -> Iterator[None]:
+    """When the JVM dies (out of memory), the error says so in one line: keep the tracebacks
+    of py4j's logging and of pyspark's accumulator server (a socket server) off stderr."""
+    noise = _Py4JNoise()
+    root = logging.getLogger()
+    root.addFilter(noise)
+    server = getattr(session.sparkContext, "_accumulatorServer", None)
+    if server is not None:
+        # streamagg uses no accumulators; the server only fails when the JVM hangs up.
+        server.handle_error = lambda request, address: log.debug(
+            "Spark's accumulator connection failed", exc_info=True)
+    try:
+        yield
+    finally:
+        root.removeFilter(noise)
 
 
 @contextlib.contextmanager
@@ -386,24 +503,73 @@ def quiet_pyspark_warnings() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def spark_errors() -> Iterator[None]:
-    """A failed Spark job (a task that kept failing, a lost executor) is one line, exit 1."""
+def spark_errors(jvm_log: str | None = None) -> Iterator[None]:
+    """A failed Spark job (a task that kept failing, a lost executor, a JVM out of memory) is
+    one line, exit 1; ``jvm_log`` is where the JVM logs its errors, when known."""
     try:
         yield
     except StreamaggError:
         raise
     except Exception as err:
-        if not type(err).__module__.startswith(("pyspark", "py4j")):
+        if not raised_by_spark(err):
             raise
-        raise StreamaggError(f"Spark job failed: {failure_summary(err)}") from err
+        raise StreamaggError(f"Spark job failed: {failure_summary(err, jvm_log)}") from err
 
 
-def failure_summary(err: BaseException) -> str:
-    """The line that says what went wrong: a Python worker's exception, else the first line."""
-    text = str(err).split("JVM stacktrace:")[0]
+def raised_by_spark(err: BaseException) -> bool:
+    """A pyspark or py4j exception, or one raised in their code (a socket error once the JVM is
+    gone is a plain ConnectionError)."""
+    if type(err).__module__.startswith(("pyspark", "py4j")):
+        return True
+    frames = traceback.extract_tb(err.__traceback__)
+    return any(f"{os.sep}{name}{os.sep}" in frame.filename
+               for frame in frames for name in ("pyspark", "py4j"))
+
+
+def failure_summary(err: BaseException, jvm_log: str | None = None) -> str:
+    """The line that says what went wrong: the JVM running out of memory, a Python worker's
+    exception, else the first line."""
+    unsaid = False
+    try:
+        text = str(err)
+    except Exception:  # noqa: BLE001 - a Py4JJavaError asks the JVM, which may be gone
+        text, unsaid = "", True
+    found = _OUT_OF_MEMORY.search(text)
+    if found is None and (unsaid or jvm_gone(err)):
+        found = _OUT_OF_MEMORY.search(read_head(jvm_log)) if jvm_log else None
+        if found is None:
+            return "the Spark JVM exited unexpectedly (see Spark's log above)"
+    if found is not None:
+        return f"the JVM ran out of memory ({found.group(0).strip()}); {MEMORY_HINT}"
+    text = text.split("JVM stacktrace:")[0]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(err).__name__
     if any(line.startswith("Traceback (most recent call last)") for line in lines):
         return lines[-1]
     return lines[0]
+
+
+_OUT_OF_MEMORY = re.compile(r"java\.lang\.OutOfMemoryError[^\n]*")
+
+
+def jvm_gone(err: BaseException) -> bool:
+    """Whether the error is the connection to the JVM failing, not an error the JVM reported."""
+    seen: BaseException | None = err
+    for _ in range(50):  # a chain may loop
+        if seen is None:
+            break
+        if (isinstance(seen, ConnectionError | EOFError)
+                or type(seen).__name__ == "Py4JNetworkError"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def read_head(path: str, limit: int = 1 << 20) -> str:
+    """The start of a text file, or nothing when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(limit)
+    except OSError:
+        return ""
