@@ -107,26 +107,37 @@ class SpillDeduper:
         return [done for piece in paths for done in self._partition_survivors(piece, depth + 1)]
 
     def _split_in_memory(self, path: str, size: int) -> list[_Done] | None:
-        """Survivors of a partition whose rows fit in memory but whose de-duplication does not,
-        piece by piece (by instant, another seed); None when a piece would still be too big.
+        """Survivors of a partition whose rows fit in memory but whose de-duplication does not:
+        cut by instant (another seed) into pieces held in memory, each de-duplicated alone; a
+        piece still too big (one hot second) goes to disk for the id split. None when the
+        partition's rows with one piece's work would not fit.
 
-        On a 100M-row day every partition is like this; writing its pieces back to disk and
-        reading them again took as long as de-duplicating them.
+        On a 100M-row day every partition is like this; writing all its pieces to disk and
+        reading them back took as long as de-duplicating them.
         """
-        with pa.ipc.open_stream(pa.memory_map(path)) as stream:
-            table = stream.read_all()
-        if not table.num_rows:
-            os.unlink(path)
-            return []
-        where = partition_by_instant(table.column(INSTANT), SPLIT_FANOUT, seed=1)
-        counts = np.bincount(where, minlength=SPLIT_FANOUT)
-        largest = int(counts.max()) * size // table.num_rows
-        if size + largest * WORK_PER_SPILLED_BYTE > self.partition_budget:
-            return None  # one hot second: the id split on disk handles it
+        if size + size // SPLIT_FANOUT * 2 * WORK_PER_SPILLED_BYTE > self.partition_budget:
+            return None
+        pieces: list[list[pa.RecordBatch]] = [[] for _ in range(SPLIT_FANOUT)]
+        # Read, not mapped: mapped pages would stay resident beside the pieces' copies.
+        with pa.ipc.open_stream(pa.OSFile(path)) as stream:
+            for batch in _regrouped(stream, SPLIT_BATCH_ROWS):
+                where = partition_by_instant(batch.column(INSTANT), SPLIT_FANOUT, seed=1)
+                for index, rows in _by_partition(batch, where, SPLIT_FANOUT):
+                    pieces[index].append(rows)
         os.unlink(path)
-        # Ascending indices: each piece keeps the partition's order, so first stays first.
-        return [_survivors_of(table.take(pa.array(np.flatnonzero(where == piece))))
-                for piece in np.flatnonzero(counts)]
+        done: list[_Done] = []
+        for index, batches in enumerate(pieces):
+            if not batches:
+                continue
+            table = pa.Table.from_batches(batches, schema=CLEAN_SCHEMA)
+            pieces[index] = []  # held once, by the table, and freed with it
+            if size + table.nbytes * WORK_PER_SPILLED_BYTE > self.partition_budget:
+                piece = os.path.join(self.folder, f"{os.path.basename(path)}.{index:04d}.arrow")
+                _write_table(piece, table)
+                done.extend(self._partition_survivors(piece, 2))
+            else:
+                done.append(_survivors_of(table))
+        return done
 
     def close(self) -> None:
         try:
@@ -147,6 +158,29 @@ def _survivors_of(table: pa.Table) -> _Done:
     batch = (kept.to_batches()[0] if kept.num_rows
              else pa.RecordBatch.from_pylist([], schema=_GROUP_OUT))
     return batch, duplicates, conflicts
+
+
+def _by_partition(batch: pa.RecordBatch, partition: np.ndarray,
+                  partitions: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """The rows of each partition that has any, in their order, as slices of one copy."""
+    if batch.num_rows == 0:
+        return
+    # Stable, so rows keep their order within a partition; radix sort on small integers.
+    order = np.argsort(partition.astype(np.uint16, copy=False), kind="stable")
+    counts = np.bincount(partition, minlength=partitions)
+    ordered = batch.take(pa.array(order))
+    start = 0
+    for index in np.flatnonzero(counts):
+        count = int(counts[index])
+        yield int(index), ordered.slice(start, count)
+        start += count
+
+
+def _write_table(path: str, table: pa.Table) -> None:
+    """A spill file of its own (0600, like every spill file) holding ``table``."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
 
 
 def _regrouped(batches: Iterator[pa.RecordBatch] | pa.ipc.RecordBatchStreamReader,
@@ -279,17 +313,8 @@ class _PartitionWriters:
         self._closed = False
 
     def write(self, batch: pa.RecordBatch, partition: np.ndarray) -> None:
-        if batch.num_rows == 0:
-            return
-        # Stable, so rows keep their order within a partition; radix sort on small integers.
-        order = np.argsort(partition.astype(np.uint16, copy=False), kind="stable")
-        counts = np.bincount(partition, minlength=len(self.paths))
-        ordered = batch.take(pa.array(order))
-        start = 0
-        for index in np.flatnonzero(counts):
-            count = int(counts[index])
-            self._writer(int(index)).write_batch(ordered.slice(start, count))
-            start += count
+        for index, rows in _by_partition(batch, partition, len(self.paths)):
+            self._writer(index).write_batch(rows)
 
     def _writer(self, index: int) -> pa.ipc.RecordBatchStreamWriter:
         entry = self._sinks.get(index)

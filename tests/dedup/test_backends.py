@@ -183,11 +183,13 @@ def test_fold_into_leaves_out_groups_seen_only_in_duplicates(kind: str, tmp_path
     assert got == ([HourlyRow("1", 0, 2)], 2, 2)
 
 
-def test_spill_splits_in_memory_what_fits_as_rows(tmp_path: Path) -> None:
-    # Many seconds per partition: with a budget of three times the largest partition, each
-    # partition's rows fit but its de-duplication (four times its size) does not, so it is cut
-    # by instant in memory; first occurrences must still win and nothing may stay on disk.
-    rows = [(f"k{i % 700}", i % 300, f"g{i % 7}") for i in range(6000)]
+@pytest.mark.parametrize("seconds", [300, 1])
+def test_spill_splits_in_memory_what_fits_as_rows(tmp_path: Path, seconds: int) -> None:
+    # With a budget of three times the largest partition, each partition's rows fit but its
+    # de-duplication (four times its size) does not, so it is cut by instant in memory. With
+    # one second only, that piece is the whole partition and goes on to the id split on disk.
+    # Either way first occurrences must win and nothing may stay on disk.
+    rows = [(f"k{i % 700}", i % seconds, f"g{i % 7}") for i in range(6000)]
     with make_deduper("spill", tmp_dir=str(tmp_path), memory_limit=LIMIT) as dedup:
         for start in range(0, len(rows), 500):
             dedup.add(batch(rows[start : start + 500]))
