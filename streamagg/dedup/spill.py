@@ -90,7 +90,7 @@ class SpillDeduper:
                 table = stream.read_all()
             os.unlink(path)
             return [_survivors_of(table)]
-        if depth == 1 and size < self.partition_budget:
+        if depth == 1:
             pieces = self._split_in_memory(path, size)
             if pieces is not None:
                 return pieces
@@ -182,10 +182,16 @@ def _by_partition(batch: pa.RecordBatch, partition: np.ndarray,
         start += count
 
 
-def _write_table(path: str, table: pa.Table) -> None:
-    """A spill file of its own (0600, like every spill file) holding ``table``."""
+def _private_file(path: str) -> pa.OSFile:
+    """A new spill file for writing, created 0600 first whatever the umask: spilled keys are
+    customer data."""
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+    return pa.OSFile(path, "wb")
+
+
+def _write_table(path: str, table: pa.Table) -> None:
+    """A spill file of its own holding ``table``."""
+    with _private_file(path) as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
 
 
@@ -325,9 +331,7 @@ class _PartitionWriters:
     def _writer(self, index: int) -> pa.ipc.RecordBatchStreamWriter:
         entry = self._sinks.get(index)
         if entry is None:
-            # Created 0600 first, whatever the umask: spilled keys are customer data.
-            os.close(os.open(self.paths[index], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-            sink = pa.OSFile(self.paths[index], "wb")
+            sink = _private_file(self.paths[index])
             entry = (sink, pa.ipc.new_stream(sink, self.schema))
             self._sinks[index] = entry
         return entry[1]

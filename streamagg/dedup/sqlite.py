@@ -10,9 +10,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ..aggregate import BUCKET, COUNT, HourlyCounts, sum_per_pair
+from ..aggregate import HourlyCounts, sum_per_pair
 from ..errors import StorageError
 from ..reader import GROUP, INSTANT, KEY
 from . import DedupStats, exact_keys
@@ -113,9 +112,8 @@ class SqliteDeduper:
             self.stats.conflicting_duplicates += sum(conflicts)
             if counts is not None:
                 buckets = np.floor_divide(_instants(prefixes), counts.grain_ns)
-                taken = sum_per_pair(pa.array(groups, pa.string()), buckets)
-                counts.fold_counts(taken.set_column(
-                    2, COUNT, pc.negate(taken.column(COUNT))).select([GROUP, BUCKET, COUNT]))
+                counts.fold_counts(sum_per_pair(pa.array(groups, pa.string()), buckets,
+                                                np.full(len(rows), -1, np.int64)))
 
     def close(self) -> None:
         try:
