@@ -69,6 +69,7 @@ test: install-test ensure-java
 lint: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy streamagg
+	$(VENV)/bin/lint-imports
 
 bench: install $(BENCH_STAMP)
 	$(PY) benchmarks/run.py --rows 10000000 --files 24

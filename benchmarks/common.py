@@ -48,7 +48,7 @@ def cached_day(rows: int, files: int, seed: int = 0, *, day: dt.date = DEFAULT_D
     Reuse requires the same parameters and the same generator source: a changed generator
     writes different bytes, and comparing runs on different data would be meaningless.
     """
-    from streamagg import generate
+    from streamagg.testing import generate
 
     params: dict[str, object] = {
         "day": day.isoformat(), "rows": rows, "files": files, "seed": seed,

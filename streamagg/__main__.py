@@ -8,10 +8,10 @@ import sys
 
 def main() -> None:
     """Choose Arrow's allocator while libarrow is not yet loaded, then run the CLI."""
-    from .memory import choose_arrow_allocator
+    from .ops.allocators import choose_arrow_allocator
 
     choose_arrow_allocator()
-    from .cli import main as cli_main
+    from .ops.cli import main as cli_main
 
     try:
         cli_main()

@@ -14,11 +14,11 @@ from .cleanup import remove_leftovers, work_folder
 from .config import Config
 from .engines import ProgressCallback, engine_for
 from .errors import NoInputError, StorageError, UsageError
-from .hourly import TallyingRejects, hourly_section
-from .manifest import Manifest
-from .plot import render_day, require_matplotlib
-from .progress import ProgressSink
-from .sink import publish, write_output
+from .observer import ProgressSink
+from .outputs.csv import publish, write_output
+from .outputs.hourly import TallyingRejects, hourly_section
+from .outputs.manifest import Manifest
+from .outputs.plot import render_day, require_matplotlib
 from .sources import InputFile, Storage, redact, storage_for
 
 log = logging.getLogger("streamagg")

@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     """Start (or join) the session spark-submit configured, then run the ``streamagg`` command."""
     from pyspark.sql import SparkSession
 
-    from streamagg.cli import main as command
     from streamagg.engines.spark import quiet_pyspark_warnings
+    from streamagg.ops.cli import main as command
 
     args = command_args(sys.argv[1:] if argv is None else argv)
     for variable in URI_VARIABLES:

@@ -92,8 +92,8 @@ def partition(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def cli() -> Callable[..., Result]:
-    """Invoke `streamagg.cli:main` as the console script would (standalone mode)."""
-    from streamagg.cli import main
+    """Invoke `streamagg.ops.cli:main` as the console script would (standalone mode)."""
+    from streamagg.ops.cli import main
 
     runner = CliRunner()
 
@@ -260,7 +260,7 @@ def run_cli(
     **options: Any,
 ) -> Outcome:
     """Run one day through the command line, in-process."""
-    from streamagg.cli import main
+    from streamagg.ops.cli import main
 
     args = [f"{day:%Y-%m-%d}", "--source", str(source), "--engine", engine, "--dedupe", dedupe]
     if dest is not None:

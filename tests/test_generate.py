@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from streamagg.generate import ALL_COLUMNS, REQUIRED_COLUMNS, GeneratedDay, generate_day, main
+from streamagg.testing.generate import (
+    ALL_COLUMNS,
+    REQUIRED_COLUMNS,
+    GeneratedDay,
+    generate_day,
+    main,
+)
 
 DAY = dt.date(2021, 1, 30)
 # The SPEC's datetime grammar, and nothing looser: fromisoformat would also take "20210130".

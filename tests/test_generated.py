@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streamagg.generate import generate_day
+from streamagg.testing.generate import generate_day
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, run_api
 from tests.reference import expected_for
 

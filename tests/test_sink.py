@@ -12,7 +12,7 @@ import pytest
 from streamagg.aggregate import HourlyRow
 from streamagg.config import Schema
 from streamagg.errors import StorageError
-from streamagg.sink import csv_field, format_bucket, publish, write_output
+from streamagg.outputs.csv import csv_field, format_bucket, publish, write_output
 from streamagg.sources.local import LocalStorage
 
 DAY_START = 1611964800  # 2021-01-30 00:00:00 UTC

@@ -8,8 +8,8 @@ from typing import Protocol
 
 from ..aggregate import HourlyCounts
 from ..config import Config
-from ..manifest import InputRecord
-from ..rejects import RejectsFile
+from ..outputs.manifest import InputRecord
+from ..outputs.rejects import RejectsFile
 from ..sources import InputFile, Storage
 
 ProgressCallback = Callable[[InputFile], None]

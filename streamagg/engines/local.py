@@ -15,13 +15,13 @@ from ..aggregate import HourlyCounts
 from ..config import Config
 from ..dedup import make_deduper
 from ..errors import StorageError
-from ..hourly import tally_buckets
-from ..manifest import InputRecord
-from ..prefetch import ordered_prefetch
+from ..outputs.hourly import tally_buckets
+from ..outputs.manifest import InputRecord
+from ..outputs.rejects import RejectsFile
 from ..reader import INSTANT, FileStats, locate_bad_rows, open_decompressed, read_batches
-from ..rejects import RejectsFile
 from ..sources import InputFile, Storage
 from . import DayCounts, ProgressCallback
+from .prefetch import ordered_prefetch
 
 # gzip typically shrinks these logs about 5x; the spill backend sizes its partitions from this.
 GZIP_RATIO = 5

@@ -23,9 +23,9 @@ from .. import errors
 from ..aggregate import BUCKET, COUNT, HourlyCounts
 from ..config import Config
 from ..errors import StreamaggError, UsageError
-from ..manifest import InputRecord
+from ..outputs.manifest import InputRecord
+from ..outputs.rejects import RejectsFile
 from ..reader import GROUP, INSTANT, KEY, BadRow, FileStats
-from ..rejects import RejectsFile
 from ..sources import InputFile, Storage, storage_for
 from . import DayCounts, ProgressCallback
 from .local import read_file

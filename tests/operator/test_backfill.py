@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from streamagg.backfill import EXIT_PRIORITY, DayResult, days_between, format_table
 from streamagg.config import Config
 from streamagg.errors import UsageError
+from streamagg.ops.backfill import EXIT_PRIORITY, DayResult, days_between, format_table
 from tests.conftest import day_path
 from tests.operator.helpers import H, assert_ok, lines
 
@@ -215,7 +215,7 @@ def test_a_one_day_range_is_a_backfill_of_one(cli: Cli, month: Callable[..., Pat
 def test_interrupt_prints_the_table_so_far(
     cli: Cli, month: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamagg import backfill
+    from streamagg.ops import backfill
 
     real = backfill.run_one_day
 

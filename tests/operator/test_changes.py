@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from streamagg.changes import Changes, compare_inputs
+from streamagg.ops.changes import Changes, compare_inputs
 from streamagg.sources import InputFile
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3, day_path
 from tests.operator.helpers import GOOD, H, assert_ok, lines

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from streamagg import logs
+from streamagg.ops import logs
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, REJECTS_NAME, day_path
 from tests.operator.helpers import GOOD, MIXED, assert_ok, lines
 

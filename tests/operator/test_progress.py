@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from streamagg import progress as progress_module
-from streamagg.progress import Progress, human_bytes, human_duration, progress_for
+from streamagg.ops import progress as progress_module
+from streamagg.ops.progress import Progress, progress_for
 from streamagg.sources import InputFile
 from streamagg.sources.local import LocalStorage
+from streamagg.units import human_bytes, human_duration
 from tests.conftest import DAY, DAY_ARG, OUTPUT_NAME, day_path
 from tests.operator.helpers import GOOD, H, assert_ok
 

@@ -116,7 +116,7 @@ def main() -> None:
         install(options.pause, options.marker)
     if options.peak_file:
         atexit.register(write_peak, options.peak_file)
-    from streamagg.cli import main as cli_main
+    from streamagg.ops.cli import main as cli_main
 
     args = options.args[1:] if options.args[:1] == ["--"] else options.args
     cli_main(args, prog_name="streamagg")

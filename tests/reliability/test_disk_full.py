@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from click.testing import Result
 
-from streamagg.generate import generate_day
+from streamagg.testing.generate import generate_day
 from tests.conftest import DAY, DAY_ARG, S3
 from tests.reliability.faults import FaultProxy
 from tests.reliability.helpers import PART, error_line, results
@@ -124,7 +124,7 @@ def test_other_work_files_failing_with_enospc(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     if where == "rejects":
-        from streamagg.rejects import RejectsFile
+        from streamagg.outputs.rejects import RejectsFile
 
         monkeypatch.setattr(RejectsFile, "write", full)
     else:

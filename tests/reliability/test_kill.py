@@ -12,7 +12,7 @@ import pytest
 from click.testing import Result
 
 from streamagg import cleanup
-from streamagg.generate import generate_day
+from streamagg.testing.generate import generate_day
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, REJECTS_NAME, S3, day_path
 from tests.reference import expected_day, expected_for, load_partition
 from tests.reliability.faults import FaultProxy

@@ -11,9 +11,8 @@ from typing import Any
 
 import click
 
-from . import __version__, logs
-from .backfill import run_days
-from .config import (
+from .. import __version__
+from ..config import (
     DEDUPE_BACKENDS,
     ENGINES,
     LOG_FORMATS,
@@ -22,8 +21,10 @@ from .config import (
     parse_day,
     parse_size,
 )
-from .errors import StreamaggError, UsageError
-from .memory import tune_allocators
+from ..errors import StreamaggError, UsageError
+from . import logs
+from .allocators import tune_allocators
+from .backfill import run_days
 
 log = logging.getLogger("streamagg")
 

@@ -9,13 +9,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import Config
+from ..errors import NoInputError, StreamaggError, UsageError
+from ..pipeline import RunReport, run_day
+from ..sources import InputFile, redact
 from . import logs
 from .changes import Changes, inspect_day
-from .config import Config
-from .errors import NoInputError, StreamaggError, UsageError
-from .pipeline import RunReport, run_day
 from .progress import progress_for
-from .sources import InputFile, redact
 
 log = logging.getLogger("streamagg")
 

@@ -10,19 +10,28 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
+from ..units import human_bytes
+
 if TYPE_CHECKING:
-    from .pipeline import RunReport
-    from .progress import LiveLine
+    from ..pipeline import RunReport
 
 log = logging.getLogger("streamagg")
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message", "asctime", "taskName"}
+
+
+class LiveLine(Protocol):
+    """A line redrawn in place, which log records must step around."""
+
+    def clear(self) -> None: ...
+
+    def redraw(self) -> None: ...
 
 
 @dataclass
@@ -160,7 +169,6 @@ class Console:
 
     def summary(self, report: RunReport, seconds: float) -> None:
         """The end of a run at a glance (text), or one JSON line with the same facts."""
-        from .progress import human_bytes
 
         day = report.config.day.isoformat()
         if report.dry_run:

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config
-from .sources import InputFile, redact
+from ..config import Config
+from ..sources import InputFile, redact
 
 MANIFEST_VERSION = 1
 TOTALS = ("rows_read", "bad_rows", "duplicates", "conflicting_duplicates", "outside_day",

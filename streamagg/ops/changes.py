@@ -8,10 +8,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config
-from .manifest import MANIFEST_VERSION
-from .pipeline import plan
-from .sources import InputFile, Storage
+from ..config import Config
+from ..outputs.manifest import MANIFEST_VERSION
+from ..pipeline import plan
+from ..sources import InputFile, Storage
 
 
 @dataclass

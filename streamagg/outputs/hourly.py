@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .aggregate import HourlyRow
-from .config import BadRowLimit
-from .reader import BadRow, parse_instant
+from ..aggregate import HourlyRow
+from ..config import BadRowLimit
+from ..reader import BadRow, parse_instant
+from .csv import format_bucket
 from .rejects import RejectsFile
-from .sink import format_bucket
 
 # Above this many buckets between a batch's earliest and latest row, counting by sorting beats
 # a dense histogram (a stray year-2200 timestamp must not allocate a huge array).

@@ -6,8 +6,8 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from .aggregate import HourlyRow
-from .errors import StorageError, UsageError
+from ..aggregate import HourlyRow
+from ..errors import StorageError, UsageError
 
 INSTALL_HINT = "pip install 'streamagg[plot]'"
 TOP_CAMPAIGNS = 10

@@ -10,34 +10,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO, Protocol, TextIO
+from typing import Any, BinaryIO, TextIO
 
+from ..observer import FileCallback
+from ..sources import InputFile, Storage
+from ..units import human_bytes, human_duration
 from . import logs
-from .sources import InputFile, Storage
 
 log = logging.getLogger("streamagg")
-
-FileCallback = Callable[[InputFile], None]
 
 BAR_WIDTH = 20
 BAR_INTERVAL = 0.2  # at most five redraws a second: a terminal cannot show more usefully
 LOG_INTERVAL = 10.0  # a log line every ten seconds, when asked for progress without a terminal
 _RATE_WINDOW = 10.0  # seconds of history behind the rate, so it follows slowdowns
-
-
-class ProgressSink(Protocol):
-    """What `run_day` tells about progress; ``attach`` hooks it onto the storage and callback."""
-
-    def attach(self, source: Storage, inputs: list[InputFile],
-               on_file_done: FileCallback | None) -> tuple[Storage, FileCallback]: ...
-
-
-class LiveLine(Protocol):
-    """A line redrawn in place, which log records must step around."""
-
-    def clear(self) -> None: ...
-
-    def redraw(self) -> None: ...
 
 
 def stderr_is_terminal() -> bool:
@@ -46,23 +31,6 @@ def stderr_is_terminal() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def human_bytes(size: float) -> str:
-    """``1536`` -> ``1.5 KiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_duration(seconds: float) -> str:
-    """``83`` -> ``1:23``, ``3723`` -> ``1:02:03``."""
-    whole = max(0, int(round(seconds)))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class _CountingReader(io.BufferedIOBase):

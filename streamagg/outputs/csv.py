@@ -7,9 +7,9 @@ import hashlib
 from collections.abc import Iterable
 from typing import BinaryIO
 
-from .aggregate import HourlyRow
-from .config import Schema
-from .sources import Storage
+from ..aggregate import HourlyRow
+from ..config import Schema
+from ..sources import Storage
 
 _NEEDS_QUOTES = (",", '"', "\r", "\n")
 

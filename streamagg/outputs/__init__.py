@@ -1,0 +1,1 @@
+"""What a run writes: the output CSV, the manifest, the rejects, hourly figures, the picture."""

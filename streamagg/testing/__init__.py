@@ -1,0 +1,1 @@
+"""Tools for tests, demos and benchmarks, not used by a run: the sample-day generator."""
