@@ -12,13 +12,14 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from ..aggregate import HourlyCounts
+from ..columns import INSTANT, FileStats
 from ..config import Config
 from ..dedup import make_deduper
 from ..errors import StorageError
 from ..outputs.hourly import tally_buckets
 from ..outputs.manifest import InputRecord
 from ..outputs.rejects import RejectsFile
-from ..reader import INSTANT, FileStats, locate_bad_rows, open_decompressed, read_batches
+from ..read import locate_bad_rows, open_decompressed, read_batches
 from ..sources import InputFile, Storage
 from . import DayCounts, ProgressCallback
 from .prefetch import ordered_prefetch

@@ -21,11 +21,11 @@ import pyarrow as pa
 
 from .. import errors
 from ..aggregate import BUCKET, COUNT, HourlyCounts
+from ..columns import GROUP, INSTANT, KEY, BadRow, FileStats
 from ..config import Config
 from ..errors import StreamaggError, UsageError
 from ..outputs.manifest import InputRecord
 from ..outputs.rejects import RejectsFile
-from ..reader import GROUP, INSTANT, KEY, BadRow, FileStats
 from ..sources import InputFile, Storage, storage_for
 from . import DayCounts, ProgressCallback
 from .local import read_file

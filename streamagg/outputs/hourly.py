@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow as pa
 
 from ..aggregate import HourlyRow
+from ..columns import BadRow
 from ..config import BadRowLimit
-from ..reader import BadRow, parse_instant
+from ..read import parse_instant
 from .csv import format_bucket
 from .rejects import RejectsFile
 

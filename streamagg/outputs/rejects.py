@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import os
 
+from ..columns import BadRow
 from ..config import BadRowLimit
 from ..errors import BadDataError
-from ..reader import BadRow
 
 
 class RejectsFile:

@@ -1,0 +1,189 @@
+"""A binary CSV stream in, Arrow batches of (key text, instant, group) out; bad rows set aside."""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ..columns import MAX_RAW_CHARS, BadRow, FileStats
+from ..config import Schema
+from ..errors import BadDataError, StorageError
+from .clean import clean_columns
+from .fallback import read_rest_with_csv
+from .header import HEADER_READ, find_columns, split_header
+
+
+def open_decompressed(stream: BinaryIO, gzipped: bool) -> BinaryIO:
+    """The stream's CSV bytes, gunzipped when the name says so."""
+    if gzipped:
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+    return stream
+
+
+class _NulByte(pa.ArrowInvalid):
+    """pyarrow's chunker can split a record holding a NUL in a quoted field and a quoted line
+    break at a block boundary (pyarrow 26), so a file with a NUL is read on with csv."""
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already read for the header, followed by the rest of the stream."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        self._prefix = memoryview(prefix)
+        self._rest = rest
+        self._nul_in_prefix = b"\x00" in prefix
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._prefix:
+            if self._nul_in_prefix:
+                raise _NulByte("NUL byte")
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        if b"\x00" in data:
+            raise _NulByte("NUL byte")
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+
+def read_batches(
+    stream: BinaryIO,
+    uri: str,
+    *,
+    schema: Schema | None = None,
+    chunk_size: int = 100_000,
+    block_size: int = 1 * 2**20,
+    stats: FileStats | None = None,
+    reopen: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
+    gather_rows: int | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream a decompressed CSV file as clean batches of at most ``chunk_size`` rows.
+
+    pyarrow's small blocks are gathered up to ``gather_rows`` rows (default ``chunk_size``)
+    before they are cleaned: fewer, larger batches cost less per row, more memory per reader.
+
+    Only the three required columns are converted; bad rows are appended to ``stats.bad_rows``
+    with their record number (see `locate_bad_rows` for line numbers and raw text). A file with
+    no header at all (nothing but blank lines or a byte-order mark) is marked ``stats.empty``.
+
+    pyarrow cannot go on past two things: a row longer than ``block_size``, and a row with the
+    wrong number of fields whose text is not UTF-8. When ``reopen`` is given, the rest of such a
+    file is read with Python's csv module instead, from the first record not yet returned.
+    """
+    schema = schema or Schema()
+    stats = stats if stats is not None else FileStats()
+    names, rest, header_lines = split_header(stream, uri)
+    stats.header_lines = header_lines
+    if not names:
+        stats.empty = True
+        return
+    positions = find_columns(names, schema, uri)
+    stats.positions = positions
+    if not rest:
+        rest = stream.read(HEADER_READ)
+        if not rest:
+            return  # a header and nothing else
+    if rest.startswith(codecs.BOM_UTF8):
+        rest = codecs.BOM_UTF8 + rest  # pyarrow drops one, taking it for the file's own BOM
+    field_names = [f"f{i}" for i in range(len(names))]
+    wanted = [field_names[p] for p in positions]
+    invalid: list[int] = []  # record numbers of structurally bad rows, in order
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        if row.number is None:  # only happens with parallel parsing, which we do not use
+            raise BadDataError("row has the wrong number of fields", uri=uri)
+        invalid.append(row.number)
+        stats.bad_rows.append(BadRow(
+            uri, row.number,
+            f"expected {row.expected_columns} fields, got {row.actual_columns}",
+            row.text[:MAX_RAW_CHARS] if row.text is not None else None))
+        return "skip"
+
+    parsed = 0  # structurally valid rows returned so far, clean or not
+    try:
+        reader = pacsv.open_csv(
+            _Prefixed(rest, stream),
+            read_options=pacsv.ReadOptions(column_names=field_names, block_size=block_size,
+                                           use_threads=False),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True,
+                                             invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=wanted, column_types={n: pa.binary() for n in wanted},
+                strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+        # pyarrow reads ahead several blocks, so blocks stay small to bound memory; they are
+        # gathered into batches of about chunk_size rows so the per-batch cost stays low.
+        gathered: list[pa.RecordBatch] = []
+        gathered_rows = 0
+        gather_target = min(chunk_size, gather_rows or chunk_size)
+        exhausted = False
+        while not exhausted:
+            try:
+                block = reader.read_next_batch()
+                gathered.append(block)
+                gathered_rows += block.num_rows
+            except StopIteration:
+                exhausted = True
+            if not gathered or (gathered_rows < gather_target and not exhausted):
+                continue
+            columns = [_concat([b.column(n) for b in gathered]) for n in wanted]
+            gathered, gathered_rows = [], 0
+            clean, bad = clean_columns(columns, schema)
+            for index, reason in bad:
+                record = _record_number(parsed + index, invalid)
+                fields = tuple(c[index].as_py() for c in columns)
+                stats.bad_rows.append(BadRow(uri, record, reason, fields=fields))
+            parsed += len(columns[0])
+            for offset in range(0, clean.num_rows, chunk_size):
+                yield clean.slice(offset, chunk_size)
+    except pa.ArrowInvalid as err:
+        if "Empty CSV file" in str(err):
+            pass  # only blank lines after the header
+        elif reopen is None:
+            raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
+        else:
+            # Keep what belongs to the records returned, then read on after the last of them.
+            # pyarrow parses ahead, so it may have reported invalid rows past that point.
+            done = _record_number(parsed - 1, invalid) if parsed else 0
+            invalid[:] = [number for number in invalid if number <= done]
+            stats.bad_rows[:] = [bad for bad in stats.bad_rows if bad.record <= done]
+            with reopen() as again:
+                yield from read_rest_with_csv(again, uri, schema, len(names), positions, done,
+                                               chunk_size, stats, invalid)
+            parsed = stats.rows_read - len(invalid)
+    except OSError as err:
+        raise StorageError(f"read failed: {_first_line(err)}", uri=uri) from err
+    stats.rows_read = parsed + len(invalid)
+    stats.bad_rows.sort(key=lambda b: b.record)
+
+
+def _concat(chunks: list[pa.Array]) -> pa.Array:
+    return chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _record_number(valid_index: int, invalid: list[int]) -> int:
+    """The record number of the ``valid_index``-th (0-based) well-formed row."""
+    number = valid_index + 1
+    for skipped in invalid:  # sorted: the parser reports them in order
+        if skipped <= number:
+            number += 1
+        else:
+            break
+    return number

@@ -1,0 +1,156 @@
+"""Where a file's bad rows are: their physical line and raw text, found in a second pass."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import BinaryIO
+
+import numpy as np
+
+from ..columns import MAX_RAW_CHARS, BadRow, FileStats
+from .fallback import MAX_ROW_CHARS
+
+
+def locate_bad_rows(
+    open_stream: Callable[[], AbstractContextManager[BinaryIO]], stats: FileStats
+) -> None:
+    """Fill in the physical line and raw text of a file's bad rows with a second pass.
+
+    Only files that had bad rows pay for it. A vectorised scan finds record boundaries from
+    quote parity; it is exact for RFC 4180 files, and every row it locates is checked against
+    what the parser saw. A file where the check fails (stray quotes inside unquoted fields, lone
+    CR line ends) is located again with Python's csv module, exactly but slower.
+    """
+    if not stats.bad_rows:
+        return
+    with open_stream() as raw:
+        located = _scan_records(raw, {b.record for b in stats.bad_rows})
+    if located is not None and all(b.record in located and _matches(b, *located[b.record],
+                                                                    stats.positions)
+                                   for b in stats.bad_rows):
+        for bad in stats.bad_rows:
+            if bad.record in located:
+                line, text = located[bad.record]
+                bad.line = line
+                bad.raw = text.decode("utf-8", "backslashreplace")[:MAX_RAW_CHARS]
+        return
+    with open_stream() as raw:
+        _locate_with_csv(raw, stats)
+
+
+def _matches(bad: BadRow, line: int, text: bytes, positions: list[int]) -> bool:
+    """Whether the located record is the one the parser reported."""
+    if bad.fields is None:  # a wrong field count: pyarrow gave its text
+        got = text.decode("utf-8", "replace")[:MAX_RAW_CHARS].rstrip("\r")
+        return bad.raw is None or got == bad.raw.rstrip("\r")
+    decoded = text.decode("utf-8", "surrogateescape")
+    try:
+        row = next(csv.reader([decoded] if "\n" not in decoded
+                              else io.StringIO(decoded, newline="")), [])
+    except csv.Error:  # a lone CR in an unquoted field: leave it to the exact locator
+        return False
+    try:
+        found = tuple(row[p].encode("utf-8", "surrogateescape") for p in positions)
+    except IndexError:
+        return False
+    return found == bad.fields
+
+
+_SCAN_CHUNK = 256 * 2**10  # its numpy masks take several times this, held at once
+
+
+def _scan_records(raw: BinaryIO, wanted: set[int]) -> dict[int, tuple[int, bytes]] | None:
+    """Physical start line and raw bytes of the wanted data records, by quote parity.
+
+    Returns None where parity cannot be trusted (lone CR line ends, a record over 64 MiB).
+    """
+    found: dict[int, tuple[int, bytes]] = {}
+    last = max(wanted)
+    carry = b""
+    line = 1  # physical line of carry's first byte
+    record = -1  # data records completed; the header is record 0
+    eof = False
+    while not eof and len(found) < len(wanted):
+        # A record longer than a chunk doubles the read, so a huge field costs linear time.
+        chunk = raw.read(max(_SCAN_CHUNK, len(carry)))
+        eof = not chunk
+        buf = carry + chunk
+        if eof and buf and not buf.endswith(b"\n"):
+            buf += b"\n"  # the last record may lack its line end
+        data = np.frombuffer(buf, dtype=np.uint8)
+        newlines = np.flatnonzero(data == 10)
+        quotes = np.flatnonzero(data == 34)
+        if b"\r" in chunk:
+            returns = np.flatnonzero(data[:-1] == 13)
+            lone = returns[data[returns + 1] != 10]
+            # A lone CR outside quotes ends a record without a line feed: leave that to csv.
+            if np.any(np.searchsorted(quotes, lone) % 2 == 0):
+                return None
+        # buf starts at a record start, outside quotes: a newline ends a record when an even
+        # number of quotes precede it.
+        ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
+        if len(ends):
+            starts = np.concatenate(([0], ends[:-1] + 1))
+            lengths = ends - starts
+            blank = (lengths == 0) | ((lengths == 1) & (data[starts] == 13))
+            numbers = record + np.cumsum(~blank)
+            hit = np.flatnonzero(~blank & np.isin(numbers, list(wanted)))
+            for i in hit:
+                start, end = int(starts[i]), int(ends[i])
+                text = buf[start:end]
+                found[int(numbers[i])] = (line + int(np.searchsorted(newlines, start)),
+                                          text[:-1] if text.endswith(b"\r") else text)
+            record = int(numbers[-1])
+            consumed = int(ends[-1]) + 1
+            line += int(np.searchsorted(newlines, consumed))
+            carry = buf[consumed:]
+        else:
+            carry = buf
+        if len(carry) > 64 * 2**20:
+            return None
+        if record >= last:
+            break
+    return found
+
+
+def _locate_with_csv(raw: BinaryIO, stats: FileStats) -> None:
+    """The exact, slow locator: Python's csv module, reading lines as they are consumed.
+
+    Physical lines are counted by LF, as editors and ``sed`` count them; a lone CR ends a
+    record for the parser but starts no new line.
+    """
+    wanted = {b.record: b for b in stats.bad_rows}
+    last = max(wanted)
+    csv.field_size_limit(MAX_ROW_CHARS)  # the read pass took every row: they fit
+    text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+    consumed: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in text:
+            consumed.append(line)
+            yield line
+
+    header_seen = False
+    record = 0
+    newlines_before = 0
+    for fields in csv.reader(lines()):
+        raw_text = "".join(consumed)
+        consumed.clear()
+        start = 1 + newlines_before
+        newlines_before += raw_text.count("\n")
+        if not fields:  # a blank line is no record
+            continue
+        if not header_seen:
+            header_seen = True
+            continue
+        record += 1
+        bad = wanted.get(record)
+        if bad is not None:
+            bad.line = start
+            restored = raw_text.rstrip("\r\n").encode("utf-8", "surrogateescape")
+            bad.raw = restored.decode("utf-8", "backslashreplace")[:MAX_RAW_CHARS]
+        if record >= last:
+            break
