@@ -33,5 +33,7 @@ class FileStats:
     rows_read: int = 0
     bad_rows: list[BadRow] = field(default_factory=list)
     header_lines: int = 1
+    data_offset: int = 0  # bytes before the first data record (the header, blank lines before it)
+    data_line: int = 2  # the physical line the first data record starts on
     positions: list[int] = field(default_factory=list)  # of the required columns in the header
     empty: bool = False  # no header at all: counted like a zero-byte file

@@ -162,8 +162,8 @@ def read_file(path: str, data: bytes, rejects: list[Reject]) -> tuple[list[_Row]
     width = 0
     for line, fields, raw in records(text):
         if positions is None:
-            if not fields:
-                continue  # blank lines before the header
+            if len(fields) <= 1 and not "".join(fields).strip(" \t"):
+                continue  # blank lines before the header: nothing, or only spaces and tabs
             names = [name.strip(" \t").upper() for name in fields]
             positions = {}
             for column in REQUIRED:

@@ -85,8 +85,7 @@ def read_batches(
     """
     schema = schema or Schema()
     stats = stats if stats is not None else FileStats()
-    names, rest, header_lines = split_header(stream, uri)
-    stats.header_lines = header_lines
+    names, rest, stats.header_lines, stats.data_offset, stats.data_line = split_header(stream, uri)
     if not names:
         stats.empty = True
         return

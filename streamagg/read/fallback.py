@@ -13,6 +13,7 @@ from ..columns import BadRow, FileStats
 from ..config import Schema
 from ..errors import BadDataError
 from .clean import clean_columns
+from .header import skip_header
 
 # The longest row (or quoted field) read at all: what pyarrow's blocks cannot take goes through
 # the csv module, which holds a row whole (4 bytes a character); past this the file fails.
@@ -24,10 +25,11 @@ def read_rest_with_csv(stream: BinaryIO, uri: str, schema: Schema, width: int,
                        invalid: list[int]) -> Iterator[pa.RecordBatch]:
     """Records after the first ``skip`` of a file, parsed with Python's csv module."""
     csv.field_size_limit(MAX_ROW_CHARS)
+    skip_header(stream, stats.data_offset)
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-    where = [1, 1]  # physical lines read so far + 1, and the line the current record starts on
+    # physical lines read so far + 1, and the line the current record starts on
+    where = [stats.data_line, stats.data_line]
     records = _records(csv.reader(_bounded_lines(text, uri, where)), where)
-    next(records, None)  # the header
     number = 0
     pending: list[list[bytes]] = [[], [], []]
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from ..config import Schema
 from ..errors import BadDataError
@@ -13,36 +13,75 @@ from ..errors import BadDataError
 HEADER_READ = 64 * 1024
 
 
-def split_header(stream: BinaryIO, uri: str) -> tuple[list[str], bytes, int]:
-    """Read exactly the header record: its names, the bytes read past it, its physical lines."""
+class Header(NamedTuple):
+    """The header record as read off the stream."""
+
+    names: list[str]  # empty: the file has no header at all
+    rest: bytes  # the bytes read past it
+    lines: int  # its physical lines, the blank ones before it included
+    data_offset: int  # bytes before the first data record
+    data_line: int  # the physical line (counted by LF) the data begins on
+
+
+def split_header(stream: BinaryIO, uri: str) -> Header:
+    """Read exactly the header record, and no byte more than the returned ``rest``.
+
+    Lines before the header that hold
+    nothing but spaces, tabs or the file's byte-order mark are blank: skipped, as SPEC.md says.
+    """
     buf = b""
+    skipped = 0  # bytes of blank lines before the header
     skipped_lines = 0
     while True:
         chunk = stream.read(HEADER_READ)
         buf += chunk
-        # Blank lines before the header are skipped, as pyarrow does for data.
-        while buf.startswith((b"\n", b"\r")):
+        while True:
+            line_end = _blank_line_end(buf, skipped, at_start=skipped == 0, final=not chunk)
+            if line_end is None:
+                break
             skipped_lines += 1
-            buf = buf[2:] if buf.startswith(b"\r\n") else buf[1:]
-        end = _record_end(buf)
+            skipped = line_end
+        end = _record_end(buf[skipped:])
         if end is not None or not chunk:
             break
-        if len(buf) > 16 * 2**20:
-            raise BadDataError("header row is longer than 16 MB", uri=uri, line=1)
-    if end is None:
-        end = len(buf)
-    header, rest = buf[:end], buf[end:]
-    if not header.strip():
-        return [], rest, skipped_lines
+        if len(buf) - skipped > 16 * 2**20:
+            raise BadDataError("header row is longer than 16 MB", uri=uri, line=skipped_lines + 1)
+    header_start = skipped
+    header_end = len(buf) if end is None else skipped + end
+    header, rest = buf[header_start:header_end], buf[header_end:]
     if header.startswith(codecs.BOM_UTF8):
         header = header[len(codecs.BOM_UTF8):]
+    if not header.strip(b" \t\r\n"):
+        return Header([], rest, skipped_lines, header_end, buf.count(b"\n", 0, header_end) + 1)
+    line = buf.count(b"\n", 0, header_start) + 1
     try:
         text = header.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise BadDataError("header row is not valid UTF-8", uri=uri, line=1) from err
+        raise BadDataError("header row is not valid UTF-8", uri=uri, line=line) from err
     names = next(csv.reader(io.StringIO(text, newline="")), [])
     lines = skipped_lines + 1 + text.rstrip("\r\n").count("\n")
-    return names, rest, lines
+    return Header(names, rest, lines, header_end, buf.count(b"\n", 0, header_end) + 1)
+
+
+def _blank_line_end(buf: bytes, start: int, *, at_start: bool, final: bool) -> int | None:
+    """Offset just past the line at ``start`` if it is blank (spaces, tabs, at the file's start
+    a byte-order mark), else None; also None while more bytes could still make it blank."""
+    pos = start
+    if at_start and buf.startswith(codecs.BOM_UTF8):
+        pos += len(codecs.BOM_UTF8)
+    while pos < len(buf) and buf[pos] in b" \t":
+        pos += 1
+    if pos == len(buf):
+        return None  # blank so far: the caller reads more, or ends with a file of no header
+    if buf[pos:pos + 2] == b"\r\n":
+        return pos + 2
+    if buf[pos] == 0x0D:
+        if pos + 1 == len(buf) and not final:
+            return None  # could be the first half of CRLF: need more bytes
+        return pos + 1
+    if buf[pos] == 0x0A:
+        return pos + 1
+    return None
 
 
 def _record_end(buf: bytes) -> int | None:
@@ -83,3 +122,13 @@ def find_columns(names: list[str], schema: Schema, uri: str) -> list[int]:
                                column=wanted)
         positions.append(hits[0])
     return positions
+
+
+def skip_header(stream: BinaryIO, data_offset: int) -> None:
+    """Read past the header (and the blank lines before it), so the next byte is data."""
+    left = data_offset
+    while left > 0:
+        chunk = stream.read(min(left, HEADER_READ))
+        if not chunk:
+            break
+        left -= len(chunk)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..columns import MAX_RAW_CHARS, BadRow, FileStats
 from .fallback import MAX_ROW_CHARS
+from .header import skip_header
 
 
 def locate_bad_rows(
@@ -27,7 +28,8 @@ def locate_bad_rows(
     if not stats.bad_rows:
         return
     with open_stream() as raw:
-        located = _scan_records(raw, {b.record for b in stats.bad_rows})
+        skip_header(raw, stats.data_offset)
+        located = _scan_records(raw, {b.record for b in stats.bad_rows}, stats.data_line)
     if located is not None and all(b.record in located and _matches(b, *located[b.record],
                                                                     stats.positions)
                                    for b in stats.bad_rows):
@@ -38,6 +40,7 @@ def locate_bad_rows(
                 bad.raw = text.decode("utf-8", "backslashreplace")[:MAX_RAW_CHARS]
         return
     with open_stream() as raw:
+        skip_header(raw, stats.data_offset)
         _locate_with_csv(raw, stats)
 
 
@@ -62,16 +65,18 @@ def _matches(bad: BadRow, line: int, text: bytes, positions: list[int]) -> bool:
 _SCAN_CHUNK = 256 * 2**10  # its numpy masks take several times this, held at once
 
 
-def _scan_records(raw: BinaryIO, wanted: set[int]) -> dict[int, tuple[int, bytes]] | None:
-    """Physical start line and raw bytes of the wanted data records, by quote parity.
+def _scan_records(raw: BinaryIO, wanted: set[int],
+                  data_line: int) -> dict[int, tuple[int, bytes]] | None:
+    """Physical start line and raw bytes of the wanted data records, by quote parity; ``raw``
+    is past the header, at ``data_line``.
 
     Returns None where parity cannot be trusted (lone CR line ends, a record over 64 MiB).
     """
     found: dict[int, tuple[int, bytes]] = {}
     last = max(wanted)
     carry = b""
-    line = 1  # physical line of carry's first byte
-    record = -1  # data records completed; the header is record 0
+    line = data_line  # physical line of carry's first byte
+    record = 0  # data records completed
     eof = False
     while not eof and len(found) < len(wanted):
         # A record longer than a chunk doubles the read, so a huge field costs linear time.
@@ -133,18 +138,14 @@ def _locate_with_csv(raw: BinaryIO, stats: FileStats) -> None:
             consumed.append(line)
             yield line
 
-    header_seen = False
     record = 0
-    newlines_before = 0
+    newlines_before = stats.data_line - 1  # ``raw`` is past the header
     for fields in csv.reader(lines()):
         raw_text = "".join(consumed)
         consumed.clear()
         start = 1 + newlines_before
         newlines_before += raw_text.count("\n")
         if not fields:  # a blank line is no record
-            continue
-        if not header_seen:
-            header_seen = True
             continue
         record += 1
         bad = wanted.get(record)
