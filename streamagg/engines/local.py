@@ -12,7 +12,7 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from ..aggregate import HourlyCounts
-from ..columns import INSTANT, FileStats
+from ..columns import INSTANT, BadRows, FileStats
 from ..config import Config
 from ..dedup import make_deduper
 from ..errors import StorageError
@@ -35,7 +35,7 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
     result = DayCounts(HourlyCounts(config.schema.grain_seconds))
 
     def batches_then_stats(item: InputFile) -> Iterator[pa.RecordBatch | FileStats]:
-        stats = FileStats()
+        stats = FileStats(bad_rows=BadRows(work))  # many bad rows wait on disk, in ``work``
         yield from read_file(config, source, item, stats)
         yield stats
 
@@ -64,6 +64,7 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
                 result.empty_files += stats.empty
                 result.files.append(InputRecord(item, stats.rows_read, len(stats.bad_rows)))
                 rejects.write(stats.bad_rows, result.rows_read)
+                stats.bad_rows.close()
             elif on_file_done:
                 on_file_done(item)
         rejects.check(result.rows_read)
@@ -84,7 +85,8 @@ def read_file(config: Config, source: Storage, item: InputFile,
                                 chunk_size=config.chunk_size,
                                 block_size=reader_block_size(config.memory_limit), stats=stats,
                                 reopen=functools.partial(open_input, source, item),
-                                gather_rows=gather_rows(config.memory_limit))
+                                gather_rows=gather_rows(config.memory_limit),
+                                stop_after_bad=config.max_bad_rows.count)
     if stats.bad_rows:
         locate_bad_rows(functools.partial(open_input, source, item), stats)
 
