@@ -183,8 +183,8 @@ def read_file(path: str, data: bytes, rejects: list[Reject]) -> tuple[list[_Row]
     all_records = list(records(text))
     for number, (line, fields, raw) in enumerate(all_records, 1):
         if positions is None:
-            if len(fields) <= 1 and not "".join(fields).strip(" \t"):
-                continue  # blank lines before the header: nothing, or only spaces and tabs
+            if len(fields) <= 1 and not "".join(fields).removeprefix("\ufeff").strip(" \t"):
+                continue  # blank lines before the header: nothing, or a BOM, spaces and tabs
             names = [name.strip(" \t").upper() for name in fields]
             positions = {}
             for column in REQUIRED:

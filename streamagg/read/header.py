@@ -27,7 +27,7 @@ def split_header(stream: BinaryIO, uri: str) -> Header:
     """Read exactly the header record, and no byte more than the returned ``rest``.
 
     Lines before the header that hold
-    nothing but spaces, tabs or the file's byte-order mark are blank: skipped, as SPEC.md says.
+    nothing but spaces, tabs or a byte-order mark are blank: skipped, as SPEC.md says.
     """
     buf = b""
     skipped = 0  # bytes of blank lines before the header
@@ -36,7 +36,7 @@ def split_header(stream: BinaryIO, uri: str) -> Header:
         chunk = stream.read(HEADER_READ)
         buf += chunk
         while True:
-            line_end = _blank_line_end(buf, skipped, at_start=skipped == 0, final=not chunk)
+            line_end = _blank_line_end(buf, skipped, final=not chunk)
             if line_end is None:
                 break
             skipped_lines += 1
@@ -63,11 +63,11 @@ def split_header(stream: BinaryIO, uri: str) -> Header:
     return Header(names, rest, lines, header_end, buf.count(b"\n", 0, header_end) + 1)
 
 
-def _blank_line_end(buf: bytes, start: int, *, at_start: bool, final: bool) -> int | None:
-    """Offset just past the line at ``start`` if it is blank (spaces, tabs, at the file's start
-    a byte-order mark), else None; also None while more bytes could still make it blank."""
+def _blank_line_end(buf: bytes, start: int, *, final: bool) -> int | None:
+    """Offset just past the line at ``start`` if it is blank (spaces and tabs, after a
+    byte-order mark), else None; also None while more bytes could still make it blank."""
     pos = start
-    if at_start and buf.startswith(codecs.BOM_UTF8):
+    if buf.startswith(codecs.BOM_UTF8, start):
         pos += len(codecs.BOM_UTF8)
     while pos < len(buf) and buf[pos] in b" \t":
         pos += 1

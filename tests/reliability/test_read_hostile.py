@@ -39,7 +39,7 @@ def rejects(source: Path) -> list[list[str]]:
 
 @pytest.mark.parametrize("lead", [
     b"   \n", b"\t\n", b" \t \r\n", b"\xef\xbb\xbf\n", b"\xef\xbb\xbf\r\n", b"\xef\xbb\xbf  \n",
-    b"\n  \n\t\r\n",
+    b"\n  \n\t\r\n", b" \n\xef\xbb\xbf\t\r\n",
 ])
 def test_leading_lines_that_only_look_blank_are_skipped(
     cli: Cli, partition: Callable[..., Path], lead: bytes
