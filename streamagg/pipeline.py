@@ -20,6 +20,7 @@ from .outputs.hourly import TallyingRejects, hourly_section
 from .outputs.manifest import Manifest
 from .outputs.plot import render_day, require_matplotlib
 from .sources import InputFile, Storage, redact, storage_for
+from .units import human_bytes
 
 log = logging.getLogger("streamagg")
 
@@ -79,8 +80,9 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
     manifest = Manifest(config=config, started=started)
     totals = manifest.totals
     totals.empty_files = empty
-    log.info("reading %d files (%d bytes) from %s with the %s engine", len(inputs),
-             sum(i.size for i in inputs), source.uri_of(config.day_path), config.engine)
+    log.info("reading %d files (%s) from %s with the %s engine", len(inputs),
+             human_bytes(sum(i.size for i in inputs)), source.uri_of(config.day_path),
+             config.engine)
     if progress is not None:
         source, on_file_done = progress.attach(source, inputs, on_file_done)
     with contextlib.ExitStack() as stack:

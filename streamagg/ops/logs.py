@@ -179,7 +179,7 @@ class Console:
                 return
             self.echo(f"{len(report.inputs)} input files:")
             for item in report.inputs:
-                self.echo(f"  {item.uri}  ({item.size} bytes)")
+                self.echo(f"  {item.uri}  ({human_bytes(item.size)})")
             self.echo(f"output would be written to {report.output_uri}")
             return
         totals = report.totals
@@ -204,7 +204,7 @@ class Console:
             ("impressions", f"{totals['impressions']:,} "
                             f"({totals['outside_day']:,} outside the day)"),
             ("output rows", f"{totals['output_rows']:,}"),
-            ("time", f"{seconds:.2f} s, peak memory {peak / 2**20:.0f} MiB"),
+            ("time", f"{seconds:.2f} s, peak memory {human_bytes(peak)}"),
             ("manifest", str(report.manifest_uri)),
         ]
         if report.plot_uri:
