@@ -76,7 +76,9 @@ def _fail(message: str, code: int, log_format: str) -> None:
 @click.option("--chunk-size", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Rows per record batch.")
 @click.option("--memory-limit", default="256MB", show_default=True,
-              help="Working-set budget, e.g. 256MB or 1GB.")
+              help="Target for the peak resident memory of the whole process, e.g. 256MB or "
+                   "1GB (binary units; at least 128MB, reliable from 192MB). The summary warns "
+                   "when the measured peak passed it.")
 @click.option("--dedupe", type=click.Choice(DEDUPE_BACKENDS), default="spill", show_default=True,
               help="On-disk key set: hash-partitioned spill files or a sqlite key table.")
 @click.option("--tmp-dir", type=click.Path(file_okay=False), default=None,

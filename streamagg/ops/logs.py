@@ -17,9 +17,13 @@ import click
 from ..units import human_bytes
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..pipeline import RunReport
 
 log = logging.getLogger("streamagg")
+
+# The smallest --memory-limit that holds on every machine measured, a fresh install included.
+RELIABLE_MEMORY_LIMIT = 192 * 2**20
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -185,12 +189,15 @@ class Console:
         totals = report.totals
         peak = int(report.manifest.get("peak_memory_bytes", 0))
         input_bytes = sum(i.size for i in report.inputs)
+        warnings = [w for w in (memory_warning(report.config, peak),) if w]
         if self.json:
             self.emit({"day": day, "status": "done", "output": report.output_uri,
                        "manifest": report.manifest_uri, "rejects": report.rejects_uri,
                        "plot": report.plot_uri, "inputs": len(report.inputs),
                        "input_bytes": input_bytes, "totals": totals,
-                       "elapsed_seconds": round(seconds, 3), "peak_memory_bytes": peak})
+                       "elapsed_seconds": round(seconds, 3), "peak_memory_bytes": peak,
+                       "memory_limit_bytes": report.config.memory_limit,
+                       "warnings": warnings})
             return
         read = max(1, totals["rows_read"])
         rows = [
@@ -209,6 +216,21 @@ class Console:
         ]
         if report.plot_uri:
             rows.append(("plot", report.plot_uri))
+        rows += [("warning", text) for text in warnings]
         self.echo(f"wrote {report.output_uri}")
         for name, value in rows:
             self.echo(f"  {name:<12} {value}")
+
+
+def memory_warning(config: Config, peak: int) -> str | None:
+    """Say so when the measured peak passed --memory-limit, a target the run could not keep.
+
+    Only for the local engine: on Spark the limit sizes reader blocks and nothing more.
+    """
+    if config.engine != "local" or peak <= config.memory_limit:
+        return None
+    text = (f"peak memory {human_bytes(peak)} passed --memory-limit "
+            f"{human_bytes(config.memory_limit)}")
+    if config.memory_limit < RELIABLE_MEMORY_LIMIT:
+        text += "; limits below 192MB hold only on some machines (README, Memory)"
+    return text
