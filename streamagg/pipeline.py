@@ -113,7 +113,8 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
         plot_path = os.path.join(work, config.plot_name)
         if config.plot:  # drawn before anything is published: a failure publishes nothing
             render_day(plot_path, day=config.day, title=f"{config.day} ({config.initials})",
-                       rows=rows, hourly=manifest.hourly, totals=totals.as_dict())
+                       rows=rows, hourly=manifest.hourly, totals=totals.as_dict(),
+                       group_name=config.schema.group_column)
         report.output_uri = publish(dest, out_path, relative)
         manifest.output = {"path": report.output_uri, "bytes": os.path.getsize(out_path),
                            "sha256": sha256}
