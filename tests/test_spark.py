@@ -286,7 +286,8 @@ def test_missing_pyspark_is_one_clear_line(cli: Callable[..., Any],
     outcome = run_api(source, engine="spark")
     assert outcome.exit_code == UsageError.exit_code and outcome.files == []
     assert outcome.message == ("--engine spark needs pyspark, which is not installed: "
-                               "pip install 'streamagg[spark]'")
+                               "install the spark extra (in streamagg's clone: "
+                               "pip install -e '.[spark]')")
     result = cli(DAY_ARG, "--source", source, "--engine", "spark")
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == f"streamagg: error: {outcome.message}"

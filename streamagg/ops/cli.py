@@ -106,7 +106,7 @@ def _fail(message: str, code: int, log_format: str) -> None:
 @click.option("--check", is_flag=True,
               help="Report new, gone and modified inputs since the manifest; write nothing.")
 @click.option("--plot", is_flag=True,
-              help="Also write a PNG of the day beside the output (needs streamagg[plot]).")
+              help="Also write a PNG of the day beside the output (needs the plot extra).")
 @click.version_option(__version__, prog_name="streamagg")
 def main(date: str, source: str, dest: str | None, initials: str, chunk_size: int,
          memory_limit: str, dedupe: str, tmp_dir: str | None, engine: str,

@@ -9,7 +9,7 @@ from typing import Any
 from ..aggregate import HourlyRow
 from ..errors import StorageError, UsageError
 
-INSTALL_HINT = "pip install 'streamagg[plot]'"
+INSTALL_HINT = "install the plot extra (in streamagg's clone: pip install -e '.[plot]')"
 TOP_CAMPAIGNS = 10
 _LABEL_CHARS = 24
 # Tick labels of the bars beside the day's hours.

@@ -100,7 +100,7 @@ def test_missing_matplotlib_is_one_clear_line_and_nothing_read(
     assert result.exit_code == 2
     assert lines(result.output) == [
         "streamagg: error: --plot needs matplotlib, which is not installed: "
-        "pip install 'streamagg[plot]'"]
+        "install the plot extra (in streamagg's clone: pip install -e '.[plot]')"]
     assert not (source / "results").exists()
 
 
