@@ -5,6 +5,7 @@ PIP := $(PY) -m pip
 PYTHON3 ?= python3
 
 DEMO_DATE := 2021-01-30
+DEMO_DAY_BEFORE := 2021-01-29
 DEMO_DATA := demo/data
 
 # Stamps live inside the venv so deleting the venv also forgets them; they depend on the
@@ -55,6 +56,9 @@ install-dev: $(DEV_STAMP)
 demo: install
 	$(VENV)/bin/streamagg-generate --out $(DEMO_DATA) --date $(DEMO_DATE) --rows 200000 \
 		--files 6 --gzip-files 1 --seed 1
+	@# The day before too, smaller, so the README's backfill example has two days to run.
+	$(VENV)/bin/streamagg-generate --out $(DEMO_DATA) --date $(DEMO_DAY_BEFORE) --rows 50000 \
+		--files 2 --seed 2
 	@# The CLI prints the summary and where the output went (under $(DEMO_DATA)/results/).
 	$(VENV)/bin/streamagg $(DEMO_DATE) --source $(DEMO_DATA)
 
