@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config
-from ..errors import NoInputError, StreamaggError, UsageError
+from ..errors import NoInputError, StreamaggError, UsageError, printable
 from ..pipeline import RunReport, run_day
 from ..sources import InputFile, redact
 from . import logs
@@ -240,7 +240,8 @@ def _show_table(console: logs.Console, results: list[DayResult], days: list[dt.d
                       "status": "failed" if failed else "done",
                       "days": [r.as_dict() for r in rows]})
         return
-    console.echo(format_table(rows))
+    for line in format_table(rows).splitlines():
+        console.echo(line)
 
 
 def format_table(rows: list[DayResult]) -> str:
@@ -249,7 +250,7 @@ def format_table(rows: list[DayResult]) -> str:
         return f"{r.status} ({r.exit_code})" if r.status == "failed" else r.status
 
     def detail(r: DayResult) -> str:
-        text = "" if r.status in ("not run", "interrupted") else r.detail()
+        text = "" if r.status in ("not run", "interrupted") else printable(r.detail())
         return text if len(text) <= _DETAIL_WIDTH else text[:_DETAIL_WIDTH - 3] + "..."
 
     status_width = max(len("status"), *(len(status(r)) for r in rows))

@@ -32,6 +32,10 @@ class LocalStorage:
         return str(self.root / relative)
 
     def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
+        if not self.root.is_dir():
+            # A typo, not a day whose data is late (that is an existing root without the day).
+            problem = "is not a folder" if self.root.exists() else "does not exist"
+            raise UsageError(f"source folder {problem}", uri=self.root_uri)
         base = self.root / relative
         if not base.is_dir():
             return [], 0
