@@ -251,7 +251,8 @@ def test_json_logs_keep_the_name_in_one_record(cli: Cli, tmp_path: Path) -> None
 def test_a_stop_prints_one_json_record_and_no_blank_line(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str
 ) -> None:
-    from streamagg.ops import backfill, cli as cli_module
+    from streamagg.ops import backfill
+    from streamagg.ops import cli as cli_module
 
     def stopped(*args: Any, **kwargs: Any) -> Any:
         # What the signal handlers raise: Ctrl-C's KeyboardInterrupt, or the SIGTERM one.
