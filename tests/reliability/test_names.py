@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from streamagg.config import Config, day_stamp
 from streamagg.errors import UsageError, printable
 from streamagg.sources.local import LocalStorage
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, day_path
-from tests.reliability.helpers import H, error_line, lines, rows
+from tests.reliability.helpers import Child, H, error_line, lines, rows, wait_for
 
 Cli = Callable[..., Result]
 
@@ -268,3 +269,22 @@ def test_a_stop_prints_one_json_record_and_no_blank_line(
     assert records[-1]["level"] == "error" and records[-1]["message"] == (
         "interrupted" if stop == "SIGINT" else "terminated by SIGTERM")
     assert not (source / "results" / day_path(DAY) / OUTPUT_NAME).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_real_signal_mid_run_leaves_stderr_pure_json_lines(
+    spawn: Callable[..., Child], tmp_path: Path, stop: signal.Signals
+) -> None:
+    source, marker = tmp_path / "source", tmp_path / "paused"
+    (source / day_path(DAY)).mkdir(parents=True)
+    (source / day_path(DAY) / "a.csv").write_text(H + rows(5000))
+    child = spawn([DAY_ARG, "--source", source, "--dest", tmp_path / "out", "--chunk-size",
+                   "1000", "--log-format", "json"], pause="spill", marker=marker)
+    wait_for(lambda: marker.exists() or child.process.poll() is not None, what="spill")
+    os.kill(child.process.pid, stop)
+    code, _, stderr = child.wait(timeout=30)
+    assert code == (130 if stop == signal.SIGINT else 143), stderr
+    records = [json.loads(line) for line in stderr.splitlines()]  # every line, no blank one
+    assert records[-1]["level"] == "error" and records[-1]["exit_code"] == code
+    assert not (tmp_path / "out").exists()
