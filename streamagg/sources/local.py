@@ -31,6 +31,8 @@ class LocalStorage:
         # destination cannot reach into the source partition through a link or ``..``.
         self.root = Path(os.path.realpath(Path(path).expanduser()))
         self.root_uri = str(self.root)
+        if not _is_utf8(self.root_uri):  # it would name every input and output in UTF-8 files
+            raise UsageError("local path is not valid UTF-8", uri=self.root_uri)
 
     def uri_of(self, relative: str) -> str:
         return str(self.root / relative)

@@ -113,6 +113,19 @@ def test_an_input_name_not_utf8_is_refused_before_anything_is_written(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("option", ["--source", "--dest"])
+def test_a_root_not_utf8_is_bad_usage(cli: Cli, tmp_path: Path, option: str) -> None:
+    root = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9"))
+    os.makedirs(os.path.join(root, day_path(DAY)))
+    source = root if option == "--source" else tmp_path / "source"
+    (Path(source) / day_path(DAY)).mkdir(parents=True, exist_ok=True)
+    (Path(source) / day_path(DAY) / "a.csv").write_text(H + rows(5))
+    result = cli(DAY_ARG, "--source", source, *(["--dest", root] if option == "--dest" else []))
+    assert result.exit_code == 2, result.output
+    assert error_line(result.stderr) == (
+        f"streamagg: error: local path is not valid UTF-8 ({tmp_path}/caf\\xe9)")
+
+
 def test_a_name_not_utf8_that_is_not_an_input_changes_nothing(cli: Cli, tmp_path: Path) -> None:
     source = tmp_path / "source"
     folder = source / day_path(DAY)
