@@ -53,8 +53,14 @@ def plan(config: Config) -> tuple[Storage, Storage, list[InputFile], int]:
     if out_dir == partition or out_dir.startswith(partition.rstrip("/") + "/"):
         raise UsageError("destination lies inside the source partition; its output would be "
                          "read as input", uri=redact(out_dir))
-    if config.tmp_dir is not None and not os.path.isdir(config.tmp_dir):
-        raise UsageError("--tmp-dir is not an existing folder", uri=config.tmp_dir)
+    if config.tmp_dir is not None:
+        if not os.path.isdir(config.tmp_dir):
+            raise UsageError("--tmp-dir is not an existing folder", uri=config.tmp_dir)
+        work, inside = os.path.realpath(config.tmp_dir), os.path.realpath(partition)
+        if "://" not in partition and (work == inside or work.startswith(inside + "/")):
+            # A killed run's work files there would be listed as inputs of the next run.
+            raise UsageError("--tmp-dir lies inside the source partition; its work files "
+                             "would be read as input", uri=work)
     inputs, empty = source.list_partition(config.day_path)
     if not inputs and not empty:
         raise NoInputError("no input files in the partition", uri=partition)

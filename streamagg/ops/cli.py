@@ -32,6 +32,15 @@ log = logging.getLogger("streamagg")
 class _OneLineErrors(click.Command):
     """Every failure is one line on stderr and its SPEC exit code; no traceback when expected."""
 
+    def invoke(self, ctx: click.Context) -> Any:
+        # click answers a KeyboardInterrupt that reaches its main() with an empty line on
+        # stderr (to end a terminal's ``^C``), which would break one JSON object per line;
+        # so a stop inside the command never reaches it as one.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as err:
+            raise _Stopped(terminated=isinstance(err, _Terminated)) from err
+
     def main(self, args: Any = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
@@ -40,8 +49,12 @@ class _OneLineErrors(click.Command):
         try:
             result = super().main(args=args, prog_name=prog_name or "streamagg",
                                   complete_var=complete_var, standalone_mode=False, **extra)
+        except _Stopped as err:
+            if err.terminated:
+                _fail("terminated by SIGTERM", 143, error_format)
+            _fail("interrupted", 130, error_format)
         except click.exceptions.Abort as err:
-            # click turns any KeyboardInterrupt into Abort, our SIGTERM one included.
+            # A stop while click itself parses the options still arrives as Abort.
             if isinstance(err.__context__, _Terminated):
                 _fail("terminated by SIGTERM", 143, error_format)
             _fail("interrupted", 130, error_format)
@@ -57,6 +70,15 @@ class _OneLineErrors(click.Command):
             log.debug("unexpected error", exc_info=True)
             _fail(f"unexpected error: {type(err).__name__}: {err}", 1, error_format)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+class _Stopped(Exception):
+    """A SIGINT or SIGTERM inside the command, carried past click's own KeyboardInterrupt
+    handling."""
+
+    def __init__(self, *, terminated: bool) -> None:
+        super().__init__("terminated" if terminated else "interrupted")
+        self.terminated = terminated
 
 
 def _fail(message: str, code: int, log_format: str) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
+from ..errors import printable
 from ..units import human_bytes
 
 if TYPE_CHECKING:
@@ -63,13 +64,22 @@ class JsonFormatter(logging.Formatter):
                 timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "run_id": _state.run_id,
-            "message": record.getMessage(),
+            "message": printable(record.getMessage()),
         }
         payload.update(_fields)
         payload.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL message``, the message escaped so that a name holding a newline or a
+    terminal escape can neither forge a second line nor reach the terminal."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 class _StderrHandler(logging.Handler):
@@ -99,8 +109,7 @@ def setup(log_format: str, run_id: str | None = None) -> Console:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                               "%H:%M:%S"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -125,7 +134,8 @@ def format_from_args(args: Sequence[str]) -> str:
 
 def error_line(message: str, code: int, log_format: str | None = None) -> str:
     """The one line a failed run prints on stderr: text, or a JSON record in JSON mode."""
-    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    # Escaped, not cut at a newline: the whole message, naming its file, stays on one line.
+    first = printable(message.strip()) or "failed"
     if (log_format or _state.log_format) == "json":
         return json.dumps({"ts": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
                            .replace("+00:00", "Z"), "level": "error",
@@ -169,7 +179,8 @@ class Console:
                               ensure_ascii=False))
 
     def echo(self, text: str = "") -> None:
-        click.echo(text)
+        """One line for people; whatever names it holds are escaped (`printable`)."""
+        click.echo(printable(text))
 
     def summary(self, report: RunReport, seconds: float) -> None:
         """The end of a run at a glance (text), or one JSON line with the same facts."""
