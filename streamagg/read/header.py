@@ -45,7 +45,7 @@ def split_header(stream: BinaryIO, uri: str) -> Header:
         if end is not None or not chunk:
             break
         if len(buf) - skipped > 16 * 2**20:
-            raise BadDataError("header row is longer than 16 MB", uri=uri, line=skipped_lines + 1)
+            raise BadDataError("header row is longer than 16 MiB", uri=uri, line=skipped_lines + 1)
     header_start = skipped
     header_end = len(buf) if end is None else skipped + end
     header, rest = buf[header_start:header_end], buf[header_end:]
