@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -206,9 +205,7 @@ def test_a_count_limit_stops_reading_as_soon_as_it_is_exceeded(
 ) -> None:
     source = tmp_path / "source"
     write_flood(source / day_path(DAY) / "flood.csv", 1_000_000)
-    started = time.monotonic()
     result = cli(DAY_ARG, "--source", source, "--max-bad-rows", "10")
-    elapsed = time.monotonic() - started
     assert result.exit_code == 4, result.output
     message = error_line(result.stderr)
     found = re.search(r"too many bad rows: (\d+) of (\d+) rows read", message)
@@ -218,7 +215,6 @@ def test_a_count_limit_stops_reading_as_soon_as_it_is_exceeded(
     # the figures are exact for the rows read: every one after the first 1000 is bad.
     assert 10 < bad < 100_000 and read == bad + 1000, message
     assert "flood.csv, line 1002" in message and "first: invalid IMPRESSION_DATETIME" in message
-    assert elapsed < 10, f"{elapsed:.1f} s"
 
 
 def test_many_bad_rows_keep_their_order_lines_and_raw_text_through_the_disk(
