@@ -7,15 +7,17 @@ import email.utils
 import functools
 import io
 import os
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config as BotoConfig
+from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 
 from ..errors import StorageError, UsageError
-from . import InputFile, is_input_name
+from . import InputFile, is_input_name, redact
 
 T = TypeVar("T")
 
@@ -30,16 +32,54 @@ RETRY_CONFIG = BotoConfig(
 
 
 def make_client(endpoint_url: str | None = None) -> Any:
-    """A boto3 S3 client from the default chain, honouring the original job's variable names."""
+    """A boto3 S3 client from the default chain, honouring the original job's variable names.
+
+    The region is ``AWS_REGION`` when set, else boto3's own chain (``AWS_DEFAULT_REGION``, the
+    profile's ``region`` in ``~/.aws/config``), else botocore's default, ``us-east-1``.
+    """
     env = os.environ
     kwargs: dict[str, Any] = {}
     if not env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_ACCESS_KEY") and env.get("AWS_SECRET"):
         kwargs = {"aws_access_key_id": env["AWS_ACCESS_KEY"],
                   "aws_secret_access_key": env["AWS_SECRET"]}
-    endpoint = endpoint_url or env.get("AWS_ENDPOINT_URL") or None
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-    session = boto3.session.Session(region_name=region, **kwargs)
-    return session.client("s3", endpoint_url=endpoint, config=RETRY_CONFIG)
+    endpoint = check_endpoint(endpoint_url or env.get("AWS_ENDPOINT_URL") or None)
+    # AWS_REGION is what other AWS SDKs (and Lambda, ECS) set; botocore reads only
+    # AWS_DEFAULT_REGION and the profile. None lets botocore's chain choose (us-east-1 last).
+    region = env.get("AWS_REGION") or None
+    try:
+        session = boto3.session.Session(**kwargs)
+        return session.client("s3", endpoint_url=endpoint, region_name=region,
+                              config=RETRY_CONFIG)
+    except ValueError as err:
+        # botocore puts the whole URL, any user:secret@ included, in this message: never show it.
+        where = f" {_redact_endpoint(endpoint)!r}" if endpoint else " (from the AWS profile)"
+        raise UsageError(f"invalid S3 endpoint URL{where}") from err
+    except botocore.exceptions.BotoCoreError as err:  # e.g. a profile that does not exist
+        raise UsageError(f"cannot set up the S3 client: {describe(err)}") from err
+
+
+def check_endpoint(url: str | None) -> str | None:
+    """The endpoint URL if botocore would accept it; else exit 2 naming it, redacted."""
+    if url is None:
+        return None
+    if "@" in url:
+        # Consistent with s3:// URIs: botocore would not use them, and they must never show.
+        raise UsageError(f"credentials in an S3 endpoint URL are refused "
+                         f"({_redact_endpoint(url)}): use the AWS credential chain")
+    host = urllib.parse.urlsplit(url).netloc.rpartition("@")[2] if "://" in url else ""
+    if not host or not (is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url)):
+        raise UsageError(f"invalid S3 endpoint URL {_redact_endpoint(url)!r}: expected "
+                         "http(s)://host[:port] with a valid host name")
+    return url
+
+
+def _redact_endpoint(url: str) -> str:
+    """An endpoint URL with everything up to its last ``@`` hidden: a secret typed into it raw
+    may hold ``/``, which would end the authority early for `redact`."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return redact(url)
 
 
 _CODES = {
@@ -108,7 +148,8 @@ class S3Storage:
     def __init__(self, uri: str, *, endpoint_url: str | None = None, client: Any = None) -> None:
         self.bucket, self.prefix = split_uri(uri)
         self.root_uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self.endpoint_url = endpoint_url
+        # A malformed endpoint is bad usage: refused here, before any request (exit 2).
+        self.endpoint_url = check_endpoint(endpoint_url)
         self._client = client
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 import time
 from collections.abc import Callable
 
@@ -138,3 +139,65 @@ def test_no_permission_to_list_uploads_only_skips_the_cleanup(
     assert result.exit_code == 0, result.output
     assert "could not look for leftovers" in result.stderr
     assert OUTPUT_NAME in results(s3, "out")
+
+
+@pytest.mark.parametrize("endpoint", [
+    f"http://AKIAEXAMPLE:{SECRET}@minio_host:9000",  # a secret holding "/", an underscore
+    f"http://AKIAEXAMPLE:{SECRET}@127.0.0.1:9000",
+    "http://minio_host:9000",
+    "http://bad host:9000",
+    "minio:9000",  # no scheme
+])
+@pytest.mark.parametrize("where", ["option", "environment"])
+def test_an_endpoint_botocore_refuses_is_exit_2_redacted(
+    cli: Cli, s3: S3, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, endpoint: str,
+    where: str,
+) -> None:
+    args = [DAY_ARG, "--source", f"{s3.uri}/in"]
+    if where == "option":
+        args += ["--endpoint-url", endpoint]
+    else:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    message = error_line(result.stderr)
+    assert "endpoint URL" in message and "unexpected" not in message, message
+    assert SECRET not in result.output and SECRET.split("/")[0] not in result.output
+    assert proxy.requests() == []
+
+
+PROFILES = """\
+[default]
+region = ap-south-1
+[profile paris]
+region = eu-west-3
+"""
+
+
+@pytest.mark.parametrize(("variables", "region"), [
+    ({"AWS_PROFILE": "paris"}, "eu-west-3"),
+    ({}, "ap-south-1"),  # the default profile's region
+    ({"AWS_PROFILE": "paris", "AWS_DEFAULT_REGION": "ca-central-1"}, "ca-central-1"),
+    ({"AWS_PROFILE": "paris", "AWS_REGION": "eu-north-1"}, "eu-north-1"),
+])
+def test_the_region_comes_from_boto3s_chain_and_the_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], region: str
+) -> None:
+    config = tmp_path / "aws-config"
+    config.write_text(PROFILES)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREGIONTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+    assert s3_module.make_client().meta.region_name == region
+
+
+def test_no_region_anywhere_is_us_east_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREGIONTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+    assert s3_module.make_client().meta.region_name == "us-east-1"
