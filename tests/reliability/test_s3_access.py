@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from botocore.config import Config as BotoConfig
