@@ -27,6 +27,7 @@ from . import InputFile, is_input_name, redact
 T = TypeVar("T")
 
 # Outputs above this go up in parts, so a large day never needs one huge PUT to succeed.
+# Read when an upload starts (tests lower them).
 MULTIPART_THRESHOLD = 8 * 2**20
 PART_SIZE = 8 * 2**20
 # The slowest a body may arrive (see `Pace`): a day's object at 32 KiB/s is already a crawl;
@@ -104,6 +105,12 @@ _CODES = {
     "ExpiredToken": "AWS session token expired",
     "PreconditionFailed": "object changed since it was listed",
     "NoSuchUpload": "multipart upload no longer exists (aborted by another run?)",
+}
+
+
+_UPLOAD_STEPS = {
+    "PutObject": "upload", "CreateMultipartUpload": "upload", "UploadPart": "upload part",
+    "CompleteMultipartUpload": "complete upload", "AbortMultipartUpload": "abort upload",
 }
 
 
@@ -186,6 +193,8 @@ class S3Storage:
                                uri=f"s3://{self.bucket}/{key}") from err
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
                 OSError) as err:
+            if operation == "upload":  # a managed transfer: name the step S3 refused
+                operation = _UPLOAD_STEPS.get(getattr(err, "operation_name", ""), operation)
             raise StorageError(failure(operation, err), uri=f"s3://{self.bucket}/{key}") from err
 
     def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
@@ -227,41 +236,18 @@ class S3Storage:
         return _CheckedBody(self._call("read", key, get), item)  # type: ignore[return-value]
 
     def publish(self, local_path: str, relative: str) -> None:
-        key = self._key(relative)
-        size = os.path.getsize(local_path)
-        if size <= MULTIPART_THRESHOLD:
-            with open(local_path, "rb") as body:
-                data = body.read()
-            self._call("upload", key, lambda: self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data))
-            return
-        self._multipart(local_path, key)
+        """Upload through boto3's managed transfer: one PUT up to `MULTIPART_THRESHOLD`, else
+        a multipart upload of `PART_SIZE` parts, which s3transfer aborts when any step fails
+        (no parts are left behind; a killed run's are aborted by `remove_abandoned`)."""
+        from boto3.s3.transfer import TransferConfig
 
-    def _multipart(self, local_path: str, key: str) -> None:
-        upload = self._call("upload", key, lambda: self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=key))
-        upload_id = upload["UploadId"]
-        try:
-            parts = []
-            with open(local_path, "rb") as body:
-                number = 1
-                while chunk := body.read(PART_SIZE):
-                    part = self._call("upload part", key, functools.partial(
-                        self.client.upload_part, Bucket=self.bucket, Key=key, UploadId=upload_id,
-                        PartNumber=number, Body=chunk))
-                    parts.append({"ETag": part["ETag"], "PartNumber": number})
-                    number += 1
-            self._call("complete upload", key, lambda: self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id,
-                MultipartUpload={"Parts": parts}))
-        except BaseException:
-            # Never leave parts behind: they cost money and confuse the next run.
-            try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key,
-                                                   UploadId=upload_id)
-            except Exception:  # noqa: BLE001 - the original error is the one to report
-                pass
-            raise
+        key = self._key(relative)
+        # One part in memory at a time, as the memory budget assumes: no upload threads.
+        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
+                                multipart_chunksize=PART_SIZE, use_threads=False)
+        with open(local_path, "rb") as body:
+            self._call("upload", key, lambda: self.client.upload_fileobj(
+                body, self.bucket, key, Config=config))
 
     def remove_abandoned(self, relatives: list[str], *, older_than: float) -> list[str]:
         """Abort multipart uploads to ``relatives`` begun over ``older_than`` seconds ago.

@@ -8,6 +8,7 @@ import io
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from click.testing import Result
@@ -351,3 +352,31 @@ def test_an_invalid_pace_setting_is_exit_2_naming_it(
     assert result.exit_code == 2, result.output
     assert variable in error_line(result.stderr)
     assert proxy.requests() == []
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit])
+def test_an_interrupted_multipart_upload_leaves_no_parts(
+    s3: S3, small_parts: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    interruption: type[BaseException],
+) -> None:
+    # Ctrl-C or SIGTERM (raised as an exception in the main thread) between two parts.
+    from botocore.client import BaseClient
+
+    from streamagg.sources.s3 import S3Storage
+
+    storage = S3Storage(f"{s3.uri}/out", endpoint_url=s3.endpoint)
+    local = tmp_path / "output.csv"
+    local.write_bytes(b"x" * (small_parts * 5))
+    original = BaseClient._make_api_call
+
+    def interrupted(self: BaseClient, operation: str, params: dict) -> dict:
+        if operation == "UploadPart" and params.get("PartNumber") == 3:
+            raise interruption()
+        return original(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", interrupted)
+    with pytest.raises(interruption):
+        storage.publish(str(local), "output.csv")
+    monkeypatch.setattr(BaseClient, "_make_api_call", original)
+    assert s3.pending_uploads() == []
+    assert s3.keys("out/") == []
