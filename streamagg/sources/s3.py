@@ -65,7 +65,8 @@ def make_client(endpoint_url: str | None = None) -> Any:
                               config=RETRY_CONFIG)
     except ValueError as err:
         # botocore puts the whole URL, any user:secret@ included, in this message: never show it.
-        where = f" {_redact_endpoint(endpoint)!r}" if endpoint else " (from the AWS profile)"
+        where = (f" {_redact_endpoint(endpoint)!r}" if endpoint
+                 else " (from AWS_ENDPOINT_URL_S3 or the AWS config file)")
         raise UsageError(f"invalid S3 endpoint URL{where}") from err
     except botocore.exceptions.BotoCoreError as err:  # e.g. a profile that does not exist
         raise UsageError(f"cannot set up the S3 client: {describe(err)}") from err
@@ -79,7 +80,10 @@ def check_endpoint(url: str | None) -> str | None:
         # Consistent with s3:// URIs: botocore would not use them, and they must never show.
         raise UsageError(f"credentials in an S3 endpoint URL are refused "
                          f"({_redact_endpoint(url)}): use the AWS credential chain")
-    host = urllib.parse.urlsplit(url).netloc.rpartition("@")[2] if "://" in url else ""
+    try:
+        host = urllib.parse.urlsplit(url).netloc if "://" in url else ""
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+        host = ""
     if not host or not (is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url)):
         raise UsageError(f"invalid S3 endpoint URL {_redact_endpoint(url)!r}: expected "
                          "http(s)://host[:port] with a valid host name")

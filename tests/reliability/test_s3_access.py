@@ -147,6 +147,7 @@ def test_no_permission_to_list_uploads_only_skips_the_cleanup(
     "http://minio_host:9000",
     "http://bad host:9000",
     "minio:9000",  # no scheme
+    "http://[::1:9000",  # an IPv6 address never closed
 ])
 @pytest.mark.parametrize("where", ["option", "environment"])
 def test_an_endpoint_botocore_refuses_is_exit_2_redacted(
