@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, TypeVar
 import boto3
 import botocore.exceptions
 import urllib3.exceptions
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 
@@ -243,8 +244,6 @@ class S3Storage:
         """Upload through boto3's managed transfer: one PUT up to `MULTIPART_THRESHOLD`, else
         a multipart upload of `PART_SIZE` parts, which s3transfer aborts when any step fails
         (no parts are left behind; a killed run's are aborted by `remove_abandoned`)."""
-        from boto3.s3.transfer import TransferConfig
-
         key = self._key(relative)
         # One part in memory at a time, as the memory budget assumes: no upload threads.
         config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
