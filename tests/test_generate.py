@@ -349,9 +349,8 @@ def test_adlog_shape_has_exact_copy_duplicates_and_one_timestamp_form(tmp_path: 
     assert generated.conflicting_duplicates == observed.conflicting_duplicates == 0
     assert generated.bad_rows == observed.bad_rows == generated.outside_day == 0
     assert set(observed.formats) == {"9999-99-99 99:99:99"}
-    ids = [line.split(",", 1)[0] for line in lines]
-    assert all(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", i)
-               for i in ids[:1000])
+    uuid = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+    assert all(uuid.fullmatch(line.split(",", 1)[0]) for line in lines)
     assert not any('"' in line for line in lines)  # short fields, nothing to quote
     assert generated.bytes / generated.rows < 100
 
