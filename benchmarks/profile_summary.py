@@ -46,6 +46,21 @@ _ROLES = (("streamagg-reader", "reader threads"), ("streamagg-dedup", "dedup thr
           ("MainThread", "main thread"))
 
 
+def short_name(frame: str) -> str:
+    """A frame without its file, template arguments, parameters or namespaces."""
+    name = re.sub(r" \([^()]*\)$", "", frame)
+    if re.fullmatch(r"0x[0-9a-f]+", name):
+        return "libc, unresolved (mostly futex and condition waits)"
+    while True:
+        shorter = re.sub(r"<[^<>]*>", "", name)
+        shorter = re.sub(r"\([^()]*\)", "", shorter)
+        if shorter == name:
+            break
+        name = shorter
+    parts = [part for part in name.split("::") if part and "lambda" not in part]
+    return "::".join(parts[-2:]) or name
+
+
 def stage_of(frames: list[str]) -> str:
     for frame in reversed(frames):
         for needle, stage in STAGES:
@@ -58,7 +73,12 @@ def role_of(name: str) -> str:
     return next((role for prefix, role in _ROLES if name.startswith(prefix)), name or "other")
 
 
-def summarise(path: Path, rate: float) -> str:
+def summarise(path: Path, rate: float, cpu_seconds: float | None = None) -> str:
+    """A markdown table; with cpu_seconds, each share is also shown as CPU seconds of a run.
+
+    py-spy counts a thread that is runnable but not scheduled as active, so on a loaded
+    machine its thread-seconds exceed CPU time: the shares are what carries over.
+    """
     by_role: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     leaves: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     threads: dict[str, set[str]] = collections.defaultdict(set)
@@ -74,21 +94,26 @@ def summarise(path: Path, rate: float) -> str:
         stage = stage_of(frames)
         by_role[role][stage] += int(count_text)
         leaf = frames[-1] if frames else "?"
-        leaves[f"{role}: {stage}"][re.sub(r" \(.*\)$", "", leaf)] += int(count_text)
+        leaves[f"{role}: {stage}"][short_name(leaf)] += int(count_text)
     total = sum(sum(c.values()) for c in by_role.values())
     lines = [f"{total} samples at {rate:g} Hz = {total / rate:.1f} thread-seconds on CPU", ""]
-    lines += ["| thread role (threads) | stage | seconds | share | top leaf frames |",
+    scale = (cpu_seconds / total) if cpu_seconds else None
+
+    def cpu(count: int) -> str:
+        return f"{count * scale:.2f}" if scale else "-"
+
+    lines += ["| thread role (threads) | stage | share of samples | ~ CPU s | top leaf frames |",
               "| --- | --- | ---: | ---: | --- |"]
     for role, stages in sorted(by_role.items(), key=lambda kv: -sum(kv[1].values())):
         role_total = sum(stages.values())
-        lines.append(f"| **{role}** ({len(threads[role])}) | all | {role_total / rate:.1f} "
-                     f"| {role_total / total:.0%} | |")
+        lines.append(f"| **{role}** ({len(threads[role])}) | all | {role_total / total:.0%} "
+                     f"| {cpu(role_total)} | |")
         for stage, count in stages.most_common():
             if count / total < 0.003:
                 continue
             top = ", ".join(f"`{leaf}` {n / count:.0%}"
                             for leaf, n in leaves[f"{role}: {stage}"].most_common(3))
-            lines.append(f"| | {stage} | {count / rate:.2f} | {count / total:.1%} | {top} |")
+            lines.append(f"| | {stage} | {count / total:.1%} | {cpu(count)} | {top} |")
     return "\n".join(lines) + "\n"
 
 
@@ -96,8 +121,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("raw", type=Path, help="py-spy record -f raw output")
     parser.add_argument("--rate", type=float, default=100.0, help="py-spy's sampling rate (Hz)")
+    parser.add_argument("--cpu-seconds", type=float,
+                        help="CPU seconds of an unprofiled run, to show shares as seconds")
     args = parser.parse_args()
-    print(summarise(args.raw, args.rate))
+    print(summarise(args.raw, args.rate, args.cpu_seconds))
 
 
 if __name__ == "__main__":
