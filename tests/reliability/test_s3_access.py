@@ -76,7 +76,7 @@ def test_hung_endpoint_is_given_up_on_after_the_attempts(
     message = error_line(result.stderr)
     assert "S3 list failed: the S3 endpoint stopped answering" in message, message
     assert stall.hits == 5
-    assert elapsed < 5 * 0.3 + 3
+    assert elapsed < 5 * 0.3 + 20  # five short timeouts, not the shipped 60 s ones
     assert secret not in result.output
 
 
@@ -96,7 +96,7 @@ def test_wrong_credentials_fail_at_once_in_one_line(
         message = error_line(result.stderr)
         assert f"S3 list failed: {words}" in message and s3.bucket in message, message
         assert secret not in result.output and "AKIARELIABILITYTEST" not in message
-        assert elapsed < 3
+        assert elapsed < 20  # no backoff loop; the hit count below proves no retry
     assert fault.hits == 2  # one request per run: a 403 is not retried
 
 
@@ -106,7 +106,7 @@ def test_missing_bucket_fails_at_once(cli: Cli, s3: S3, proxy: FaultProxy, secre
     assert result.exit_code == 1, result.output
     message = error_line(result.stderr)
     assert "bucket does not exist" in message and "streamagg-no-such-bucket" in message
-    assert len(proxy.requests()) == 1 and elapsed < 3
+    assert len(proxy.requests()) == 1 and elapsed < 20  # one request, no backoff
     assert secret not in result.output
 
 
@@ -122,7 +122,7 @@ def test_access_denied_on_write_fails_and_writes_nothing(
     message = error_line(result.stderr)
     assert "S3 upload failed: access denied" in message, message
     assert f"s3://{s3.bucket}/out/{PART}/{OUTPUT_NAME}" in message
-    assert denied.hits == 1 and elapsed < 3
+    assert denied.hits == 1 and elapsed < 20  # one request, no backoff
     assert results(s3, "out") == {}
     assert secret not in result.output
 
