@@ -464,8 +464,10 @@ def test_backends_and_chunk_sizes_agree(partition: Callable[..., Path], engine: 
     ]
     source = partition({"a.csv": H + "".join(lines), "b.csv": H + "".join(lines[::3])})
     outputs = set()
+    # The Spark engine de-duplicates in Spark whatever --dedupe says: one backend there.
+    backends = ("spill", "sqlite") if engine == "local" else ("spill",)
     for via, runner in RUNNERS.items():
-        for backend in ("spill", "sqlite"):
+        for backend in backends:
             for chunk in (1, 3, 1000):
                 dest = source.parent / f"out-{via}-{backend}-{chunk}"
                 outcome = runner(source, dest=dest, engine=engine, dedupe=backend, chunk_size=chunk)
