@@ -20,6 +20,7 @@ from .outputs.hourly import TallyingRejects, hourly_section
 from .outputs.manifest import Manifest
 from .outputs.plot import render_day, require_matplotlib
 from .sources import InputFile, Storage, redact, storage_for
+from .units import human_bytes
 
 log = logging.getLogger("streamagg")
 
@@ -52,8 +53,14 @@ def plan(config: Config) -> tuple[Storage, Storage, list[InputFile], int]:
     if out_dir == partition or out_dir.startswith(partition.rstrip("/") + "/"):
         raise UsageError("destination lies inside the source partition; its output would be "
                          "read as input", uri=redact(out_dir))
-    if config.tmp_dir is not None and not os.path.isdir(config.tmp_dir):
-        raise UsageError("--tmp-dir is not an existing folder", uri=config.tmp_dir)
+    if config.tmp_dir is not None:
+        if not os.path.isdir(config.tmp_dir):
+            raise UsageError("--tmp-dir is not an existing folder", uri=config.tmp_dir)
+        work, inside = os.path.realpath(config.tmp_dir), os.path.realpath(partition)
+        if "://" not in partition and (work == inside or work.startswith(inside + "/")):
+            # A killed run's work files there would be listed as inputs of the next run.
+            raise UsageError("--tmp-dir lies inside the source partition; its work files "
+                             "would be read as input", uri=work)
     inputs, empty = source.list_partition(config.day_path)
     if not inputs and not empty:
         raise NoInputError("no input files in the partition", uri=partition)
@@ -79,8 +86,9 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
     manifest = Manifest(config=config, started=started)
     totals = manifest.totals
     totals.empty_files = empty
-    log.info("reading %d files (%d bytes) from %s with the %s engine", len(inputs),
-             sum(i.size for i in inputs), source.uri_of(config.day_path), config.engine)
+    log.info("reading %d files (%s) from %s with the %s engine", len(inputs),
+             human_bytes(sum(i.size for i in inputs)), source.uri_of(config.day_path),
+             config.engine)
     if progress is not None:
         source, on_file_done = progress.attach(source, inputs, on_file_done)
     with contextlib.ExitStack() as stack:
@@ -111,7 +119,8 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
         plot_path = os.path.join(work, config.plot_name)
         if config.plot:  # drawn before anything is published: a failure publishes nothing
             render_day(plot_path, day=config.day, title=f"{config.day} ({config.initials})",
-                       rows=rows, hourly=manifest.hourly, totals=totals.as_dict())
+                       rows=rows, hourly=manifest.hourly, totals=totals.as_dict(),
+                       group_name=config.schema.group_column)
         report.output_uri = publish(dest, out_path, relative)
         manifest.output = {"path": report.output_uri, "bytes": os.path.getsize(out_path),
                            "sha256": sha256}
