@@ -22,6 +22,11 @@ _DATETIME_RE = re.compile(DATETIME_PATTERN)
 _TRIM = " \t"
 # "YYYY-MM-DDTHH:MM:SS.nnnnnnnnn": only a longer string can hold extra fraction digits.
 _LONGEST_NANOSECOND_TEXT = 29
+# The canonical "YYYY-MM-DD HH:MM:SS": its separators' positions, and the fixed-width check's.
+_CANONICAL_WIDTH = 19
+_SEPARATOR_INDEX = np.array([4, 7, 13, 16])
+_SEPARATORS = np.frombuffer(b"--::", dtype=np.uint8)
+_SEPARATOR_COLUMNS = np.isin(np.arange(_CANONICAL_WIDTH), [4, 7, 10, 13, 16])
 _NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -113,6 +118,9 @@ def parse_instants(text: pa.Array) -> tuple[pa.Array, list[int]]:
     n = len(text)
     if n == 0:
         return pa.array(np.zeros(0, dtype=np.int64)), []
+    fixed = _fixed_width_instants(text)
+    if fixed is not None:
+        return fixed, []
     scalars = _scalars()
     shaped = pc.match_substring_regex(text, DATETIME_PATTERN)
     good_shape = bool(pc.all(shaped).as_py())
@@ -145,6 +153,50 @@ def parse_instants(text: pa.Array) -> tuple[pa.Array, list[int]]:
         else:
             values[i] = ns
     return pa.array(values), sorted(unparsed)
+
+
+def _fixed_width_instants(text: pa.Array) -> pa.Array | None:
+    """The instants when every value is ``YYYY-MM-DD[ T]HH:MM:SS`` and a valid time, else None.
+
+    Most logs write one canonical form: then a numpy check of the bytes at fixed positions
+    replaces the regex, and Arrow's cast, which rejects impossible dates, hours, minutes and
+    seconds, does the rest. Anything else is left to the general path, so both accept exactly
+    the strings the regex and the exact parser accept.
+    """
+    n = len(text)
+    if text.null_count:
+        return None
+    offsets, data = _offsets_and_data(text)
+    start = int(offsets[0])
+    if int(offsets[-1]) - start != _CANONICAL_WIDTH * n or not np.all(
+            np.diff(offsets) == _CANONICAL_WIDTH):
+        return None
+    matrix = data[start:start + _CANONICAL_WIDTH * n].reshape(n, _CANONICAL_WIDTH)
+    # One comparison against the template: digits map to 0..9 after subtracting '0', and the
+    # separators are compared where the digit check does not apply.
+    shifted = matrix - np.uint8(ord("0"))
+    ok = np.all((shifted <= 9) | _SEPARATOR_COLUMNS, axis=1)
+    if not ok.all() or not np.all(matrix[:, _SEPARATOR_INDEX] == _SEPARATORS):
+        return None
+    if not np.all((matrix[:, 10] == ord(" ")) | (matrix[:, 10] == ord("T"))):
+        return None
+    try:
+        return pc.cast(pc.cast(text, pa.timestamp("ns")), pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _offsets_and_data(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A (large) string or binary array's value offsets and data bytes, without copying."""
+    _, offset_buffer, data_buffer = array.buffers()
+    if offset_buffer is None:  # an empty array may have no buffers at all
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+    width = np.int64 if pa.types.is_large_string(array.type) or pa.types.is_large_binary(
+        array.type) else np.int32
+    offsets = np.frombuffer(offset_buffer, dtype=width)[array.offset:array.offset + len(array) + 1]
+    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
+            else np.zeros(0, dtype=np.uint8))
+    return offsets, data
 
 
 def parse_instant(value: str) -> int | None:
