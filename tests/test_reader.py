@@ -155,3 +155,62 @@ def test_vectorised_parse_matches_row_by_row(texts: list[str]) -> None:
     assert [v for v, e in zip(values, expected, strict=True) if e is not None] == [
         e for e in expected if e is not None
     ]
+
+
+# Every value 19 characters wide, as the canonical form is: the fixed-width fast path decides
+# (a valid time, Feb 30, hour 24, a letter or space where a digit belongs, another separator).
+fixed_width_like = st.builds(
+    lambda date, sep, time: f"{date}{sep}{time}",
+    st.sampled_from(["2021-01-30", "2020-02-29", "2021-02-29", "2021-13-01", "2021-00-10",
+                     "2021-1-30 ", "1677-09-21", "2262-04-12", "0001-01-01", "2021/01/30"]),
+    st.sampled_from([" ", "T", "t", "_"]),
+    st.sampled_from(["00:00:00", "23:59:59", "24:00:00", "10:60:00", "10:00:60", "1a:00:00",
+                     " 9:00:00", "10:00+01", "10:00:0Z"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts=st.one_of(
+    st.lists(fixed_width_like, min_size=1, max_size=20),
+    # Mostly 19 wide, some other forms: the canonical rows are parsed apart from the rest.
+    st.lists(st.one_of(fixed_width_like, fixed_width_like, fixed_width_like, datetime_like),
+             min_size=1, max_size=30),
+))
+def test_fixed_width_parse_matches_row_by_row(texts: list[str]) -> None:
+    instants, unparsed = parse_instants(pa.array(texts, pa.string()))
+    expected = [reference.parse_instant(t) for t in texts]
+    assert sorted(unparsed) == [i for i, e in enumerate(expected) if e is None]
+    values = instants.to_pylist()
+    assert [v for v, e in zip(values, expected, strict=True) if e is not None] == [
+        e for e in expected if e is not None
+    ]
+
+
+def test_canonical_datetimes_and_unpadded_fields_take_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A block in the canonical form with no padding needs neither the regex nor a trim."""
+    import pyarrow.compute as pc
+
+    def unused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the fast path should not need this")
+
+    monkeypatch.setattr(pc, "match_substring_regex", unused)
+    monkeypatch.setattr(pc, "ascii_trim", unused)
+    data = (H + "a,2021-01-30 10:00:00,7\nb c,2021-01-30T23:59:59,x y\n").encode()
+    batches, stats = read_all(data)
+    base = reference.parse_instant("2021-01-30 10:00:00")
+    assert rows_of(batches) == [("a", base, "7"), ("b c", base + (13 * 3600 + 3599) * 10**9, "x y")]
+    assert stats.bad_rows == []
+
+
+@pytest.mark.parametrize("padded", [" a", "a ", "\ta", "a\t", "\t", " "])
+def test_padding_at_either_edge_of_any_value_is_trimmed(padded: str) -> None:
+    rows = [f"id{i},2021-01-30 10:00:00,{i}\n" for i in range(5)]
+    rows[4] = f"id4,2021-01-30 10:00:00,{padded}\n"  # the last value of the block
+    batches, stats = read_all((H + "".join(rows)).encode())
+    got = rows_of(batches)
+    if padded.strip():
+        assert got[-1][2] == "a" and len(got) == 5
+    else:
+        assert len(got) == 4 and [b.reason for b in stats.bad_rows] == ["empty CAMPAIGN_ID"]

@@ -20,6 +20,7 @@ DATETIME_PATTERN = (
 )
 _DATETIME_RE = re.compile(DATETIME_PATTERN)
 _TRIM = " \t"
+_SPACE, _TAB = np.uint8(ord(" ")), np.uint8(ord("\t"))
 # "YYYY-MM-DDTHH:MM:SS.nnnnnnnnn": only a longer string can hold extra fraction digits.
 _LONGEST_NANOSECOND_TEXT = 29
 # The canonical "YYYY-MM-DD HH:MM:SS": its separators' positions, and the fixed-width check's.
@@ -32,7 +33,6 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class _Scalars(NamedTuple):
-    zero: pa.Scalar
     two: pa.Scalar
     epoch_text: pa.Scalar
     utc: pa.Scalar
@@ -44,7 +44,7 @@ class _Scalars(NamedTuple):
 def _scalars() -> _Scalars:
     """Typed scalars, made on first use: a bare Python literal in a compute call, or a scalar
     made at import, makes pyarrow import pandas (40 MB) to check whether it is a pandas value."""
-    return _Scalars(pa.scalar(0, pa.int32()), pa.scalar(2, pa.int32()),
+    return _Scalars(pa.scalar(2, pa.int32()),
                     pa.scalar("1970-01-01 00:00:00", pa.string()), pa.scalar("Z", pa.string()),
                     pa.scalar("", pa.string()), pa.scalar(b"", pa.binary()))
 
@@ -65,12 +65,13 @@ def clean_columns(
         text, broken = _to_utf8(column)
         for i in broken:
             reasons.setdefault(i, f"invalid UTF-8 in {name}")
-        # ascii_trim is safe on UTF-8: space and tab never occur inside a multi-byte sequence.
-        texts.append(pc.ascii_trim(text, _TRIM))
+        texts.append(_trimmed(text))
     for name, text in zip(schema.required, texts, strict=True):
-        lengths = pc.binary_length(text)
-        if n and pc.min(lengths).as_py() == 0:
-            for i in _true_indices(pc.equal(lengths, _scalars().zero)):
+        if not n:
+            continue
+        lengths = np.diff(_offsets_and_data(text)[0])
+        if lengths.min() == 0:
+            for i in np.flatnonzero(lengths == 0).tolist():
                 reasons.setdefault(i, f"empty {name}")
     instants, unparsed = parse_instants(texts[1])
     for i in unparsed:
@@ -88,6 +89,22 @@ def clean_columns(
 def _true_indices(mask: pa.Array) -> list[int]:
     indices: list[int] = pc.indices_nonzero(mask).to_pylist()
     return indices
+
+
+def _trimmed(text: pa.Array) -> pa.Array:
+    """The text without leading and trailing spaces and tabs; itself when no value has any.
+
+    Looking at each value's first and last byte is much cheaper than trimming, which copies
+    the column, and most logs hold no padding at all.
+    """
+    offsets, data = _offsets_and_data(text)
+    filled = offsets[1:] != offsets[:-1]
+    if len(text) and not text.null_count:
+        edges = data[np.concatenate((offsets[:-1][filled], offsets[1:][filled] - 1))]
+        if not np.any((edges == _SPACE) | (edges == _TAB)):
+            return text
+    # ascii_trim is safe on UTF-8: space and tab never occur inside a multi-byte sequence.
+    return pc.ascii_trim(text, _TRIM)
 
 
 def _to_utf8(column: pa.Array) -> tuple[pa.Array, list[int]]:
