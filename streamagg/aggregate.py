@@ -16,6 +16,8 @@ BUCKET, COUNT = "bucket", "count"
 # Partial counts are re-folded once they outgrow twice the last fold (and at least this many
 # rows), so memory follows the distinct pairs, not the number of batches folded.
 _MIN_REFOLD_ROWS = 65_536
+# Below this many (group, bucket) cells, or twice the rows, pairs are counted on a dense grid.
+_MIN_DENSE_CELLS = 1 << 16
 # ASCII digits only: int() would also take "٣", which no other engine or reader calls a number.
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
@@ -120,7 +122,18 @@ def sum_per_pair(groups: pa.Array | pa.ChunkedArray, buckets: np.ndarray,
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     low = int(buckets.min())
     span = int(buckets.max()) - low + 1
-    if span * len(encoded.dictionary) < 2**62:
+    cells = span * len(encoded.dictionary)
+    if cells <= max(_MIN_DENSE_CELLS, 2 * len(codes)) and counts is None:
+        # Few groups and buckets (a day of hours): count every cell of the grid in one pass
+        # and keep the cells that were hit, with no second hash table.
+        grid = np.bincount(codes * span + (buckets - low), minlength=cells)
+        hit = np.flatnonzero(grid)
+        return pa.table({
+            GROUP: encoded.dictionary.take(pa.array(hit // span)),
+            BUCKET: pa.array(hit % span + low, pa.int64()),
+            COUNT: pa.array(grid[hit], pa.int64()),
+        })
+    if cells < 2**62:
         # One integer per pair, numbered by a hash table in one pass.
         pairs = pc.dictionary_encode(pa.array(codes * span + (buckets - low)))
         slots = pairs.indices.to_numpy(zero_copy_only=False)

@@ -130,3 +130,38 @@ def test_sum_per_pair_matches_a_counter_also_for_far_apart_buckets(
               table.column("count").to_pylist(), strict=True)
     assert {(g, b): c for g, b, c in got} == dict(want)
     assert table.num_rows == len(want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "10", "\u00e9", ""]),
+                  st.sampled_from([-3, 0, 1, 23, 70_000, 10**7])),
+        min_size=1, max_size=60,
+    ),
+)
+def test_sum_per_pair_of_single_rows_matches_a_counter(pairs: list[tuple[str, int]]) -> None:
+    # Close buckets take the dense grid; buckets 10**7 apart the hash of packed pairs.
+    groups, buckets = zip(*pairs, strict=True)
+    table = aggregate.sum_per_pair(pa.array(groups), np.array(buckets, np.int64))
+    got = zip(table.column("group").to_pylist(), table.column("bucket").to_pylist(),
+              table.column("count").to_pylist(), strict=True)
+    assert {(g, b): c for g, b, c in got} == dict(Counter(pairs))
+    assert table.num_rows == len(set(pairs))
+
+
+def test_a_day_of_hours_is_counted_with_one_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups are hashed once; the (group, hour) pairs of a day go to a dense grid."""
+    calls = []
+    encode = aggregate.pc.dictionary_encode
+
+    def counted(*args: object, **kwargs: object) -> pa.Array:
+        calls.append(1)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(aggregate.pc, "dictionary_encode", counted)
+    groups = pa.array([str(i % 50) for i in range(10_000)])
+    buckets = np.arange(10_000, dtype=np.int64) % 24 + 480_000
+    table = aggregate.sum_per_pair(groups, buckets)
+    assert len(calls) == 1
+    assert table.num_rows == 600 and sum(table.column("count").to_pylist()) == 10_000
