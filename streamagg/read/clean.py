@@ -23,11 +23,11 @@ _TRIM = " \t"
 _SPACE, _TAB = np.uint8(ord(" ")), np.uint8(ord("\t"))
 # "YYYY-MM-DDTHH:MM:SS.nnnnnnnnn": only a longer string can hold extra fraction digits.
 _LONGEST_NANOSECOND_TEXT = 29
-# The canonical "YYYY-MM-DD HH:MM:SS": its separators' positions, and the fixed-width check's.
+# The canonical "YYYY-MM-DD HH:MM:SS": each column's lowest byte and its range of bytes.
 _CANONICAL_WIDTH = 19
-_SEPARATOR_INDEX = np.array([4, 7, 13, 16])
-_SEPARATORS = np.frombuffer(b"--::", dtype=np.uint8)
-_SEPARATOR_COLUMNS = np.isin(np.arange(_CANONICAL_WIDTH), [4, 7, 10, 13, 16])
+_CANONICAL_LOW = np.frombuffer(b"0000-00-00 00:00:00", dtype=np.uint8)
+_CANONICAL_RANGE = np.frombuffer(b"9999-99-99T99:99:99", dtype=np.uint8) - _CANONICAL_LOW
+_T = np.uint8(ord("T"))
 _NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -189,13 +189,12 @@ def _fixed_width_instants(text: pa.Array) -> pa.Array | None:
             np.diff(offsets) == _CANONICAL_WIDTH):
         return None
     matrix = data[start:start + _CANONICAL_WIDTH * n].reshape(n, _CANONICAL_WIDTH)
-    # One comparison against the template: digits map to 0..9 after subtracting '0', and the
-    # separators are compared where the digit check does not apply.
-    shifted = matrix - np.uint8(ord("0"))
-    ok = np.all((shifted <= 9) | _SEPARATOR_COLUMNS, axis=1)
-    if not ok.all() or not np.all(matrix[:, _SEPARATOR_INDEX] == _SEPARATORS):
+    # Each byte minus its column's lowest allowed value (wrapping below it) must be within the
+    # column's range: 0..9 for digits, 0 for '-' and ':'; the separator is checked on its own.
+    if not np.all(matrix - _CANONICAL_LOW <= _CANONICAL_RANGE):
         return None
-    if not np.all((matrix[:, 10] == ord(" ")) | (matrix[:, 10] == ord("T"))):
+    separator = matrix[:, 10]
+    if not np.all((separator == _SPACE) | (separator == _T)):
         return None
     try:
         return pc.cast(pc.cast(text, pa.timestamp("ns")), pa.int64())
