@@ -16,20 +16,18 @@ from ..config import Config
 from ..dedup import make_deduper
 from ..errors import StorageError
 from ..outputs.hourly import tally_buckets
-from ..outputs.manifest import InputRecord
-from ..outputs.rejects import RejectsFile
 from ..reader import INSTANT, FileStats, locate_bad_rows, open_decompressed, read_batches
 from ..sources import InputFile, Storage
-from . import DayCounts, ProgressCallback
+from . import Books, DayCounts, FileResult, RunContext
 from .prefetch import ordered_prefetch
 
 # gzip typically shrinks these logs about 5x; the spill backend sizes its partitions from this.
 GZIP_RATIO = 5
 
 
-def count_day(config: Config, source: Storage, inputs: list[InputFile], work: str,
-              rejects: RejectsFile, on_file_done: ProgressCallback | None = None) -> DayCounts:
+def count_day(run: RunContext, books: Books) -> DayCounts:
     """Read, de-duplicate and count the day on this machine, within ``config.memory_limit``."""
+    config, source, inputs, work = run.config, run.source, run.inputs, run.work
     expected = sum(i.size * (GZIP_RATIO if i.gzip else 1) for i in inputs)
     result = DayCounts(HourlyCounts(config.schema.grain_seconds))
 
@@ -59,13 +57,10 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
                               config.schema.grain_seconds)
             elif isinstance(batch_or_stats, FileStats):
                 stats = batch_or_stats
-                result.rows_read += stats.rows_read
-                result.empty_files += stats.empty
-                result.files.append(InputRecord(item, stats.rows_read, len(stats.bad_rows)))
-                rejects.write(stats.bad_rows, result.rows_read)
-            elif on_file_done:
-                on_file_done(item)
-        rejects.check(result.rows_read)
+                books.bad_rows(stats.bad_rows, read_so_far=stats.rows_read)
+                books.file_done(item, FileResult(stats.rows_read, len(stats.bad_rows),
+                                                 stats.empty))
+        books.all_read()
         try:
             dedup.fold_into(result.counts)
         except OSError as err:
