@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.abc
 import logging
 import signal
 import sys
@@ -22,6 +21,7 @@ from ..config import (
     parse_size,
 )
 from ..errors import StreamaggError, UsageError
+from ..pandas_guard import keep_pandas_out
 from . import logs
 from .allocators import tune_allocators
 from .backfill import run_days
@@ -113,7 +113,7 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
          skip_unchanged: bool, check: bool, plot: bool) -> int:
     """Aggregate one day of ad impressions: DATE is YYYY-MM-DD (with --to, a range of days)."""
     if engine == "local":  # pyspark's Arrow functions need pandas on the Spark engine's driver
-        _keep_pandas_out()
+        keep_pandas_out()
     _terminate_cleanly()
     _quiet_pyarrow_row_text()
     console = logs.setup(log_format)
@@ -131,13 +131,6 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
     mode = "check" if check else "skip-unchanged" if skip_unchanged else "run"
     return run_days(config, until=parse_day(to) if to is not None else None, mode=mode,
                     keep_going=keep_going, progress=progress, console=console)
-
-
-class _NoPandas(importlib.abc.MetaPathFinder):
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError("streamagg keeps pandas out of its process")
-        return None
 
 
 class _Terminated(KeyboardInterrupt):
@@ -165,10 +158,3 @@ def _quiet_pyarrow_row_text() -> None:
         default(unraisable)
 
     sys.unraisablehook = hook
-
-
-def _keep_pandas_out() -> None:
-    """pyarrow imports pandas, when installed, on its first conversion of a Python value,
-    which costs about 40 MB of a 256 MB budget for nothing: the command never needs it."""
-    if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoPandas())
