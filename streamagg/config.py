@@ -7,12 +7,11 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import UsageError
+from .registry import DEDUPE_BACKENDS, ENGINES
 
 DEFAULT_SOURCE = "./data"
 DEFAULT_INITIALS = "SA"
 DEFAULT_MEMORY_LIMIT = "256MB"
-DEDUPE_BACKENDS = ("spill", "sqlite")
-ENGINES = ("local", "spark")
 LOG_FORMATS = ("text", "json")
 # Python, pyarrow and numpy alone take about 90 MB resident: below this no working set is left.
 MIN_MEMORY_LIMIT = 128 * 2**20
@@ -148,10 +147,11 @@ class Config:
                 f"{MIN_MEMORY_LIMIT // 2**20}MB"
             )
         if self.dedupe not in DEDUPE_BACKENDS:
-            raise UsageError(f"invalid dedupe backend {self.dedupe!r}: expected spill or sqlite")
+            raise UsageError(f"invalid dedupe backend {self.dedupe!r}: expected "
+                             f"{DEDUPE_BACKENDS.expected()}")
         if self.engine not in ENGINES:
             raise UsageError(
-                f"engine {self.engine!r} is not available: expected {' or '.join(ENGINES)}")
+                f"engine {self.engine!r} is not available: expected {ENGINES.expected()}")
         if self.log_format not in LOG_FORMATS:
             raise UsageError(f"invalid log format {self.log_format!r}: expected text or json")
         if self.workers is not None and self.workers < 1:

@@ -34,7 +34,8 @@ _GROUP_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])
 class SpillDeduper:
     """Keys are hash-partitioned on their id into spill files; a partition fits in memory."""
 
-    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0) -> None:
+    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0,
+                 grain_seconds: int = 3600) -> None:  # the grain: `fold_into`'s counts carry it
         self.stats = DedupStats()
         # mkdtemp creates the folder 0700: spilled keys are customer data.
         self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)

@@ -32,8 +32,8 @@ class SqliteDeduper:
     end (a GROUP BY over it took a fifth of the run).
     """
 
-    def __init__(self, *, tmp_dir: str | None, memory_limit: int,
-                 grain_seconds: int = 3600) -> None:
+    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0,
+                 grain_seconds: int = 3600) -> None:  # sqlite grows as it needs: no size hint
         self.stats = DedupStats()
         self.folder = tempfile.mkdtemp(prefix="streamagg-sqlite-", dir=tmp_dir)
         self.path = os.path.join(self.folder, "keys.sqlite")

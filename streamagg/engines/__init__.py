@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from ..aggregate import HourlyCounts
 from ..config import Config
 from ..reader import BadRow
+from ..registry import ENGINES
 from ..sources import InputFile, Storage
 
 ProgressCallback = Callable[[InputFile], None]
@@ -71,13 +72,5 @@ class Engine(Protocol):
 
 
 def engine_for(name: str) -> Engine:
-    """The engine named by ``--engine``."""
-    if name == "local":
-        from .local import count_day
-
-        return count_day
-    if name == "spark":
-        from .spark import count_day as count_day_on_spark
-
-        return count_day_on_spark
-    raise ValueError(f"unknown engine {name!r}")
+    """The engine named by ``--engine``, imported on first use (pyspark only for Spark)."""
+    return cast(Engine, ENGINES.load(name))

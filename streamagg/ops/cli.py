@@ -11,17 +11,10 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..config import (
-    DEDUPE_BACKENDS,
-    ENGINES,
-    LOG_FORMATS,
-    BadRowLimit,
-    Config,
-    parse_day,
-    parse_size,
-)
+from ..config import LOG_FORMATS, BadRowLimit, Config, parse_day, parse_size
 from ..errors import StreamaggError, UsageError
 from ..pandas_guard import keep_pandas_out
+from ..registry import DEDUPE_BACKENDS, ENGINES
 from . import logs
 from .allocators import tune_allocators
 from .backfill import run_days
@@ -77,11 +70,12 @@ def _fail(message: str, code: int, log_format: str) -> None:
               help="Rows per record batch.")
 @click.option("--memory-limit", default="256MB", show_default=True,
               help="Working-set budget, e.g. 256MB or 1GB.")
-@click.option("--dedupe", type=click.Choice(DEDUPE_BACKENDS), default="spill", show_default=True,
+@click.option("--dedupe", type=click.Choice(DEDUPE_BACKENDS.names), default="spill",
+              show_default=True,
               help="On-disk key set: hash-partitioned spill files or a sqlite key table.")
 @click.option("--tmp-dir", type=click.Path(file_okay=False), default=None,
               help="Where spill files go; removed at exit. [default: system temp]")
-@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES.names), default="local", show_default=True,
               help="Where the work runs.")
 @click.option("--spark-master", default="local[*]", show_default=True,
               help="Spark master for --engine spark: local[N], yarn, spark://host:port. "
