@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 
+from .budget import MIN_MEMORY_LIMIT
 from .errors import UsageError
 from .registry import DEDUPE_BACKENDS, ENGINES
 
@@ -13,8 +14,6 @@ DEFAULT_SOURCE = "./data"
 DEFAULT_INITIALS = "SA"
 DEFAULT_MEMORY_LIMIT = "256MB"
 LOG_FORMATS = ("text", "json")
-# Python, pyarrow and numpy alone take about 90 MB resident: below this no working set is left.
-MIN_MEMORY_LIMIT = 128 * 2**20
 
 _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _INITIALS_RE = re.compile(r"[A-Za-z]{1,8}")

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..aggregate import HourlyCounts, sum_per_pair
+from ..budget import Budget
 from ..errors import StorageError
 from ..reader import GROUP, INSTANT, KEY
 from . import DedupStats, exact_keys
@@ -40,11 +41,9 @@ class SqliteDeduper:
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # sqlite keeps the mode
         self._arrived = HourlyCounts(grain_seconds)
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        # The page cache is the only large allocation. A thirty-second of the budget: on a
-        # 10M-row day a cache of 4 to 32 MB made no difference to the time (the kernel's page
-        # cache serves the rest), and a larger one cost the 128 MB limit. The database is
-        # scratch: no journal, no fsync.
-        cache_kib = max(memory_limit // 32 // 1024, 2048)
+        # The page cache is the only large allocation (its share: `Budget.sqlite_cache_kib`).
+        # The database is scratch: no journal, no fsync.
+        cache_kib = Budget.of(memory_limit).sqlite_cache_kib
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE",
                        "locking_mode=EXCLUSIVE", f"cache_size=-{cache_kib}"):
             self._db.execute(f"PRAGMA {pragma}")
