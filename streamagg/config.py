@@ -121,7 +121,6 @@ class Config:
     max_bad_rows: BadRowLimit = field(default_factory=lambda: BadRowLimit(fraction=0.01))
     dry_run: bool = False
     log_format: str = "text"
-    progress: bool = False
     schema: Schema = field(default_factory=Schema)
     workers: int | None = None
     spark_master: str = "local[*]"  # ignored when a Spark session is already running

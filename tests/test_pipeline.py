@@ -12,7 +12,7 @@ from streamagg import pipeline
 from streamagg.aggregate import HourlyCounts
 from streamagg.config import Config
 from streamagg.engines import Books, DayCounts, FileResult, RunContext, engine_for
-from streamagg.errors import BadDataError
+from streamagg.errors import BadDataError, StorageError
 from streamagg.reader import BadRow
 
 DAY = "2021-01-30"
@@ -39,6 +39,7 @@ def reporting_engine(bad_per_file: int, rows_per_file: int = 10):
         result = DayCounts(HourlyCounts(run.config.schema.grain_seconds))
         # Nothing survives: every good row counts as a duplicate, so the totals add up.
         result.duplicates = (rows_per_file - bad_per_file) * len(run.inputs)
+        result.clean_per_bucket = {0: result.duplicates}
         return result
 
     return count_day
@@ -84,3 +85,19 @@ def test_the_day_layout_names_every_published_file() -> None:
         "2021/01/30/daily_agg_20210130_XY.csv", "2021/01/30/_daily_agg_20210130_XY.rejects.csv",
         "2021/01/30/_daily_agg_20210130_XY.png", "2021/01/30/_daily_agg_20210130_XY.manifest.json")
     assert layout.under("state") == "2021/01/30/state"
+
+
+def test_clean_rows_that_do_not_add_up_publish_nothing(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    source = partition(tmp_path / "in", ["a.csv"])
+    engine = reporting_engine(0)
+
+    def unreported(run: RunContext, books: Books) -> DayCounts:
+        result = engine(run, books)
+        result.clean_per_bucket = {}  # an engine that forgot to report them
+        return result
+
+    monkeypatch.setattr(pipeline, "engine_for", lambda name: unreported)
+    with pytest.raises(StorageError, match="clean rows per bucket do not add up"):
+        pipeline.run_day(Config(day=DAY, source=str(source), dest=str(tmp_path / "out")))
+    assert not (tmp_path / "out" / "2021").exists()

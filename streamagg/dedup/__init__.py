@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -25,7 +24,7 @@ class DedupStats:
 
 
 class Deduper(Protocol):
-    """Feed clean batches (key, instant, group) in the day's order; read back the first occurrences.
+    """Feed clean batches (key, instant, group) in the day's order; fold the first occurrences.
 
     Implementations own their temporary files and remove them in `close`, also on failure.
     """
@@ -35,12 +34,9 @@ class Deduper(Protocol):
     def add(self, batch: pa.RecordBatch) -> None:
         """Take the next rows of the day, in file order then row order."""
 
-    def survivors(self) -> Iterator[pa.RecordBatch]:
-        """The first occurrence of every key, as batches of (group, instant), in no set order."""
-
     def fold_into(self, counts: HourlyCounts) -> None:
-        """Add the first occurrences to ``counts``, the way this backend does it fastest, and
-        fill in `stats`; equal to folding every batch of `survivors`."""
+        """Add the first occurrence of every key to ``counts``, the way this backend does it
+        fastest, and fill in `stats`."""
 
     def close(self) -> None:
         """Remove every temporary file."""

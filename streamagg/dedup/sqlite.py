@@ -6,7 +6,6 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +16,6 @@ from ..errors import StorageError
 from ..reader import GROUP, INSTANT, KEY
 from . import DedupStats, exact_keys
 
-_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])
 _FETCH = 20_000
 _SLICE = 8_192
 
@@ -77,18 +75,6 @@ class SqliteDeduper:
                     exact_keys(part.column(KEY), part.column(INSTANT)).to_pylist(),
                     part.column(GROUP).to_pylist(), strict=True))
             self._db.execute("COMMIT")
-        except sqlite3.Error as err:
-            raise StorageError(f"sqlite key table failed: {err}", uri=self.path) from err
-
-    def survivors(self) -> Iterator[pa.RecordBatch]:
-        try:
-            self._read_dropped(None)
-            cursor = self._db.execute("SELECT grp, substr(k, 1, 8) FROM keys")
-            while rows := cursor.fetchmany(_FETCH):
-                groups, prefixes = zip(*rows, strict=True)
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(groups, pa.string()), pa.array(_instants(prefixes), pa.int64())],
-                    schema=_OUT)
         except sqlite3.Error as err:
             raise StorageError(f"sqlite key table failed: {err}", uri=self.path) from err
 

@@ -119,7 +119,7 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
         chunk_size=chunk_size, memory_limit=parse_size(memory_limit), dedupe=dedupe,
         tmp_dir=tmp_dir, engine=engine, endpoint_url=endpoint_url,
         max_bad_rows=BadRowLimit.parse(max_bad_rows), dry_run=dry_run, log_format=log_format,
-        progress=bool(progress), spark_master=spark_master, plot=plot,
+        spark_master=spark_master, plot=plot,
     )
     tune_allocators(memory_limit=config.memory_limit)
     mode = "check" if check else "skip-unchanged" if skip_unchanged else "run"
