@@ -17,6 +17,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..units import human_bytes
+
 __all__ = ["GeneratedDay", "generate_day", "main", "REQUIRED_COLUMNS", "ALL_COLUMNS"]
 
 REQUIRED_COLUMNS = ("IMPRESSION_ID", "IMPRESSION_DATETIME", "CAMPAIGN_ID")
@@ -680,13 +682,6 @@ def _iter_sizes(paths: Sequence[Path]) -> Iterator[tuple[Path, int]]:
         yield path, path.stat().st_size
 
 
-def _human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    return f"{size:.1f} GB"
-
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -727,10 +722,10 @@ def main(out: Path, day: dt.datetime, rows: int, files: int, duplicate_rate: flo
     except ValueError as err:
         raise click.UsageError(str(err)) from err
     for path, size in _iter_sizes(result.paths):
-        click.echo(f"{path}\t{_human_bytes(size)}")
+        click.echo(f"{path}\t{human_bytes(size)}")
     click.echo(
         f"wrote {result.rows:,} rows in {len(result.paths)} files, "
-        f"{_human_bytes(result.bytes)} total, to {result.partition}: "
+        f"{human_bytes(result.bytes)} total, to {result.partition}: "
         f"{result.impressions:,} impressions, {result.duplicates:,} duplicates "
         f"({result.conflicting_duplicates:,} conflicting), {result.bad_rows:,} bad rows, "
         f"{result.outside_day:,} outside the day"
