@@ -17,7 +17,7 @@ from streamagg.sources import InputFile
 from streamagg.sources.local import LocalStorage
 from streamagg.units import human_bytes, human_duration
 from tests.conftest import DAY, DAY_ARG, OUTPUT_NAME, day_path
-from tests.operator.helpers import GOOD, H, assert_ok
+from tests.ops.helpers import GOOD, H, assert_ok
 
 Cli = Callable[..., Result]
 

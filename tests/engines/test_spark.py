@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 pyspark_sql = pytest.importorskip("pyspark.sql", reason="the spark extra is not installed")
 pytestmark = pytest.mark.spark
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 H = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
 LENIENT = {"max_bad_rows": "100%"}
 
