@@ -23,8 +23,9 @@ help:
 	@echo "make demo          generate a sample day under $(DEMO_DATA) and aggregate it"
 	@echo "make test          run the test suite"
 	@echo "make lint          ruff, mypy and the import contracts (lint-imports)"
-	@echo "make bench         benchmark against DuckDB, Polars and pandas (10M rows)"
-	@echo "make bench-large   the same with 100M rows (long; needs ~25 GB of disk)"
+	@echo "make bench         benchmark against DuckDB, Polars, pandas and a parse-only floor"
+	@echo "                   (10M rows, both data shapes: mixed and adlog)"
+	@echo "make bench-large   the same with 100M rows, mixed shape (long; needs ~25 GB of disk)"
 	@echo "make clean         remove the venv, caches and generated data"
 
 $(PY):
@@ -82,11 +83,16 @@ lint: install-dev
 	$(VENV)/bin/mypy streamagg
 	$(VENV)/bin/lint-imports
 
+# Both data shapes, one after the other; each writes its own results/10M-24files-<shape>.md.
+# Extra options for run.py go in BENCH_ARGS, e.g. BENCH_ARGS="--skip pandas streamagg-spark".
+BENCH_ARGS ?=
 bench: install $(BENCH_STAMP)
-	$(PY) benchmarks/run.py --rows 10000000 --files 24
+	$(PY) benchmarks/run.py --rows 10000000 --files 24 --shape mixed $(BENCH_ARGS)
+	$(PY) benchmarks/run.py --rows 10000000 --files 24 --shape adlog $(BENCH_ARGS)
 
 bench-large: install $(BENCH_STAMP)
-	$(PY) benchmarks/run.py --rows 100000000 --files 96 --repeats 1 --skip pandas
+	$(PY) benchmarks/run.py --rows 100000000 --files 96 --repeats 1 --shape mixed --skip pandas \
+		$(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis \
