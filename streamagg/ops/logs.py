@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
+from ..budget import RELIABLE_MEMORY_LIMIT
 from ..errors import printable
 from ..units import human_bytes
 
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
     from ..pipeline import RunReport
 
 log = logging.getLogger("streamagg")
-
-# The smallest --memory-limit that holds on every machine measured, a fresh install included.
-RELIABLE_MEMORY_LIMIT = 192 * 2**20
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
