@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from ..aggregate import HourlyCounts
 from ..reader import CLEAN_SCHEMA, GROUP, INSTANT, KEY
-from . import DedupStats, exact_keys
+from . import DedupStats, KeySetState, exact_keys
 
 # Working memory of one partition's de-duplication per byte spilled (key strings, dictionary
 # hash table, codes, masks), measured on generated days and rounded up.
@@ -28,14 +28,22 @@ SPLIT_FANOUT = 16
 # splitting them one by one cost more than the de-duplication itself on a 100M-row day.
 SPLIT_BATCH_ROWS = 65_536
 _Done = tuple[pa.RecordBatch, int, int]  # first occurrences, duplicates, conflicts
-_GROUP_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])
+_GROUP_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64()), (KEY, pa.string())])
+# A kept partition's segment files: the exact key (see `exact_keys`) and its first group.
+STATE_SCHEMA = pa.schema([("k", pa.binary()), (GROUP, pa.string())])
+# A partition's segments are merged into one when an incremental run would add one more than
+# this: each refresh reads every segment anyway, so the merge costs only the write.
+MAX_SEGMENTS = 8
 
 
 class SpillDeduper:
     """Keys are hash-partitioned on their id into spill files; a partition fits in memory."""
 
-    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0) -> None:
+    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0,
+                 state: KeySetState | None = None) -> None:
         self.stats = DedupStats()
+        self._state = state
+        self._kept: dict[int, tuple[pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
         # mkdtemp creates the folder 0700: spilled keys are customer data.
         self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
         # Half of what the runtime leaves for one partition's work; the other half is what the
@@ -47,6 +55,9 @@ class SpillDeduper:
         self.partition_budget = max(working // 2 // self.threads, 8 * 2**20)
         wanted = expected_bytes * WORK_PER_SPILLED_BYTE // self.partition_budget + 1
         self.partitions = min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length()))
+        if state is not None and state.resume:
+            # New keys must meet the stored ones: the stored partitioning decides.
+            self.partitions = int(state.record["partitions"])
         self._writers = _PartitionWriters(self.folder, "p", self.partitions, CLEAN_SCHEMA)
 
     def __enter__(self) -> SpillDeduper:
@@ -59,29 +70,150 @@ class SpillDeduper:
         self._writers.write(batch, partition_by_instant(batch.column(INSTANT), self.partitions))
 
     def survivors(self) -> Iterator[pa.RecordBatch]:
+        if self._state is not None and self._state.resume:
+            yield from self._resumed_survivors(self._state)
+            return
         paths = self._writers.close()
         # Partitions are independent and Arrow's kernels release the GIL: a few at once, in a
         # window as wide as the pool so no more than that are in memory.
         with ThreadPoolExecutor(max_workers=self.threads,
                                 thread_name_prefix="streamagg-dedup") as pool:
-            window: deque[Future[list[_Done]]] = deque()
+            window: deque[tuple[str, Future[list[_Done]]]] = deque()
             for path in paths:
-                window.append(pool.submit(self._partition_survivors, path, 1))
+                window.append((path, pool.submit(self._partition_survivors, path, 1)))
                 if len(window) >= self.threads:
-                    yield from self._collect(window.popleft().result())
+                    done_path, done = window.popleft()
+                    yield from self._collect(done.result(), done_path)
             while window:
-                yield from self._collect(window.popleft().result())
+                done_path, done = window.popleft()
+                yield from self._collect(done.result(), done_path)
+        if self._state is not None:
+            self._finish_kept(self._state, {})
 
     def fold_into(self, counts: HourlyCounts) -> None:
         for batch in self.survivors():
             counts.fold(batch)
 
-    def _collect(self, done: list[_Done]) -> Iterator[pa.RecordBatch]:
+    def _collect(self, done: list[_Done], path: str) -> Iterator[pa.RecordBatch]:
         for batch, duplicates, conflicts in done:
             self.stats.duplicates += duplicates
             self.stats.conflicting_duplicates += conflicts
             if batch.num_rows:
+                if self._state is not None:
+                    self._keep(_partition_index(path), batch)
                 yield batch
+
+    # The kept state: each partition's first occurrences as (exact key, group) segment files.
+
+    def _keep(self, index: int, batch: pa.RecordBatch) -> None:
+        """Add first occurrences of partition ``index`` to this run's segment of it."""
+        entry = self._kept.get(index)
+        if entry is None:
+            assert self._state is not None
+            name = f"{self._state.generation}-p{index:04d}.arrow"
+            sink = _private_file(os.path.join(self._state.folder, name))
+            entry = (sink, pa.ipc.new_stream(sink, STATE_SCHEMA))
+            self._kept[index] = entry
+            self._state.written.append(name)
+        entry[1].write_batch(_state_batch(batch))
+
+    def _finish_kept(self, state: KeySetState, stored: dict[int, list[str]]) -> None:
+        """Close this run's segments; record every partition's segments for the next run."""
+        for sink, writer in self._kept.values():
+            writer.close()
+            sink.close()
+        segments = dict(stored)
+        for index in self._kept:
+            name = f"{state.generation}-p{index:04d}.arrow"
+            merged = len(segments.get(index, [])) + 1 > MAX_SEGMENTS
+            segments[index] = [name] if merged else [*segments.get(index, []), name]
+        self._kept = {}
+        state.record = {"partitions": self.partitions, "seed": 0,
+                        "segments": {str(i): segments[i] for i in sorted(segments)}}
+
+    def _resumed_survivors(self, state: KeySetState) -> Iterator[pa.RecordBatch]:
+        """First occurrences among the new rows that no stored key already holds."""
+        stored = {int(i): list(names) for i, names in state.record["segments"].items()}
+        for path in self._writers.close():
+            index = _partition_index(path)
+            with pa.ipc.open_stream(pa.OSFile(path)) as stream:
+                table = stream.read_all()
+            os.unlink(path)
+            names = stored.get(index, [])
+            if len(names) + 1 > MAX_SEGMENTS:  # merged while they are read anyway
+                self._keep_open(state, index)
+            batch, duplicates, conflicts = self._against_stored(state, index, table, names)
+            self.stats.duplicates += duplicates
+            self.stats.conflicting_duplicates += conflicts
+            if batch.num_rows:
+                self._keep(index, batch)
+                yield batch
+        self._finish_kept(state, stored)
+
+    def _keep_open(self, state: KeySetState, index: int) -> None:
+        if index not in self._kept:
+            name = f"{state.generation}-p{index:04d}.arrow"
+            sink = _private_file(os.path.join(state.folder, name))
+            self._kept[index] = (sink, pa.ipc.new_stream(sink, STATE_SCHEMA))
+            state.written.append(name)
+
+    def _against_stored(self, state: KeySetState, index: int, table: pa.Table,
+                        names: list[str]) -> _Done:
+        """De-duplicate one partition's new rows against themselves and its stored keys.
+
+        The hash table is over the new rows only; stored segments are streamed past it, so
+        memory follows the new rows, however large the day's key set has grown. A stored key
+        came first (new files sort after every recorded one), so a new row holding it is a
+        duplicate, conflicting when its group differs from the stored group.
+        """
+        if not table.num_rows:
+            return pa.RecordBatch.from_pylist([], schema=_GROUP_OUT), 0, 0
+        encoded = pc.dictionary_encode(exact_keys(table.column(KEY), table.column(INSTANT)))
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        unique = encoded.dictionary
+        _, first_row = np.unique(codes, return_index=True)
+        matched_codes: list[np.ndarray] = []
+        matched_groups: list[pa.Array] = []
+        merging = self._kept.get(index)
+        for name in names:
+            local = state.stored_path(name)
+            try:
+                with pa.ipc.open_stream(pa.OSFile(local)) as stream:
+                    for stored in stream:
+                        if merging is not None:
+                            merging[1].write_batch(stored)
+                        found = pc.index_in(stored.column(0), value_set=unique)
+                        hit = found.is_valid()
+                        if pc.any(hit).as_py():
+                            matched_codes.append(
+                                found.filter(hit).to_numpy(zero_copy_only=False).astype(np.int64))
+                            matched_groups.append(stored.column(1).filter(hit))
+            finally:
+                state.release(local)
+        groups = table.column(GROUP).combine_chunks()
+        first_group = groups.take(pa.array(first_row))
+        matched = np.zeros(len(unique), dtype=bool)
+        if matched_codes:
+            hits = np.concatenate(matched_codes)
+            matched[hits] = True
+            # The group a key first had: the stored one where the key was stored.
+            where = np.arange(len(unique), dtype=np.int64)
+            where[hits] = len(unique) + np.arange(len(hits), dtype=np.int64)
+            first_group = pa.concat_arrays([first_group, *matched_groups]).take(pa.array(where))
+        keep = np.zeros(len(codes), dtype=bool)
+        keep[first_row] = True
+        keep &= ~matched[codes]
+        dropped = ~keep
+        duplicates = int(dropped.sum())
+        conflicts = 0
+        if duplicates:
+            mask = pa.array(dropped)
+            conflicts = int(pc.sum(pc.not_equal(
+                groups.filter(mask), first_group.take(pa.array(codes[dropped])))).as_py() or 0)
+        kept = table.select([GROUP, INSTANT, KEY]).filter(pa.array(keep)).combine_chunks()
+        batch = (kept.to_batches()[0] if kept.num_rows
+                 else pa.RecordBatch.from_pylist([], schema=_GROUP_OUT))
+        return batch, duplicates, conflicts
 
     def _partition_survivors(self, path: str, depth: int) -> list[_Done]:
         size = os.path.getsize(path)
@@ -146,6 +278,12 @@ class SpillDeduper:
         return done
 
     def close(self) -> None:
+        for sink, writer in self._kept.values():
+            try:
+                writer.close()
+                sink.close()
+            except OSError:
+                pass  # the run failed; its segments are never published
         try:
             self._writers.close()
         except OSError:
@@ -160,10 +298,22 @@ def _survivors_of(table: pa.Table) -> _Done:
         return pa.RecordBatch.from_pylist([], schema=_GROUP_OUT), 0, 0
     keep, duplicates, conflicts = first_occurrences(
         table.column(KEY), table.column(INSTANT), table.column(GROUP))
-    kept = table.select([GROUP, INSTANT]).filter(pa.array(keep)).combine_chunks()
+    kept = table.select([GROUP, INSTANT, KEY]).filter(pa.array(keep)).combine_chunks()
     batch = (kept.to_batches()[0] if kept.num_rows
              else pa.RecordBatch.from_pylist([], schema=_GROUP_OUT))
     return batch, duplicates, conflicts
+
+
+def _partition_index(path: str) -> int:
+    """The top-level partition of a spill file named ``pNNNN.arrow``."""
+    return int(os.path.basename(path)[1:5])
+
+
+def _state_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """First occurrences as a kept segment's rows: exact key and group."""
+    return pa.RecordBatch.from_arrays(
+        [exact_keys(batch.column(KEY), batch.column(INSTANT)), batch.column(GROUP)],
+        schema=STATE_SCHEMA)
 
 
 def _by_partition(batch: pa.RecordBatch, partition: np.ndarray,

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ..aggregate import HourlyCounts
 from ..config import Config
-from ..dedup import make_deduper
+from ..dedup import KeySetState, make_deduper
 from ..errors import StorageError
 from ..outputs.hourly import tally_buckets
 from ..outputs.manifest import InputRecord
@@ -28,8 +28,12 @@ GZIP_RATIO = 5
 
 
 def count_day(config: Config, source: Storage, inputs: list[InputFile], work: str,
-              rejects: RejectsFile, on_file_done: ProgressCallback | None = None) -> DayCounts:
-    """Read, de-duplicate and count the day on this machine, within ``config.memory_limit``."""
+              rejects: RejectsFile, on_file_done: ProgressCallback | None = None, *,
+              keys: KeySetState | None = None) -> DayCounts:
+    """Read, de-duplicate and count the day on this machine, within ``config.memory_limit``.
+
+    With ``keys``, the key set starts from (and is kept as) the day's state: ``inputs`` are
+    then the new files only, and the result counts them alone."""
     expected = sum(i.size * (GZIP_RATIO if i.gzip else 1) for i in inputs)
     result = DayCounts(HourlyCounts(config.schema.grain_seconds))
 
@@ -40,7 +44,7 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
 
     with make_deduper(config.dedupe, tmp_dir=work, memory_limit=config.memory_limit,
                       expected_bytes=expected,
-                      grain_seconds=config.schema.grain_seconds) as dedup:
+                      grain_seconds=config.schema.grain_seconds, state=keys) as dedup:
         # Files are parsed on reader threads (Arrow releases the GIL) but reach the
         # de-duplication strictly in file order, so the first occurrence stays first.
         workers = config.workers or default_workers(config.memory_limit)

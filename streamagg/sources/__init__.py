@@ -45,6 +45,12 @@ class Storage(Protocol):
     def uri_of(self, relative: str) -> str:
         """The full URI of a path below the root."""
 
+    def fetch(self, relative: str, local_path: str) -> bool:
+        """Copy ``relative`` to a local file, streamed; False when it does not exist."""
+
+    def list_below(self, relative: str) -> list[str]:
+        """Every object below the folder ``relative`` (hidden names too), as relative paths."""
+
 
 def is_input_name(relative: str) -> bool:
     """SPEC's input rule: ``.csv``/``.csv.gz``, no part of the path hidden by ``_`` or ``.``."""
