@@ -1,0 +1,175 @@
+"""--incremental: after every arrival, the same bytes and totals as a full recompute."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import DAY, MANIFEST_NAME, OUTPUT_NAME, REJECTS_NAME, S3, day_path, run_api
+from tests.conftest import to_bytes as encoded
+from tests.test_properties import NUMERIC_CAMPAIGNS, TEXT_CAMPAIGNS, csv_file
+
+STATE_NAME = "_daily_agg_20210130_SA.state"
+NAMES = ["a.csv", "b.csv.gz", "c/d.csv", "e.csv", "f.csv", "g/h.csv.gz", "m.csv", "z.csv"]
+# Manifest entries that must equal a full recompute's (paths of the dest and times differ).
+SAME = ("totals", "hourly", "inputs")
+
+
+@st.composite
+def arrivals(draw: st.DrawFn) -> list[tuple[str, str, bytes]]:
+    """Steps of a day's arrivals: (action, name, bytes); ids and instants shared, so duplicates
+    and conflicting duplicates happen across files and steps."""
+    ids = draw(st.lists(st.sampled_from(["a", "b", "c", "d", "id-1", "\u00fc"]), min_size=1,
+                        max_size=4, unique=True))
+    campaigns = draw(st.sampled_from([NUMERIC_CAMPAIGNS, TEXT_CAMPAIGNS]).flatmap(
+        lambda pool: st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True)))
+    steps = []
+    for _ in range(draw(st.integers(2, 6))):
+        action = draw(st.sampled_from(["add"] * 5 + ["rewrite", "delete", "empty", "same"]))
+        name = draw(st.sampled_from(NAMES))
+        data = encoded(name, draw(csv_file(ids, campaigns))) if action in ("add", "rewrite") else b""
+        steps.append((action, name, data))
+    return steps
+
+
+class Day:
+    """The partition as files arrive, with mtimes that always move on a write."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.clock = 1_600_000_000
+        self.files: dict[str, bytes] = {}
+
+    def apply(self, action: str, name: str, data: bytes) -> None:
+        path = self.folder / name
+        if action == "delete":
+            path.unlink(missing_ok=True)
+            self.files.pop(name, None)
+            return
+        if action == "same":
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.clock += 10  # a rewrite within the file system's timestamp granularity is unseen
+        os.utime(path, (self.clock, self.clock))
+        self.files[name] = data
+
+    def inputs(self) -> dict[str, bytes]:
+        return {n: d for n, d in self.files.items() if d}
+
+
+def expected_mode(recorded: dict[str, tuple[bytes, int]] | None, day: Day,
+                  mtimes: dict[str, int]) -> str:
+    if recorded is None:
+        return "full"
+    now = day.inputs()
+    for name, (data, mtime) in recorded.items():
+        if name not in now or now[name] != data or mtimes.get(name) != mtime:
+            return "full"
+    last = max(recorded, default="")
+    return "incremental" if all(n > last for n in now if n not in recorded) else "full"
+
+
+def compare(inc: Any, full: Any, where: str) -> None:
+    assert inc.exit_code == full.exit_code, (where, inc.message, full.message)
+    if full.exit_code:
+        return
+    assert inc.output == full.output, where
+    assert inc.rejects == full.rejects, where
+    for key in SAME:
+        assert inc.manifest[key] == full.manifest[key], (where, key)
+
+
+@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=arrivals(), chunk_size=st.sampled_from([1, 3, 1000]))
+def test_every_arrival_equals_a_full_recompute(dedupe: str, steps: list[tuple[str, str, bytes]],
+                                               chunk_size: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "source"
+        day = Day(root / day_path(DAY))
+        day.folder.mkdir(parents=True)
+        recorded: dict[str, tuple[bytes, int]] | None = None
+        mtimes: dict[str, int] = {}
+        for number, (action, name, data) in enumerate(steps):
+            day.apply(action, name, data)
+            if action in ("add", "rewrite", "empty"):
+                mtimes[name] = day.clock
+            options = {"dedupe": dedupe, "chunk_size": chunk_size, "max_bad_rows": "100%",
+                       "tmp_dir": tmp}
+            inc = run_api(root, dest=Path(tmp) / "inc", incremental=True, **options)
+            full = run_api(root, dest=Path(tmp) / "full", **options)
+            compare(inc, full, f"step {number}: {action} {name}")
+            if inc.exit_code == 0:
+                assert inc.manifest["mode"] == expected_mode(recorded, day, mtimes), (
+                    number, inc.manifest["mode_reason"])
+                recorded = {n: (d, mtimes[n]) for n, d in day.inputs().items()}
+        # Only the committed generation is left, and nothing in --tmp-dir.
+        state = Path(tmp) / "inc" / day_path(DAY) / STATE_NAME
+        if state.exists():
+            indexes = [p.name for p in state.iterdir() if p.is_file()]
+            assert len(indexes) == 1, indexes
+        assert {p.name for p in Path(tmp).iterdir()} <= {"full", "inc", "source"}
+
+
+def s3_outcome(s3: S3, prefix: str) -> dict[str, Any]:
+    folder = f"{prefix}/{day_path(DAY)}"
+    keys = set(s3.keys(folder))
+
+    def get(name: str) -> bytes | None:
+        return s3.get(f"{folder}/{name}") if f"{folder}/{name}" in keys else None
+
+    manifest = get(MANIFEST_NAME)
+    return {"output": get(OUTPUT_NAME), "rejects": get(REJECTS_NAME),
+            "manifest": json.loads(manifest) if manifest else None}
+
+
+@settings(max_examples=4, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(steps=arrivals())
+def test_every_arrival_equals_a_full_recompute_on_s3(s3: S3,
+                                                     steps: list[tuple[str, str, bytes]]) -> None:
+    from streamagg import Config, run_day
+    from streamagg.errors import StreamaggError
+
+    run = f"r{os.urandom(4).hex()}"
+    for dedupe in ("spill", "sqlite"):
+        present: dict[str, bytes] = {}
+        for number, (action, name, data) in enumerate(steps):
+            key = f"{run}/src/{day_path(DAY)}/{name}"
+            if action == "delete":
+                s3.client.delete_object(Bucket=s3.bucket, Key=key)
+                present.pop(name, None)
+            elif action != "same":
+                s3.put(key, data)
+                present[name] = data
+            outcomes = {}
+            for label, incremental in (("inc", True), ("full", False)):
+                config = Config(day=DAY, source=f"{s3.uri}/{run}/src",
+                                dest=f"{s3.uri}/{run}/{dedupe}-{label}", dedupe=dedupe,
+                                endpoint_url=s3.endpoint, max_bad_rows="100%",
+                                incremental=incremental)
+                try:
+                    run_day(config)
+                    outcomes[label] = (0, s3_outcome(s3, f"{run}/{dedupe}-{label}"))
+                except StreamaggError as err:
+                    outcomes[label] = (err.exit_code, None)
+            (inc_code, inc), (full_code, full) = outcomes["inc"], outcomes["full"]
+            assert inc_code == full_code, (number, action, name)
+            if inc is None or full is None:
+                continue
+            assert inc["output"] == full["output"], (number, action, name)
+            assert inc["rejects"] == full["rejects"], (number, action, name)
+            for entry in SAME:
+                assert inc["manifest"][entry] == full["manifest"][entry], (number, entry)
+        # Old generations are gone from the bucket: one index is left.
+        state = f"{run}/{dedupe}-inc/{day_path(DAY)}/{STATE_NAME}/"
+        indexes = [k for k in s3.keys(state) if k.rpartition("/")[2].startswith("index-")]
+        assert len(indexes) <= 1, indexes
