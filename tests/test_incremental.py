@@ -173,3 +173,113 @@ def test_every_arrival_equals_a_full_recompute_on_s3(s3: S3,
         state = f"{run}/{dedupe}-inc/{day_path(DAY)}/{STATE_NAME}/"
         indexes = [k for k in s3.keys(state) if k.rpartition("/")[2].startswith("index-")]
         assert len(indexes) <= 1, indexes
+
+
+# --- kills ----------------------------------------------------------------------------------
+
+
+def kill_day(root: Path, dedupe: str) -> tuple[Path, Path]:
+    """A generated day run once with --incremental, then a late file the next run folds in."""
+    from streamagg.testing.generate import generate_day
+
+    source, dest = root / "source", root / "dest"
+    generate_day(source, DAY, rows=30_000, files=3, gzip_files=1, bad_row_rate=0.001, seed=9)
+    part = source / day_path(DAY)
+    late = sorted(p for p in part.iterdir() if not p.name.endswith(".gz"))[-1]
+    os.replace(late, root / "late.csv")
+    first = run_api(source, dest=dest, incremental=True, max_bad_rows="5%", dedupe=dedupe)
+    assert first.exit_code == 0, first.message
+    os.replace(root / "late.csv", part / "zz-late.csv")
+    return source, dest
+
+
+def check_exact(source: Path, dest: Path, root: Path, dedupe: str) -> None:
+    """A rerun gives the full recompute's bytes, and leaves one state generation."""
+    again = run_api(source, dest=dest, incremental=True, max_bad_rows="5%", dedupe=dedupe)
+    assert again.exit_code == 0, again.message
+    full = run_api(source, dest=root / f"full-{dedupe}", max_bad_rows="5%", dedupe=dedupe)
+    compare(again, full, "rerun after a kill")
+    state = dest / day_path(DAY) / STATE_NAME
+    assert len([p for p in state.iterdir() if p.name.startswith("index-")]) == 1
+    referenced = set(json.loads(next(state.glob("index-*.json")).read_text())["files"])
+    assert {p.name for p in (state / "segments").iterdir()} == referenced
+
+
+class Crash(BaseException):
+    """Stands for the process dying at this call: nothing after it runs."""
+
+
+@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+def test_a_run_stopped_at_any_publish_step_then_rerun_is_exact(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dedupe: str) -> None:
+    """Every step between the atomic writes: before and after each state file, the index, the
+    output, the rejects and the manifest (the commit), and in the clean-up after it."""
+    from streamagg.sources.local import LocalStorage
+
+    steps = 0
+    for nth in range(1, 40):
+        root = tmp_path / f"n{nth}"
+        source, dest = kill_day(root, dedupe)
+        calls = [0]
+        original_publish, original_remove = LocalStorage.publish, LocalStorage.remove
+
+        def publish(self: Any, local_path: str, relative: str, *, _o: Any = original_publish,
+                    _c: list[int] = calls, _n: int = nth) -> None:
+            _c[0] += 1
+            if _c[0] == _n:
+                raise Crash
+            _o(self, local_path, relative)
+
+        def remove(self: Any, relative: str, *, _o: Any = original_remove,
+                   _c: list[int] = calls, _n: int = nth) -> None:
+            _c[0] += 1
+            if _c[0] == _n:
+                raise Crash
+            _o(self, relative)
+
+        monkeypatch.setattr(LocalStorage, "publish", publish)
+        monkeypatch.setattr(LocalStorage, "remove", remove)
+        try:
+            done = run_api(source, dest=dest, incremental=True, max_bad_rows="5%", dedupe=dedupe)
+            assert done.manifest["mode"] == "incremental", done.manifest["mode_reason"]
+            finished = True
+        except Crash:
+            finished = False
+        monkeypatch.setattr(LocalStorage, "publish", original_publish)
+        monkeypatch.setattr(LocalStorage, "remove", original_remove)
+        check_exact(source, dest, root, dedupe)
+        if finished:
+            break
+        steps += 1
+    assert steps >= 4  # state file(s), index, output, rejects, manifest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+def test_sigkill_at_random_moments_then_rerun_is_exact(tmp_path: Path, dedupe: str) -> None:
+    import random
+    import subprocess
+    import sys
+    import time
+
+    from tests.reliability.helpers import REPO, child_env
+
+    rng = random.Random(f"kill-{dedupe}")
+    # How long an undisturbed incremental run of this day takes, start-up included.
+    source, dest = kill_day(tmp_path / "timing", dedupe)
+    command = [sys.executable, "-m", "streamagg", "2021-01-30", "--incremental",
+               "--max-bad-rows", "5%", "--dedupe", dedupe, "--source"]
+    began = time.monotonic()
+    subprocess.run([*command, str(source), "--dest", str(dest)], check=True, cwd=REPO,
+                   env=child_env(), capture_output=True)
+    duration = time.monotonic() - began
+    for attempt in range(6):
+        root = tmp_path / f"k{attempt}"
+        source, dest = kill_day(root, dedupe)
+        child = subprocess.Popen([*command, str(source), "--dest", str(dest)], cwd=REPO,
+                                 env=child_env(), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 1.0) * duration)
+        child.kill()
+        child.wait(timeout=30)
+        check_exact(source, dest, root, dedupe)
