@@ -283,3 +283,165 @@ def test_sigkill_at_random_moments_then_rerun_is_exact(tmp_path: Path, dedupe: s
         child.kill()
         child.wait(timeout=30)
         check_exact(source, dest, root, dedupe)
+
+
+# --- which mode, and why --------------------------------------------------------------------
+
+H = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
+
+
+def small_day(root: Path) -> Path:
+    part = root / day_path(DAY)
+    part.mkdir(parents=True)
+    (part / "b.csv").write_text(H + "i1,2021-01-30 10:00:00,7\ni2,2021-01-30 11:00:00,7\n")
+    (part / "c.csv").write_text(H + "i1,2021-01-30 10:00:00,8\nbad,,7\n")
+    return root
+
+
+def state_folder(dest: Path) -> Path:
+    return dest / day_path(DAY) / STATE_NAME
+
+
+def bump(path: Path, text: str) -> None:
+    path.write_text(text)
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 10))
+
+
+FALLBACKS: dict[str, tuple[Any, str]] = {
+    # what happens between two runs: (change, the reason the second run gives)
+    "no state kept": (None, "the earlier run kept no state"),
+    "new file sorts first": (
+        lambda src, dest: (src / day_path(DAY) / "a.csv").write_text(H + "i9,2021-01-30 01:00:00,1\n"),
+        "a new input sorts before a recorded one"),
+    "recorded file changed": (
+        lambda src, dest: bump(src / day_path(DAY) / "b.csv", H + "i1,2021-01-30 10:00:00,9\n"),
+        "a recorded input changed"),
+    "recorded file gone": (lambda src, dest: (src / day_path(DAY) / "b.csv").unlink(),
+                           "a recorded input is gone"),
+    "output replaced": (
+        lambda src, dest: (dest / day_path(DAY) / OUTPUT_NAME).write_text("x\n"),
+        "the published output does not match its manifest"),
+    "output gone": (lambda src, dest: (dest / day_path(DAY) / OUTPUT_NAME).unlink(),
+                    "the published output is missing"),
+    "rejects replaced": (
+        lambda src, dest: (dest / day_path(DAY) / REJECTS_NAME).write_text("x\n"),
+        "the published rejects do not match their manifest"),
+    "index altered": (
+        lambda src, dest: [p.write_text(p.read_text() + " ")
+                           for p in state_folder(dest).glob("index-*.json")],
+        "the kept state does not match the manifest"),
+    "index gone": (lambda src, dest: [p.unlink() for p in state_folder(dest).glob("index-*")],
+                   "the state generation the manifest names is missing"),
+    "state file gone": (
+        lambda src, dest: [p.unlink() for p in (state_folder(dest) / "segments").iterdir()],
+        "a kept state file is missing"),
+    "manifest unreadable": (
+        lambda src, dest: (dest / day_path(DAY) / MANIFEST_NAME).write_text("{"),
+        "the earlier manifest is unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", list(FALLBACKS))
+@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+def test_each_fallback_says_why_and_rebuilds_the_state(tmp_path: Path, case: str,
+                                                       dedupe: str) -> None:
+    source, dest = small_day(tmp_path / "source"), tmp_path / "dest"
+    change, reason = FALLBACKS[case]
+    first = run_api(source, dest=dest, incremental=change is not None, dedupe=dedupe,
+                    max_bad_rows="100%")
+    assert first.exit_code == 0, first.message
+    if change is not None:
+        change(source, dest)
+    second = run_api(source, dest=dest, incremental=True, dedupe=dedupe, max_bad_rows="100%")
+    assert second.exit_code == 0, second.message
+    assert second.manifest["mode"] == "full"
+    assert second.manifest["mode_reason"].startswith(reason), second.manifest["mode_reason"]
+    full = run_api(source, dest=tmp_path / "full", dedupe=dedupe, max_bad_rows="100%")
+    compare(second, full, case)
+    # The full recompute kept a fresh state: the next run with nothing new is incremental.
+    third = run_api(source, dest=dest, incremental=True, dedupe=dedupe, max_bad_rows="100%")
+    assert third.manifest["mode"] == "incremental", third.manifest["mode_reason"]
+    assert third.manifest["mode_reason"].startswith("0 new input files")
+    compare(third, full, case)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"max_bad_rows": "50%"}, "parameters changed since the state was kept: max_bad_rows"),
+    ({"dedupe": "sqlite"}, "parameters changed since the state was kept: dedupe"),
+])
+def test_a_changed_parameter_recomputes(tmp_path: Path, change: dict[str, str],
+                                        reason: str) -> None:
+    source, dest = small_day(tmp_path / "source"), tmp_path / "dest"
+    options = {"incremental": True, "max_bad_rows": "100%", "dedupe": "spill"}
+    assert run_api(source, dest=dest, **options).exit_code == 0
+    again = run_api(source, dest=dest, **{**options, **change})
+    assert (again.manifest["mode"], again.manifest["mode_reason"]) == ("full", reason)
+
+
+def test_a_state_from_another_version_recomputes(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamagg.state
+
+    source, dest = small_day(tmp_path / "source"), tmp_path / "dest"
+    assert run_api(source, dest=dest, incremental=True, max_bad_rows="100%").exit_code == 0
+    monkeypatch.setattr(streamagg.state, "__version__", "99.0")
+    again = run_api(source, dest=dest, incremental=True, max_bad_rows="100%")
+    assert again.manifest["mode_reason"] == "the kept state is from another version of streamagg"
+
+
+def test_new_files_that_sort_last_are_read_alone(tmp_path: Path) -> None:
+    source, dest = small_day(tmp_path / "source"), tmp_path / "dest"
+    assert run_api(source, dest=dest, incremental=True, max_bad_rows="100%").exit_code == 0
+    (source / day_path(DAY) / "d.csv").write_text(H + "i2,2021-01-30 11:00:00,9\n"
+                                                  "i3,2021-01-30 12:00:00,7\n")
+    again = run_api(source, dest=dest, incremental=True, max_bad_rows="100%")
+    assert again.manifest["mode"] == "incremental"
+    assert again.manifest["mode_reason"].startswith("1 new input file since the run")
+    # i1 (b.csv, c.csv) and i2 (b.csv, d.csv) are duplicates, each with another campaign.
+    assert again.totals["duplicates"] == 2 and again.totals["conflicting_duplicates"] == 2
+    assert again.output == ("CAMPAIGN_ID,HOUR,IMPRESSIONS\n7,2021-01-30 10:00:00,1\n"
+                            "7,2021-01-30 11:00:00,1\n7,2021-01-30 12:00:00,1\n").encode()
+    full = run_api(source, dest=tmp_path / "full", max_bad_rows="100%")
+    compare(again, full, "late file")
+
+
+def test_the_summary_says_the_mode(tmp_path: Path, cli: Any) -> None:
+    source, dest = small_day(tmp_path / "source"), tmp_path / "dest"
+    args = ["2021-01-30", "--source", str(source), "--dest", str(dest), "--incremental",
+            "--max-bad-rows", "100%"]
+    first = cli(*args)
+    assert "mode         full (no earlier result of the day)" in first.output, first.output
+    second = cli(*args, "--log-format", "json")
+    summary = json.loads(second.output.strip().splitlines()[-1])
+    assert summary["mode"] == "incremental" and summary["mode_reason"].startswith("0 new")
+
+
+def test_a_run_without_incremental_removes_the_state(tmp_path: Path) -> None:
+    source, dest = small_day(tmp_path / "source"), tmp_path / "dest"
+    assert run_api(source, dest=dest, incremental=True, max_bad_rows="100%").exit_code == 0
+    assert state_folder(dest).is_dir()
+    plain = run_api(source, dest=dest, max_bad_rows="100%")
+    assert plain.manifest["mode"] == "full" and plain.manifest["state"] is None
+    assert not state_folder(dest).exists()
+
+
+def test_the_state_can_live_elsewhere(tmp_path: Path) -> None:
+    source, dest, elsewhere = small_day(tmp_path / "source"), tmp_path / "dest", tmp_path / "st"
+    options = {"incremental": True, "max_bad_rows": "100%", "state": str(elsewhere)}
+    assert run_api(source, dest=dest, **options).exit_code == 0
+    assert not state_folder(dest).exists()
+    assert (elsewhere / day_path(DAY) / STATE_NAME).is_dir()
+    again = run_api(source, dest=dest, **options)
+    assert again.manifest["mode"] == "incremental"
+
+
+def test_spark_recomputes_fully(tmp_path: Path) -> None:
+    from streamagg import Config
+    from streamagg.sources import storage_for
+    from streamagg.state import DayState
+
+    config = Config(day=DAY, source=str(tmp_path), engine="spark", incremental=True)
+    decision = DayState.of(config, storage_for(str(tmp_path))).decide(
+        storage_for(str(tmp_path)), [], str(tmp_path))
+    assert (decision.mode, decision.reason) == ("full", "the spark engine recomputes the whole day")

@@ -190,6 +190,7 @@ class Console:
                        "manifest": report.manifest_uri, "rejects": report.rejects_uri,
                        "plot": report.plot_uri, "inputs": len(report.inputs),
                        "input_bytes": input_bytes, "totals": totals,
+                       "mode": report.mode, "mode_reason": report.mode_reason,
                        "elapsed_seconds": round(seconds, 3), "peak_memory_bytes": peak})
             return
         read = max(1, totals["rows_read"])
@@ -209,6 +210,8 @@ class Console:
         ]
         if report.plot_uri:
             rows.append(("plot", report.plot_uri))
+        if report.config.incremental:
+            rows.insert(0, ("mode", f"{report.mode} ({report.mode_reason})"))
         self.echo(f"wrote {report.output_uri}")
         for name, value in rows:
             self.echo(f"  {name:<12} {value}")
