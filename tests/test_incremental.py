@@ -34,7 +34,8 @@ def arrivals(draw: st.DrawFn) -> list[tuple[str, str, bytes]]:
     for _ in range(draw(st.integers(2, 6))):
         action = draw(st.sampled_from(["add"] * 5 + ["rewrite", "delete", "empty", "same"]))
         name = draw(st.sampled_from(NAMES))
-        data = encoded(name, draw(csv_file(ids, campaigns))) if action in ("add", "rewrite") else b""
+        written = action in ("add", "rewrite")
+        data = encoded(name, draw(csv_file(ids, campaigns))) if written else b""
         steps.append((action, name, data))
     return steps
 
@@ -312,7 +313,8 @@ FALLBACKS: dict[str, tuple[Any, str]] = {
     # what happens between two runs: (change, the reason the second run gives)
     "no state kept": (None, "the earlier run kept no state"),
     "new file sorts first": (
-        lambda src, dest: (src / day_path(DAY) / "a.csv").write_text(H + "i9,2021-01-30 01:00:00,1\n"),
+        lambda src, dest: (src / day_path(DAY) / "a.csv").write_text(
+            H + "i9,2021-01-30 01:00:00,1\n"),
         "a new input sorts before a recorded one"),
     "recorded file changed": (
         lambda src, dest: bump(src / day_path(DAY) / "b.csv", H + "i1,2021-01-30 10:00:00,9\n"),
@@ -400,8 +402,8 @@ def test_new_files_that_sort_last_are_read_alone(tmp_path: Path) -> None:
     assert again.manifest["mode_reason"].startswith("1 new input file since the run")
     # i1 (b.csv, c.csv) and i2 (b.csv, d.csv) are duplicates, each with another campaign.
     assert again.totals["duplicates"] == 2 and again.totals["conflicting_duplicates"] == 2
-    assert again.output == ("CAMPAIGN_ID,HOUR,IMPRESSIONS\n7,2021-01-30 10:00:00,1\n"
-                            "7,2021-01-30 11:00:00,1\n7,2021-01-30 12:00:00,1\n").encode()
+    assert again.output == (b"CAMPAIGN_ID,HOUR,IMPRESSIONS\n7,2021-01-30 10:00:00,1\n"
+                            b"7,2021-01-30 11:00:00,1\n7,2021-01-30 12:00:00,1\n")
     full = run_api(source, dest=tmp_path / "full", max_bad_rows="100%")
     compare(again, full, "late file")
 
