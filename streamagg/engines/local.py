@@ -13,27 +13,24 @@ import pyarrow as pa
 
 from ..aggregate import HourlyCounts
 from ..config import Config
-from ..dedup import KeySetState, make_deduper
+from ..dedup import make_deduper
 from ..errors import StorageError
 from ..outputs.hourly import tally_buckets
-from ..outputs.manifest import InputRecord
-from ..outputs.rejects import RejectsFile
 from ..reader import INSTANT, FileStats, locate_bad_rows, open_decompressed, read_batches
 from ..sources import InputFile, Storage
-from . import DayCounts, ProgressCallback
+from . import Books, DayCounts, FileResult, RunContext
 from .prefetch import ordered_prefetch
 
 # gzip typically shrinks these logs about 5x; the spill backend sizes its partitions from this.
 GZIP_RATIO = 5
 
 
-def count_day(config: Config, source: Storage, inputs: list[InputFile], work: str,
-              rejects: RejectsFile, on_file_done: ProgressCallback | None = None, *,
-              keys: KeySetState | None = None) -> DayCounts:
+def count_day(run: RunContext, books: Books) -> DayCounts:
     """Read, de-duplicate and count the day on this machine, within ``config.memory_limit``.
 
-    With ``keys``, the key set starts from (and is kept as) the day's state: ``inputs`` are
-    then the new files only, and the result counts them alone."""
+    With ``run.keys`` the key set starts from (and is kept as) the day's state: ``run.inputs``
+    are then the new files only, and the result counts them alone."""
+    config, source, inputs, work = run.config, run.source, run.inputs, run.work
     expected = sum(i.size * (GZIP_RATIO if i.gzip else 1) for i in inputs)
     result = DayCounts(HourlyCounts(config.schema.grain_seconds))
 
@@ -44,7 +41,7 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
 
     with make_deduper(config.dedupe, tmp_dir=work, memory_limit=config.memory_limit,
                       expected_bytes=expected,
-                      grain_seconds=config.schema.grain_seconds, state=keys) as dedup:
+                      grain_seconds=config.schema.grain_seconds, state=run.keys) as dedup:
         # Files are parsed on reader threads (Arrow releases the GIL) but reach the
         # de-duplication strictly in file order, so the first occurrence stays first.
         workers = config.workers or default_workers(config.memory_limit)
@@ -63,13 +60,10 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
                               config.schema.grain_seconds)
             elif isinstance(batch_or_stats, FileStats):
                 stats = batch_or_stats
-                result.rows_read += stats.rows_read
-                result.empty_files += stats.empty
-                result.files.append(InputRecord(item, stats.rows_read, len(stats.bad_rows)))
-                rejects.write(stats.bad_rows, result.rows_read)
-            elif on_file_done:
-                on_file_done(item)
-        rejects.check(result.rows_read)
+                books.bad_rows(stats.bad_rows, read_so_far=stats.rows_read)
+                books.file_done(item, FileResult(stats.rows_read, len(stats.bad_rows),
+                                                 stats.empty))
+        books.all_read()
         try:
             dedup.fold_into(result.counts)
         except OSError as err:

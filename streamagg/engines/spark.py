@@ -23,11 +23,9 @@ from .. import errors
 from ..aggregate import BUCKET, COUNT, HourlyCounts
 from ..config import Config
 from ..errors import StreamaggError, UsageError
-from ..outputs.manifest import InputRecord
-from ..outputs.rejects import RejectsFile
 from ..reader import GROUP, INSTANT, KEY, BadRow, FileStats
 from ..sources import InputFile, Storage, storage_for
-from . import DayCounts, ProgressCallback
+from . import Books, DayCounts, FileResult, RunContext
 from .local import read_file
 
 if TYPE_CHECKING:
@@ -84,13 +82,13 @@ MEMORY_HINT = ("raise spark.driver.memory (local mode; e.g. SPARK_DRIVER_MEMORY=
                "spark.executor.memory (a cluster), or run fewer tasks at once")
 
 
-def count_day(config: Config, source: Storage, inputs: list[InputFile], work: str,
-              rejects: RejectsFile, on_file_done: ProgressCallback | None = None) -> DayCounts:
+def count_day(run: RunContext, books: Books) -> DayCounts:
     """Read, de-duplicate and count the day on Spark; the driver keeps only notes and counts.
 
     ``source`` is listed on the driver; executors open the same inputs through their own
     `storage_for(config.source)`, so they need read access (e.g. an instance role) themselves.
     """
+    config, inputs, work = run.config, run.inputs, run.work
     require_spark()
     result = DayCounts(HourlyCounts(config.schema.grain_seconds))
     if not inputs:  # only empty files: the header-only output needs no cluster
@@ -104,8 +102,8 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
         rows = read_inputs(spark, config, inputs).persist(StorageLevel.DISK_ONLY)
         try:
             # The first action fills the cache; the de-duplication then reads it, not the files.
-            take_notes(rows, inputs, rejects, result, on_file_done)
-            rejects.check(result.rows_read)
+            take_notes(rows, inputs, books)
+            books.all_read()
             fold_first_occurrences(rows, config, result)
         finally:
             with contextlib.suppress(Exception):  # a dead session must not hide the real error
@@ -211,9 +209,8 @@ def read_inputs(spark: SparkSession, config: Config, inputs: list[InputFile]) ->
         return spark.range(0, n, 1, n).mapInArrow(FileReader(config, inputs), SPARK_SCHEMA)
 
 
-def take_notes(rows: DataFrame, inputs: list[InputFile], rejects: RejectsFile,
-               result: DayCounts, on_file_done: ProgressCallback | None) -> None:
-    """Rows read and bad rows per file, in file order, recorded as the local engine does.
+def take_notes(rows: DataFrame, inputs: list[InputFile], books: Books) -> None:
+    """Rows read and bad rows per file, in file order, reported as the local engine does.
 
     Notes are collected whole: bad rows are few (``--max-bad-rows``), and one collect reads
     every file in parallel where an ordered, streamed fetch would run a job per file.
@@ -223,6 +220,7 @@ def take_notes(rows: DataFrame, inputs: list[InputFile], rejects: RejectsFile,
     collected = (rows.where(F.col(NOTE).isNotNull())
                  .select(FILE_INDEX, NOTE, ROW_INDEX, LINE, DETAIL, RAW, FIELDS).collect())
     collected.sort(key=lambda n: (n[FILE_INDEX], _NOTE_ORDER[n[NOTE]], n[ROW_INDEX]))
+    files = 0
     for index, file_notes in itertools.groupby(collected, key=lambda n: n[FILE_INDEX]):
         item = inputs[index]
         bad_rows: list[BadRow] = []
@@ -237,14 +235,12 @@ def take_notes(rows: DataFrame, inputs: list[InputFile], rejects: RejectsFile,
             else:
                 found = json.loads(note[DETAIL])
         rows_read = int(found.get("rows_read", 0))
-        result.rows_read += rows_read
-        result.empty_files += bool(found.get("empty", False))
-        result.files.append(InputRecord(item, rows_read, len(bad_rows)))
-        rejects.write(bad_rows, result.rows_read)
-        if on_file_done:
-            on_file_done(item)
-    if len(result.files) != len(inputs):
-        raise StreamaggError(f"internal check failed: Spark read {len(result.files)} of "
+        books.bad_rows(bad_rows, read_so_far=rows_read)
+        books.file_done(item, FileResult(rows_read, len(bad_rows),
+                                         bool(found.get("empty", False))))
+        files += 1
+    if files != len(inputs):
+        raise StreamaggError(f"internal check failed: Spark read {files} of "
                              f"{len(inputs)} files; nothing written")
 
 

@@ -18,7 +18,6 @@ class RejectsFile:
         self.limit = limit
         self.count = 0
         self.first: BadRow | None = None
-        self.rows_before = 0  # rows read by earlier runs of the day (--incremental)
         # 0600 whatever the umask: bad rows are raw customer data.
         self._out = open(path, "w", encoding="utf-8", newline="",
                          opener=lambda name, flags: os.open(name, flags, 0o600))
@@ -36,24 +35,22 @@ class RejectsFile:
         if self.limit.count is not None and self.count > self.limit.count:
             raise self.too_many(rows_read)
 
-    def resume(self, earlier: str, count: int, first: BadRow | None, rows_before: int) -> None:
+    def resume(self, earlier: str, count: int, first: BadRow | None) -> None:
         """Start from the day's earlier rejects file (``count`` rows), so this one holds the
-        whole day's bad rows in file order; limits then count the whole day."""
+        whole day's bad rows in file order and a count limit counts the whole day."""
         with open(earlier, encoding="utf-8", newline="") as src:
             src.readline()  # the header, written already
             while chunk := src.read(1 << 20):
                 self._out.write(chunk)
         self.count = count
         self.first = first
-        self.rows_before = rows_before
 
     def check(self, rows_read: int) -> None:
         """The final check, once every row of the day is read."""
-        if self.count > self.limit.allowed(rows_read + self.rows_before):
+        if self.count > self.limit.allowed(rows_read):
             raise self.too_many(rows_read)
 
     def too_many(self, rows_read: int) -> BadDataError:
-        rows_read += self.rows_before
         first = self.first
         detail = f"; first: {first.reason}" if first is not None else ""
         message = (f"too many bad rows: {self.count} of {rows_read} rows read exceed "
