@@ -447,3 +447,31 @@ def test_spark_recomputes_fully(tmp_path: Path) -> None:
     decision = DayState.of(config, storage_for(str(tmp_path))).decide(
         storage_for(str(tmp_path)), [], str(tmp_path))
     assert (decision.mode, decision.reason) == ("full", "the spark engine recomputes the whole day")
+
+
+@pytest.mark.parametrize("tight", [False, True], ids=["roomy", "new-rows-split"])
+def test_a_day_of_hourly_arrivals_merges_segments_and_stays_exact(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tight: bool) -> None:
+    import streamagg.dedup.spill as spill
+
+    if tight:  # every partition's new rows count as too many at once: cut into pieces
+        monkeypatch.setattr(spill.SpillDeduper, "_new_rows_fit", lambda self, size: False)
+    source, dest = tmp_path / "source", tmp_path / "dest"
+    part = source / day_path(DAY)
+    part.mkdir(parents=True)
+    for hour in range(spill.MAX_SEGMENTS + 4):
+        # Each hour's file repeats some of the hour before's impressions, some with another
+        # campaign.
+        rows = [f"h{hour}-{i},2021-01-30 {hour:02d}:{i % 60:02d}:{i % 7:02d},{i % 5}"
+                for i in range(300)]
+        rows += [f"h{hour - 1}-{i},2021-01-30 {hour - 1:02d}:{i % 60:02d}:{i % 7:02d},{i % 4}"
+                 for i in range(0, 300, 7)] if hour else []
+        (part / f"hour-{hour:02d}.csv").write_text(H + "\n".join(rows) + "\n")
+        inc = run_api(source, dest=dest, incremental=True, max_bad_rows="100%")
+        full = run_api(source, dest=tmp_path / "full", max_bad_rows="100%")
+        compare(inc, full, f"hour {hour}")
+        assert inc.manifest["mode"] == ("incremental" if hour else "full")
+        index = json.loads(next(state_folder(dest).glob("index-*.json")).read_text())
+        assert all(len(names) <= spill.MAX_SEGMENTS
+                   for names in index["record"]["segments"].values())
+    assert full.totals["conflicting_duplicates"] > 0

@@ -44,6 +44,7 @@ class SpillDeduper:
         self.stats = DedupStats()
         self._state = state
         self._kept: dict[int, tuple[pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
+        self._merged: set[int] = set()  # partitions whose new segment holds the stored rows
         # mkdtemp creates the folder 0700: spilled keys are customer data.
         self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
         # Half of what the runtime leaves for one partition's work; the other half is what the
@@ -125,8 +126,9 @@ class SpillDeduper:
         segments = dict(stored)
         for index in self._kept:
             name = f"{state.generation}-p{index:04d}.arrow"
-            merged = len(segments.get(index, [])) + 1 > MAX_SEGMENTS
-            segments[index] = [name] if merged else [*segments.get(index, []), name]
+            # A merged segment holds the stored rows too; else it adds to them.
+            segments[index] = ([name] if index in self._merged
+                               else [*segments.get(index, []), name])
         self._kept = {}
         state.record = {"partitions": self.partitions, "seed": 0,
                         "segments": {str(i): segments[i] for i in sorted(segments)}}
@@ -136,19 +138,63 @@ class SpillDeduper:
         stored = {int(i): list(names) for i, names in state.record["segments"].items()}
         for path in self._writers.close():
             index = _partition_index(path)
-            with pa.ipc.open_stream(pa.OSFile(path)) as stream:
-                table = stream.read_all()
-            os.unlink(path)
             names = stored.get(index, [])
-            if len(names) + 1 > MAX_SEGMENTS:  # merged while they are read anyway
+            if self._new_rows_fit(os.path.getsize(path)):
+                pieces = [path]
+                if len(names) + 1 > MAX_SEGMENTS:  # merged while they are read anyway
+                    self._keep_open(state, index)
+                    self._merged.add(index)
+            else:
+                # More new rows than fit at once (the state's partitions were sized for a
+                # smaller day): cut them by instant, as a full run would, and hold each piece
+                # against the stored keys in turn. Equal keys share an instant, hence a piece.
+                pieces = self._split_on_disk(path, seed=1)
+            for piece in pieces:
+                with pa.ipc.open_stream(pa.OSFile(piece)) as stream:
+                    table = stream.read_all()
+                os.unlink(piece)
+                batch, duplicates, conflicts = self._against_stored(state, index, table, names)
+                del table
+                self.stats.duplicates += duplicates
+                self.stats.conflicting_duplicates += conflicts
+                if batch.num_rows:
+                    self._keep(index, batch)
+                    yield batch
+            if len(names) + 1 > MAX_SEGMENTS and index not in self._merged:
                 self._keep_open(state, index)
-            batch, duplicates, conflicts = self._against_stored(state, index, table, names)
-            self.stats.duplicates += duplicates
-            self.stats.conflicting_duplicates += conflicts
-            if batch.num_rows:
-                self._keep(index, batch)
-                yield batch
+                self._merge_rest(state, index, names)
+                self._merged.add(index)
         self._finish_kept(state, stored)
+
+    def _new_rows_fit(self, size: int) -> bool:
+        """Whether a partition's new rows (``size`` bytes spilled) can be held at once."""
+        return size * WORK_PER_SPILLED_BYTE <= self.partition_budget
+
+    def _split_on_disk(self, path: str, *, seed: int) -> list[str]:
+        """The rows of a spill file in pieces by instant, order kept within each."""
+        pieces = max(2, min(SPLIT_FANOUT, 1 << int(
+            os.path.getsize(path) * WORK_PER_SPILLED_BYTE // self.partition_budget).bit_length()))
+        writers = _PartitionWriters(self.folder, f"{os.path.basename(path)}.", pieces,
+                                    CLEAN_SCHEMA)
+        with pa.ipc.open_stream(pa.OSFile(path)) as stream:
+            for batch in _regrouped(stream, SPLIT_BATCH_ROWS):
+                writers.write(batch, partition_by_instant(batch.column(INSTANT), pieces,
+                                                          seed=seed))
+        paths = writers.close()
+        os.unlink(path)
+        return paths
+
+    def _merge_rest(self, state: KeySetState, index: int, names: list[str]) -> None:
+        """Copy the stored segments into this run's segment of the partition."""
+        _, writer = self._kept[index]
+        for name in names:
+            local = state.stored_path(name)
+            try:
+                with pa.ipc.open_stream(pa.OSFile(local)) as stream:
+                    for stored in stream:
+                        writer.write_batch(stored)
+            finally:
+                state.release(local)
 
     def _keep_open(self, state: KeySetState, index: int) -> None:
         if index not in self._kept:
