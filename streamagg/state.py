@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import json
@@ -13,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 from . import __version__
 from .aggregate import BUCKET, COUNT, HourlyCounts
@@ -25,7 +26,6 @@ from .sources import InputFile, Storage, storage_for
 
 STATE_FORMAT = 1
 SEGMENTS = "segments"
-_EPOCH = dt.datetime(1970, 1, 1)
 
 
 class StateMismatch(Exception):
@@ -293,24 +293,22 @@ def _sha256(path: str) -> str:
 
 def read_counts(path: str, config: Config) -> pa.Table:
     """The published output read back as (group, bucket, count): what it was written from."""
-    grain = config.schema.grain_seconds
-    groups: list[str] = []
-    buckets: list[int] = []
-    counts: list[int] = []
+    schema = config.schema
+    names = [schema.group_column, schema.bucket_column, schema.count_column]
     try:
-        with open(path, encoding="utf-8", newline="") as src:
-            reader = csv.reader(src)
-            next(reader, None)  # the header
-            for group, hour, count in reader:
-                moment = dt.datetime.strptime(hour, "%Y-%m-%d %H:%M:%S")
-                buckets.append(int((moment - _EPOCH).total_seconds()) // grain)
-                groups.append(group)
-                counts.append(int(count))
-    except (ValueError, UnicodeDecodeError) as err:
+        table = pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(
+            column_names=names, skip_rows=1, use_threads=False),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(column_types={
+                names[0]: pa.string(), names[1]: pa.string(), names[2]: pa.int64()},
+                strings_can_be_null=False, quoted_strings_can_be_null=False))
+        seconds = pc.cast(pc.strptime(table.column(1), format="%Y-%m-%d %H:%M:%S", unit="s"),
+                          pa.int64())
+    except (pa.ArrowInvalid, OSError) as err:
         raise StateMismatch(f"the published output is unreadable: {err}") from None
-    return pa.table({GROUP: pa.array(groups, pa.string()),
-                     BUCKET: pa.array(np.array(buckets, np.int64)),
-                     COUNT: pa.array(np.array(counts, np.int64))})
+    buckets = np.floor_divide(seconds.to_numpy(), schema.grain_seconds)
+    return pa.table({GROUP: table.column(0), BUCKET: pa.array(buckets, pa.int64()),
+                     COUNT: table.column(2)})
 
 
 def fold_earlier(counts: HourlyCounts, earlier: Earlier) -> None:
