@@ -280,7 +280,7 @@ class DayState:
 def _referenced(record: dict[str, Any]) -> list[str]:
     if "file" in record:
         return [str(record["file"])]
-    return [name for names in record.get("segments", {}).values() for name in names]
+    return sorted({str(run[0]) for runs in record.get("segments", {}).values() for run in runs})
 
 
 def _sha256(path: str) -> str:

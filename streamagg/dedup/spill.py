@@ -8,6 +8,7 @@ import tempfile
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,8 +32,8 @@ _Done = tuple[pa.RecordBatch, int, int]  # first occurrences, duplicates, confli
 _GROUP_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64()), (KEY, pa.string())])
 # A kept partition's segment files: the exact key (see `exact_keys`) and its first group.
 STATE_SCHEMA = pa.schema([("k", pa.binary()), (GROUP, pa.string())])
-# A partition's segments are merged into one when an incremental run would add one more than
-# this: each refresh reads every segment anyway, so the merge costs only the write.
+# A partition's runs of kept batches are merged into one when a refresh would add one more
+# than this: each refresh reads them all anyway, so the merge costs only the write.
 MAX_SEGMENTS = 8
 
 
@@ -43,8 +44,11 @@ class SpillDeduper:
                  state: KeySetState | None = None) -> None:
         self.stats = DedupStats()
         self._state = state
-        self._kept: dict[int, tuple[pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
-        self._merged: set[int] = set()  # partitions whose new segment holds the stored rows
+        self._generation: tuple[pa.NativeFile, pa.ipc.RecordBatchFileWriter] | None = None
+        self._batches = 0  # written to this run's state file so far
+        self._ranges: dict[int, list[list[Any]]] = {}  # this run's batches of each partition
+        self._readers: dict[str, tuple[pa.NativeFile, pa.ipc.RecordBatchFileReader]] = {}
+        self._merged: set[int] = set()  # partitions whose new batches hold the stored rows
         # mkdtemp creates the folder 0700: spilled keys are customer data.
         self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
         # Half of what the runtime leaves for one partition's work; the other half is what the
@@ -104,46 +108,76 @@ class SpillDeduper:
                     self._keep(_partition_index(path), batch)
                 yield batch
 
-    # The kept state: each partition's first occurrences as (exact key, group) segment files.
+    # The kept state: each partition's first occurrences as (exact key, group) batches. A run
+    # writes one Arrow file (one upload, one fsync); the record lists, per partition, its runs
+    # of batches in such files: [file, first batch, batch count].
+
+    def _write_kept(self, index: int, batch: pa.RecordBatch) -> None:
+        """Add rows of partition ``index``, in the state's form, to this run's file."""
+        state = self._state
+        assert state is not None
+        name = f"{state.generation}.arrow"
+        if self._generation is None:
+            sink = _private_file(os.path.join(state.folder, name))
+            self._generation = (sink, pa.ipc.new_file(sink, STATE_SCHEMA))
+            state.written.append(name)
+        ranges = self._ranges.setdefault(index, [])
+        if not ranges or ranges[-1][0] != name or ranges[-1][1] + ranges[-1][2] != self._batches:
+            ranges.append([name, self._batches, 0])
+        self._generation[1].write_batch(batch)
+        ranges[-1][2] += 1
+        self._batches += 1
 
     def _keep(self, index: int, batch: pa.RecordBatch) -> None:
-        """Add first occurrences of partition ``index`` to this run's segment of it."""
-        entry = self._kept.get(index)
-        if entry is None:
-            assert self._state is not None
-            name = f"{self._state.generation}-p{index:04d}.arrow"
-            sink = _private_file(os.path.join(self._state.folder, name))
-            entry = (sink, pa.ipc.new_stream(sink, STATE_SCHEMA))
-            self._kept[index] = entry
-            self._state.written.append(name)
-        entry[1].write_batch(_state_batch(batch))
+        """Add first occurrences of partition ``index`` to the kept state."""
+        self._write_kept(index, _state_batch(batch))
 
-    def _finish_kept(self, state: KeySetState, stored: dict[int, list[str]]) -> None:
-        """Close this run's segments; record every partition's segments for the next run."""
-        for sink, writer in self._kept.values():
-            writer.close()
-            sink.close()
+    def _finish_kept(self, state: KeySetState, stored: dict[int, list[list[Any]]]) -> None:
+        """Close this run's file; record every partition's batches for the next run."""
+        self._close_kept()
         segments = dict(stored)
-        for index in self._kept:
-            name = f"{state.generation}-p{index:04d}.arrow"
-            # A merged segment holds the stored rows too; else it adds to them.
-            segments[index] = ([name] if index in self._merged
-                               else [*segments.get(index, []), name])
-        self._kept = {}
+        for index, ranges in self._ranges.items():
+            # A merged partition's batches hold its stored rows too; else they add to them.
+            segments[index] = (ranges if index in self._merged
+                               else [*segments.get(index, []), *ranges])
+        self._ranges = {}
         state.record = {"partitions": self.partitions, "seed": 0,
                         "segments": {str(i): segments[i] for i in sorted(segments)}}
 
+    def _close_kept(self) -> None:
+        if self._generation is not None:
+            sink, writer = self._generation
+            self._generation = None
+            writer.close()
+            sink.close()
+        for path, (source, _) in self._readers.items():
+            source.close()
+            if self._state is not None:
+                self._state.release(path)
+        self._readers = {}
+
+    def _stored_batches(self, state: KeySetState,
+                        ranges: list[list[Any]]) -> Iterator[pa.RecordBatch]:
+        """A partition's stored batches, read (not mapped) one at a time."""
+        for name, first, count in ranges:
+            local = state.stored_path(name)
+            entry = self._readers.get(local)
+            if entry is None:
+                source = pa.OSFile(local)
+                entry = self._readers[local] = (source, pa.ipc.open_file(source))
+            for number in range(first, first + count):
+                yield entry[1].get_batch(number)
+
     def _resumed_survivors(self, state: KeySetState) -> Iterator[pa.RecordBatch]:
         """First occurrences among the new rows that no stored key already holds."""
-        stored = {int(i): list(names) for i, names in state.record["segments"].items()}
+        stored = {int(i): [list(r) for r in ranges]
+                  for i, ranges in state.record["segments"].items()}
         for path in self._writers.close():
             index = _partition_index(path)
-            names = stored.get(index, [])
+            ranges = stored.get(index, [])
+            merge = len(ranges) + 1 > MAX_SEGMENTS
             if self._new_rows_fit(os.path.getsize(path)):
                 pieces = [path]
-                if len(names) + 1 > MAX_SEGMENTS:  # merged while they are read anyway
-                    self._keep_open(state, index)
-                    self._merged.add(index)
             else:
                 # More new rows than fit at once (the state's partitions were sized for a
                 # smaller day): cut them by instant, as a full run would, and hold each piece
@@ -153,16 +187,20 @@ class SpillDeduper:
                 with pa.ipc.open_stream(pa.OSFile(piece)) as stream:
                     table = stream.read_all()
                 os.unlink(piece)
-                batch, duplicates, conflicts = self._against_stored(state, index, table, names)
+                # One piece: the stored batches are merged while they are read anyway.
+                copy = merge and len(pieces) == 1
+                batch, duplicates, conflicts = self._against_stored(state, index, table, ranges,
+                                                                    copy=copy)
                 del table
                 self.stats.duplicates += duplicates
                 self.stats.conflicting_duplicates += conflicts
                 if batch.num_rows:
                     self._keep(index, batch)
                     yield batch
-            if len(names) + 1 > MAX_SEGMENTS and index not in self._merged:
-                self._keep_open(state, index)
-                self._merge_rest(state, index, names)
+            if merge:
+                if len(pieces) > 1:
+                    for kept in self._stored_batches(state, ranges):
+                        self._write_kept(index, kept)
                 self._merged.add(index)
         self._finish_kept(state, stored)
 
@@ -184,35 +222,20 @@ class SpillDeduper:
         os.unlink(path)
         return paths
 
-    def _merge_rest(self, state: KeySetState, index: int, names: list[str]) -> None:
-        """Copy the stored segments into this run's segment of the partition."""
-        _, writer = self._kept[index]
-        for name in names:
-            local = state.stored_path(name)
-            try:
-                with pa.ipc.open_stream(pa.OSFile(local)) as stream:
-                    for stored in stream:
-                        writer.write_batch(stored)
-            finally:
-                state.release(local)
-
-    def _keep_open(self, state: KeySetState, index: int) -> None:
-        if index not in self._kept:
-            name = f"{state.generation}-p{index:04d}.arrow"
-            sink = _private_file(os.path.join(state.folder, name))
-            self._kept[index] = (sink, pa.ipc.new_stream(sink, STATE_SCHEMA))
-            state.written.append(name)
-
     def _against_stored(self, state: KeySetState, index: int, table: pa.Table,
-                        names: list[str]) -> _Done:
-        """De-duplicate one partition's new rows against themselves and its stored keys.
+                        ranges: list[list[Any]], *, copy: bool = False) -> _Done:
+        """De-duplicate one partition's new rows against themselves and its stored keys
+        (copying the stored batches into this run's file when ``copy``: a merge).
 
-        The hash table is over the new rows only; stored segments are streamed past it, so
+        The hash table is over the new rows only; stored batches are streamed past it, so
         memory follows the new rows, however large the day's key set has grown. A stored key
         came first (new files sort after every recorded one), so a new row holding it is a
         duplicate, conflicting when its group differs from the stored group.
         """
         if not table.num_rows:
+            if copy:
+                for kept in self._stored_batches(state, ranges):
+                    self._write_kept(index, kept)
             return pa.RecordBatch.from_pylist([], schema=_GROUP_OUT), 0, 0
         encoded = pc.dictionary_encode(exact_keys(table.column(KEY), table.column(INSTANT)))
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -220,22 +243,15 @@ class SpillDeduper:
         _, first_row = np.unique(codes, return_index=True)
         matched_codes: list[np.ndarray] = []
         matched_groups: list[pa.Array] = []
-        merging = self._kept.get(index)
-        for name in names:
-            local = state.stored_path(name)
-            try:
-                with pa.ipc.open_stream(pa.OSFile(local)) as stream:
-                    for stored in stream:
-                        if merging is not None:
-                            merging[1].write_batch(stored)
-                        found = pc.index_in(stored.column(0), value_set=unique)
-                        hit = found.is_valid()
-                        if pc.any(hit).as_py():
-                            matched_codes.append(
-                                found.filter(hit).to_numpy(zero_copy_only=False).astype(np.int64))
-                            matched_groups.append(stored.column(1).filter(hit))
-            finally:
-                state.release(local)
+        for stored in self._stored_batches(state, ranges):
+            if copy:
+                self._write_kept(index, stored)
+            found = pc.index_in(stored.column(0), value_set=unique)
+            hit = found.is_valid()
+            if pc.any(hit).as_py():
+                matched_codes.append(
+                    found.filter(hit).to_numpy(zero_copy_only=False).astype(np.int64))
+                matched_groups.append(stored.column(1).filter(hit))
         groups = table.column(GROUP).combine_chunks()
         first_group = groups.take(pa.array(first_row))
         matched = np.zeros(len(unique), dtype=bool)
@@ -324,12 +340,10 @@ class SpillDeduper:
         return done
 
     def close(self) -> None:
-        for sink, writer in self._kept.values():
-            try:
-                writer.close()
-                sink.close()
-            except OSError:
-                pass  # the run failed; its segments are never published
+        try:
+            self._close_kept()
+        except OSError:
+            pass  # the run failed; its state file is never published
         try:
             self._writers.close()
         except OSError:
