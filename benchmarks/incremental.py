@@ -69,8 +69,8 @@ def main() -> int:
         result = measure(command, log_path=work / f"{label}.log")
         if result.exit_code != 0:
             raise SystemExit(f"{label} run failed: see {work / f'{label}.log'}")
-        print(f"{label:<12} {result.wall_seconds:8.2f} s  peak {human_bytes(result.peak_rss_bytes)}",
-              file=sys.stderr)
+        peak = human_bytes(result.peak_rss_bytes)
+        print(f"{label:<12} {result.wall_seconds:8.2f} s  peak {peak}", file=sys.stderr)
         return result
 
     first = run("full", work / "dest", "--incremental")

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import UsageError
+from .units import human_bytes
 
 DEFAULT_SOURCE = "./data"
 DEFAULT_INITIALS = "SA"
@@ -16,6 +17,11 @@ ENGINES = ("local", "spark")
 LOG_FORMATS = ("text", "json")
 # Python, pyarrow and numpy alone take about 90 MB resident: below this no working set is left.
 MIN_MEMORY_LIMIT = 128 * 2**20
+
+# Instants are nanoseconds since 1970 in 64 bits (as in pyarrow and the output's sort): a day
+# outside these can hold no impression, so it is refused rather than read as all bad rows.
+FIRST_DAY = dt.date(1677, 9, 22)
+LAST_DAY = dt.date(2262, 4, 10)
 
 _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _INITIALS_RE = re.compile(r"[A-Za-z]{1,8}")
@@ -28,9 +34,23 @@ def parse_day(text: str) -> dt.date:
     if not isinstance(text, str) or not _DAY_RE.fullmatch(text):
         raise UsageError(f"invalid date {text!r}: expected YYYY-MM-DD")
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError as err:
         raise UsageError(f"invalid date {text!r}: {err}") from err
+    check_day(day)
+    return day
+
+
+def check_day(day: dt.date) -> None:
+    """Refuse a day no impression can fall on (see `FIRST_DAY`): exit 2, nothing read."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise UsageError(f"invalid date {day.isoformat()}: streamagg handles the days from "
+                         f"{FIRST_DAY} to {LAST_DAY} (64-bit nanosecond timestamps)")
+
+
+def day_stamp(day: dt.date, separator: str = "") -> str:
+    """``YYYY<sep>MM<sep>DD`` with a four-digit year whatever the platform's ``strftime``."""
+    return f"{day.year:04d}{separator}{day.month:02d}{separator}{day.day:02d}"
 
 
 def parse_size(text: str | int) -> int:
@@ -140,14 +160,15 @@ class Config:
             object.__setattr__(self, "max_bad_rows", BadRowLimit.parse(self.max_bad_rows))
         if not isinstance(self.day, dt.date):
             raise UsageError(f"invalid date {self.day!r}")
+        check_day(self.day)
         if not isinstance(self.initials, str) or not _INITIALS_RE.fullmatch(self.initials):
             raise UsageError(f"invalid initials {self.initials!r}: expected 1 to 8 ASCII letters")
         if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
             raise UsageError(f"invalid chunk size {self.chunk_size!r}: expected an integer >= 1")
         if self.memory_limit < MIN_MEMORY_LIMIT:
             raise UsageError(
-                f"memory limit {self.memory_limit} bytes is below the minimum of "
-                f"{MIN_MEMORY_LIMIT // 2**20}MB"
+                f"memory limit {human_bytes(self.memory_limit)} is below the minimum of "
+                f"{human_bytes(MIN_MEMORY_LIMIT)} (--memory-limit {MIN_MEMORY_LIMIT // 2**20}MB)"
             )
         if self.dedupe not in DEDUPE_BACKENDS:
             raise UsageError(f"invalid dedupe backend {self.dedupe!r}: expected spill or sqlite")
@@ -171,19 +192,19 @@ class Config:
     @property
     def day_path(self) -> str:
         """The partition's relative folder, ``YYYY/MM/DD``."""
-        return f"{self.day:%Y/%m/%d}"
+        return day_stamp(self.day, "/")
 
     @property
     def output_name(self) -> str:
-        return f"daily_agg_{self.day:%Y%m%d}_{self.initials}.csv"
+        return f"daily_agg_{day_stamp(self.day)}_{self.initials}.csv"
 
     @property
     def manifest_name(self) -> str:
-        return f"_daily_agg_{self.day:%Y%m%d}_{self.initials}.manifest.json"
+        return f"_daily_agg_{day_stamp(self.day)}_{self.initials}.manifest.json"
 
     @property
     def rejects_name(self) -> str:
-        return f"_daily_agg_{self.day:%Y%m%d}_{self.initials}.rejects.csv"
+        return f"_daily_agg_{day_stamp(self.day)}_{self.initials}.rejects.csv"
 
     @property
     def state_name(self) -> str:
@@ -191,4 +212,4 @@ class Config:
 
     @property
     def plot_name(self) -> str:
-        return f"_daily_agg_{self.day:%Y%m%d}_{self.initials}.png"
+        return f"_daily_agg_{day_stamp(self.day)}_{self.initials}.png"

@@ -25,6 +25,7 @@ from .outputs.plot import render_day, require_matplotlib
 from .reader import BadRow
 from .sources import InputFile, Storage, redact, storage_for
 from .state import DayState, Decision, Earlier, fold_earlier
+from .units import human_bytes
 
 log = logging.getLogger("streamagg")
 
@@ -97,8 +98,14 @@ def plan(config: Config) -> Plan:
     if out_dir == partition or out_dir.startswith(partition.rstrip("/") + "/"):
         raise UsageError("destination lies inside the source partition; its output would be "
                          "read as input", uri=redact(out_dir))
-    if config.tmp_dir is not None and not os.path.isdir(config.tmp_dir):
-        raise UsageError("--tmp-dir is not an existing folder", uri=config.tmp_dir)
+    if config.tmp_dir is not None:
+        if not os.path.isdir(config.tmp_dir):
+            raise UsageError("--tmp-dir is not an existing folder", uri=config.tmp_dir)
+        work, inside = os.path.realpath(config.tmp_dir), os.path.realpath(partition)
+        if "://" not in partition and (work == inside or work.startswith(inside + "/")):
+            # A killed run's work files there would be listed as inputs of the next run.
+            raise UsageError("--tmp-dir lies inside the source partition; its work files "
+                             "would be read as input", uri=work)
     inputs, empty = source.list_partition(layout.folder)
     if not inputs and not empty:
         raise NoInputError("no input files in the partition", uri=partition)
@@ -156,8 +163,9 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
             log.info("%s run: %s", decision.mode, decision.reason,
                      extra={"mode": decision.mode, "reason": decision.reason})
         reading = earlier.new_inputs if earlier is not None else inputs
-        log.info("reading %d files (%d bytes) from %s with the %s engine", len(reading),
-                 sum(i.size for i in reading), source.uri_of(layout.folder), config.engine)
+        log.info("reading %d files (%s) from %s with the %s engine", len(reading),
+                 human_bytes(sum(i.size for i in reading)), source.uri_of(layout.folder),
+                 config.engine)
         if progress is not None:
             source, on_file_done = progress.attach(source, reading, on_file_done)
         rejects = stack.enter_context(TallyingRejects(
@@ -285,7 +293,8 @@ def write_files(work: str, config: Config, manifest: Manifest, rows: list[Hourly
     if config.plot:  # drawn before anything is published: a failure publishes nothing
         plot_path = os.path.join(work, config.plot_name)
         render_day(plot_path, day=config.day, title=f"{config.day} ({config.initials})",
-                   rows=rows, hourly=manifest.hourly or {}, totals=manifest.totals.as_dict())
+                   rows=rows, hourly=manifest.hourly or {}, totals=manifest.totals.as_dict(),
+                   group_name=config.schema.group_column)
     written["plot"] = (plot_path, {"bytes": os.path.getsize(plot_path)} if plot_path else {})
     rejects.close()
     # Its checksum lets an incremental run trust it as the start of the day's rejects.

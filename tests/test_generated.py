@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from streamagg.testing.generate import generate_day
+from streamagg.testing.generate import GeneratedDay, generate_day
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, run_api
-from tests.reference import expected_for
+from tests.reference import Expected, expected_for
 
 
-@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
-def test_generated_day_matches_reference_and_generator(tmp_path: Path, dedupe: str) -> None:
-    source = tmp_path / "source"
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GeneratedDay, Expected]:
+    """One generated day and its reference result, shared by both backends (the reference
+    takes longer than either run)."""
+    source = tmp_path_factory.mktemp("generated") / "source"
     day = generate_day(
         source,
         DAY,
@@ -31,8 +33,15 @@ def test_generated_day_matches_reference_and_generator(tmp_path: Path, dedupe: s
         vary_layout=True,
         seed=7,
     )
-    expected = expected_for(source, DAY)
-    outcome = run_api(source, dedupe=dedupe, chunk_size=997)
+    return source, day, expected_for(source, DAY)
+
+
+@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+def test_generated_day_matches_reference_and_generator(
+    tmp_path: Path, dedupe: str, generated: tuple[Path, GeneratedDay, Expected]
+) -> None:
+    source, day, expected = generated
+    outcome = run_api(source, dest=tmp_path / "dest", dedupe=dedupe, chunk_size=997)
     assert outcome.exit_code == 0, outcome.message
     assert outcome.output == expected.output
     assert outcome.totals == expected.totals

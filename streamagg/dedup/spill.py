@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -25,6 +25,11 @@ MAX_PARTITIONS = 256
 # Python, pyarrow and numpy loaded, code pages included, before any work (measured: 72 MB).
 RUNTIME_BYTES = 80 * 2**20
 SPLIT_FANOUT = 16
+# Levels split by hashing (instant, then id twice); below them, or when a hash split made no
+# progress, pieces are cut by ranges of the exact key (see `_range_bounds`).
+HASH_SPLIT_DEPTHS = 4
+# Keys sampled from a piece to choose its ranges.
+RANGE_SAMPLE = 4096
 # A partition file is made of many small batches (one slice of every batch the day spilled);
 # splitting them one by one cost more than the de-duplication itself on a 100M-row day.
 SPLIT_BATCH_ROWS = 65_536
@@ -182,7 +187,8 @@ class SpillDeduper:
                 # More new rows than fit at once (the state's partitions were sized for a
                 # smaller day): cut them by instant, as a full run would, and hold each piece
                 # against the stored keys in turn. Equal keys share an instant, hence a piece.
-                pieces = self._split_on_disk(path, seed=1)
+                pieces = self._split_on_disk(path, lambda batch: partition_by_instant(
+                    batch.column(INSTANT), SPLIT_FANOUT, seed=1))
             for piece in pieces:
                 with pa.ipc.open_stream(pa.OSFile(piece)) as stream:
                     table = stream.read_all()
@@ -207,20 +213,6 @@ class SpillDeduper:
     def _new_rows_fit(self, size: int) -> bool:
         """Whether a partition's new rows (``size`` bytes spilled) can be held at once."""
         return size * WORK_PER_SPILLED_BYTE <= self.partition_budget
-
-    def _split_on_disk(self, path: str, *, seed: int) -> list[str]:
-        """The rows of a spill file in pieces by instant, order kept within each."""
-        pieces = max(2, min(SPLIT_FANOUT, 1 << int(
-            os.path.getsize(path) * WORK_PER_SPILLED_BYTE // self.partition_budget).bit_length()))
-        writers = _PartitionWriters(self.folder, f"{os.path.basename(path)}.", pieces,
-                                    CLEAN_SCHEMA)
-        with pa.ipc.open_stream(pa.OSFile(path)) as stream:
-            for batch in _regrouped(stream, SPLIT_BATCH_ROWS):
-                writers.write(batch, partition_by_instant(batch.column(INSTANT), pieces,
-                                                          seed=seed))
-        paths = writers.close()
-        os.unlink(path)
-        return paths
 
     def _against_stored(self, state: KeySetState, index: int, table: pa.Table,
                         ranges: list[list[Any]], *, copy: bool = False) -> _Done:
@@ -279,7 +271,7 @@ class SpillDeduper:
 
     def _partition_survivors(self, path: str, depth: int) -> list[_Done]:
         size = os.path.getsize(path)
-        if size * WORK_PER_SPILLED_BYTE <= self.partition_budget or depth >= 4:
+        if size * WORK_PER_SPILLED_BYTE <= self.partition_budget:
             with pa.ipc.open_stream(pa.memory_map(path)) as stream:
                 table = stream.read_all()
             os.unlink(path)
@@ -288,23 +280,82 @@ class SpillDeduper:
             pieces = self._split_in_memory(path, size)
             if pieces is not None:
                 return pieces
-        # Too big for memory (a skewed or larger-than-estimated day): split it again on disk;
-        # order within each piece is kept, so first occurrences stay first.
+        if depth < HASH_SPLIT_DEPTHS:
+            # Too big for memory (a skewed or larger-than-estimated day): split it again on
+            # disk, by instant first (cheap; a big day puts hundreds of seconds in a
+            # partition), then by id for what is left: one hot second.
+            paths = self._split_on_disk(path, lambda batch: (
+                partition_by_instant(batch.column(INSTANT), SPLIT_FANOUT, seed=depth)
+                if depth == 1 else partition_of(batch.column(KEY), SPLIT_FANOUT, seed=depth)))
+            if len(paths) > 1:
+                return [done for piece in paths
+                        for done in self._partition_survivors(piece, depth + 1)]
+            if not paths:
+                return []
+            path = paths[0]  # no progress (one instant, or ids the hash cannot tell apart)
+        # A piece that hashing did not split: cut it by ranges of the exact key, which parts
+        # any two different keys; a piece of a single key is streamed instead.
+        bounds = _range_bounds(path)
+        if bounds is None:
+            return [self._streamed_survivors(path)]
+        paths = self._split_on_disk(path, lambda batch: _range_of(batch, bounds))
+        return [done for piece in paths
+                for done in self._partition_survivors(piece, max(depth + 1, HASH_SPLIT_DEPTHS))]
+
+    def _split_on_disk(self, path: str,
+                       where: Callable[[pa.RecordBatch], np.ndarray]) -> list[str]:
+        """The rows of ``path`` cut into pieces by ``where``, each in its own file; order
+        within each piece is kept, so first occurrences stay first."""
         writers = _PartitionWriters(self.folder, f"{os.path.basename(path)}.", SPLIT_FANOUT,
                                     CLEAN_SCHEMA)
         # Read, not mapped: the pages of a mapped file stay resident until it is unmapped, and
         # a 22 MB partition took a 128MB budget over.
         with pa.ipc.open_stream(pa.OSFile(path)) as stream:
             for batch in _regrouped(stream, SPLIT_BATCH_ROWS):
-                # Again by instant first (cheap; a big day puts hundreds of seconds in a
-                # partition), then by id for what is left: one hot second.
-                where = (partition_by_instant(batch.column(INSTANT), SPLIT_FANOUT, seed=depth)
-                         if depth == 1 else
-                         partition_of(batch.column(KEY), SPLIT_FANOUT, seed=depth))
-                writers.write(batch, where)
+                writers.write(batch, where(batch))
         paths = writers.close()
         os.unlink(path)
-        return [done for piece in paths for done in self._partition_survivors(piece, depth + 1)]
+        return paths
+
+    def _streamed_survivors(self, path: str) -> _Done:
+        """First occurrences of a piece too big for memory that no split can cut (one key, as
+        far as a sample tells): read in slices that fit, keeping only the distinct keys seen so
+        far and the group each first had. Exact whatever the piece holds; its memory is one
+        slice plus those keys."""
+        seen_keys = pa.array([], pa.binary())
+        seen_groups = pa.array([], pa.string())
+        kept: list[pa.RecordBatch] = []
+        duplicates = conflicts = 0
+        slice_bytes = max(self.partition_budget // (2 * WORK_PER_SPILLED_BYTE), 1)
+        with pa.ipc.open_stream(pa.OSFile(path)) as stream:
+            for rows in _sliced(stream, slice_bytes):
+                keys = exact_keys(rows.column(KEY), rows.column(INSTANT))
+                groups = rows.column(GROUP)
+                earlier = pc.index_in(keys, value_set=seen_keys)
+                old = earlier.is_valid()
+                if pc.any(old).as_py():
+                    duplicates += pc.sum(old.cast(pa.int64())).as_py()
+                    first = seen_groups.take(earlier.filter(old))
+                    conflicts += pc.sum(pc.not_equal(groups.filter(old), first)
+                                        .cast(pa.int64())).as_py()
+                    new = pc.invert(old)
+                    rows, keys, groups = rows.filter(new), keys.filter(new), groups.filter(new)
+                if not rows.num_rows:
+                    continue
+                keep, dropped, clashes = first_occurrences(rows.column(KEY),
+                                                           rows.column(INSTANT), groups)
+                duplicates, conflicts = duplicates + dropped, conflicts + clashes
+                mask = pa.array(keep)
+                seen_keys = pa.concat_arrays([seen_keys, keys.filter(mask)])
+                seen_groups = pa.concat_arrays([seen_groups, groups.filter(mask)])
+                kept.append(pa.RecordBatch.from_arrays(
+                    [groups.filter(mask), rows.column(INSTANT).filter(mask),
+                     rows.column(KEY).filter(mask)], schema=_GROUP_OUT))
+        os.unlink(path)
+        batch = (pa.Table.from_batches(kept, schema=_GROUP_OUT).combine_chunks().to_batches()[0]
+                 if kept
+                 else pa.RecordBatch.from_pylist([], schema=_GROUP_OUT))
+        return batch, duplicates, conflicts
 
     def _split_in_memory(self, path: str, size: int) -> list[_Done] | None:
         """Survivors of a partition whose rows fit in memory but whose de-duplication does not:
@@ -418,6 +469,64 @@ def _regrouped(batches: Iterator[pa.RecordBatch] | pa.ipc.RecordBatchStreamReade
             pending, count = [], 0
     if pending:
         yield pa.concat_batches(pending)
+
+
+def _sliced(stream: pa.ipc.RecordBatchStreamReader, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    """The stream's rows, in order, in batches of about ``max_bytes`` (at least one row)."""
+    for batch in stream:
+        if not batch.num_rows:
+            continue
+        rows = max(1, batch.num_rows * max_bytes // max(batch.nbytes, 1))
+        for start in range(0, batch.num_rows, rows):
+            yield batch.slice(start, rows)
+
+
+def _range_bounds(path: str) -> pa.Array | None:
+    """Sorted exact keys that cut the piece at ``path`` into up to `SPLIT_FANOUT` ranges of
+    about equal rows, from an evenly spaced sample of its rows; None when the sample holds a
+    single key (the piece cannot be cut).
+
+    Each bound is paired with the next larger string (itself and a zero byte), so a key that
+    fills many rows gets a range of its own, and any two sampled keys land in different
+    ranges: every cut makes progress, whatever the keys look like.
+    """
+    sample: list[pa.Array] = []
+    sampled, stride, position = 0, 1, 0
+    with pa.ipc.open_stream(pa.OSFile(path)) as stream:
+        for batch in stream:
+            # The rows at multiples of the stride; when the sample is full, every other one is
+            # dropped (those at odd multiples) and the stride doubles.
+            offset = (-position) % stride
+            position += batch.num_rows
+            if offset >= batch.num_rows:
+                continue
+            picked = pa.array(np.arange(offset, batch.num_rows, stride))
+            sample.append(exact_keys(batch.column(KEY).take(picked),
+                                     batch.column(INSTANT).take(picked)))
+            sampled += len(picked)
+            while sampled >= 2 * RANGE_SAMPLE:
+                every = pa.concat_arrays(sample)
+                sample = [every.take(pa.array(np.arange(0, len(every), 2)))]
+                sampled, stride = len(sample[0]), stride * 2
+    if not sample:
+        return None
+    every = pa.concat_arrays(sample)
+    ordered = every.take(pc.sort_indices(every))
+    if pc.count_distinct(ordered).as_py() < 2:
+        return None
+    picks = SPLIT_FANOUT // 2 - 1
+    quantiles = ordered.take(pa.array(
+        [len(ordered) * (i + 1) // (picks + 1) for i in range(picks)])).to_pylist()
+    return pa.array(sorted({b for q in quantiles for b in (q, q + b"\x00")}), pa.binary())
+
+
+def _range_of(batch: pa.RecordBatch, bounds: pa.Array) -> np.ndarray:
+    """The range of each row: how many bounds its exact key is at or above."""
+    keys = exact_keys(batch.column(KEY), batch.column(INSTANT))
+    where = np.zeros(batch.num_rows, dtype=np.uint16)
+    for bound in bounds:
+        where += pc.greater_equal(keys, bound).to_numpy(zero_copy_only=False)
+    return where
 
 
 def first_occurrences(

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamagg")
 
-INSTALL_HINT = "pip install 'streamagg[spark]'"
+INSTALL_HINT = "install the spark extra (in streamagg's clone: pip install -e '.[spark]')"
 FILE_INDEX, ROW_INDEX = "file_index", "row_index"
 # Rows the read stage emits that are not impressions: what the driver needs to know about a file.
 NOTE, LINE, DETAIL, RAW, FIELDS = "note", "line", "detail", "raw", "fields"

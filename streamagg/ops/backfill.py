@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config
-from ..errors import NoInputError, StreamaggError, UsageError
+from ..errors import NoInputError, StreamaggError, UsageError, printable
 from ..pipeline import RunReport, run_day
 from ..sources import InputFile, redact
 from . import logs
@@ -95,6 +95,8 @@ def run_days(config: Config, *, until: dt.date | None = None, mode: str = "run",
     """
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}")
+    if keep_going and until is None:
+        raise UsageError("--keep-going applies to a backfill only: give --to DATE too")
     console = console or logs.Console(config.log_format, logs.new_run_id())
     if until is None:
         result = run_one_day(config, mode=mode, progress=progress)
@@ -203,8 +205,15 @@ def _backfill(config: Config, days: list[dt.date], *, mode: str, keep_going: boo
         first = failed[0]
         raise BackfillFailed(f"{len(failed)} of {len(days)} days failed; first "
                              f"{first.day.isoformat()}: {first.error}", code)
-    if all(r.status == "no input" for r in results):
+    missing = [r.day.isoformat() for r in results if r.status == "no input"]
+    if len(missing) == len(days):
         raise NoInputError(f"no input files in any partition from {days[0]} to {days[-1]}",
+                           uri=redact(config.source))
+    if missing:
+        # A day without input inside a range is what a scheduler must hear about (exit 3),
+        # as it would running that day alone; the table says which days.
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise NoInputError(f"{len(missing)} of {len(days)} days had no input files: {shown}",
                            uri=redact(config.source))
     return 0
 
@@ -236,11 +245,13 @@ def _show_table(console: logs.Console, results: list[DayResult], days: list[dt.d
     rows = results + [DayResult(d, "not run") for d in days[len(results):]]
     if console.json:
         failed = [r for r in rows if r.status == "failed"]
+        missing = [r for r in rows if r.status == "no input"]
         console.emit({"from": days[0].isoformat(), "to": days[-1].isoformat(),
-                      "status": "failed" if failed else "done",
+                      "status": "failed" if failed else "no input" if missing else "done",
                       "days": [r.as_dict() for r in rows]})
         return
-    console.echo(format_table(rows))
+    for line in format_table(rows).splitlines():
+        console.echo(line)
 
 
 def format_table(rows: list[DayResult]) -> str:
@@ -249,7 +260,7 @@ def format_table(rows: list[DayResult]) -> str:
         return f"{r.status} ({r.exit_code})" if r.status == "failed" else r.status
 
     def detail(r: DayResult) -> str:
-        text = "" if r.status in ("not run", "interrupted") else r.detail()
+        text = "" if r.status in ("not run", "interrupted") else printable(r.detail())
         return text if len(text) <= _DETAIL_WIDTH else text[:_DETAIL_WIDTH - 3] + "..."
 
     status_width = max(len("status"), *(len(status(r)) for r in rows))

@@ -32,6 +32,15 @@ log = logging.getLogger("streamagg")
 class _OneLineErrors(click.Command):
     """Every failure is one line on stderr and its SPEC exit code; no traceback when expected."""
 
+    def invoke(self, ctx: click.Context) -> Any:
+        # click answers a KeyboardInterrupt that reaches its main() with an empty line on
+        # stderr (to end a terminal's ``^C``), which would break one JSON object per line;
+        # so a stop inside the command never reaches it as one.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as err:
+            raise _Stopped(terminated=isinstance(err, _Terminated)) from err
+
     def main(self, args: Any = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
@@ -40,8 +49,12 @@ class _OneLineErrors(click.Command):
         try:
             result = super().main(args=args, prog_name=prog_name or "streamagg",
                                   complete_var=complete_var, standalone_mode=False, **extra)
+        except _Stopped as err:
+            if err.terminated:
+                _fail("terminated by SIGTERM", 143, error_format)
+            _fail("interrupted", 130, error_format)
         except click.exceptions.Abort as err:
-            # click turns any KeyboardInterrupt into Abort, our SIGTERM one included.
+            # A stop while click itself parses the options still arrives as Abort.
             if isinstance(err.__context__, _Terminated):
                 _fail("terminated by SIGTERM", 143, error_format)
             _fail("interrupted", 130, error_format)
@@ -57,6 +70,15 @@ class _OneLineErrors(click.Command):
             log.debug("unexpected error", exc_info=True)
             _fail(f"unexpected error: {type(err).__name__}: {err}", 1, error_format)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+class _Stopped(Exception):
+    """A SIGINT or SIGTERM inside the command, carried past click's own KeyboardInterrupt
+    handling."""
+
+    def __init__(self, *, terminated: bool) -> None:
+        super().__init__("terminated" if terminated else "interrupted")
+        self.terminated = terminated
 
 
 def _fail(message: str, code: int, log_format: str) -> None:
@@ -76,7 +98,9 @@ def _fail(message: str, code: int, log_format: str) -> None:
 @click.option("--chunk-size", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Rows per record batch.")
 @click.option("--memory-limit", default="256MB", show_default=True,
-              help="Working-set budget, e.g. 256MB or 1GB.")
+              help="Target for the peak resident memory of the whole process, e.g. 256MB or "
+                   "1GB (binary units; at least 128MB, reliable from 192MB). The summary warns "
+                   "when the measured peak passed it.")
 @click.option("--dedupe", type=click.Choice(DEDUPE_BACKENDS), default="spill", show_default=True,
               help="On-disk key set: hash-partitioned spill files or a sqlite key table.")
 @click.option("--tmp-dir", type=click.Path(file_okay=False), default=None,
@@ -109,7 +133,7 @@ def _fail(message: str, code: int, log_format: str) -> None:
 @click.option("--state", "state", metavar="URI", default=None,
               help="Root of the kept states for --incremental. [default: beside the results]")
 @click.option("--plot", is_flag=True,
-              help="Also write a PNG of the day beside the output (needs streamagg[plot]).")
+              help="Also write a PNG of the day beside the output (needs the plot extra).")
 @click.version_option(__version__, prog_name="streamagg")
 def main(date: str, source: str, dest: str | None, initials: str, chunk_size: int,
          memory_limit: str, dedupe: str, tmp_dir: str | None, engine: str,

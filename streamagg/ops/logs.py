@@ -14,12 +14,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
+from ..errors import printable
 from ..units import human_bytes
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..pipeline import RunReport
 
 log = logging.getLogger("streamagg")
+
+# The smallest --memory-limit that holds on every machine measured, a fresh install included.
+RELIABLE_MEMORY_LIMIT = 192 * 2**20
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -59,13 +64,22 @@ class JsonFormatter(logging.Formatter):
                 timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "run_id": _state.run_id,
-            "message": record.getMessage(),
+            "message": printable(record.getMessage()),
         }
         payload.update(_fields)
         payload.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL message``, the message escaped so that a name holding a newline or a
+    terminal escape can neither forge a second line nor reach the terminal."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 class _StderrHandler(logging.Handler):
@@ -95,8 +109,7 @@ def setup(log_format: str, run_id: str | None = None) -> Console:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                               "%H:%M:%S"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -121,7 +134,8 @@ def format_from_args(args: Sequence[str]) -> str:
 
 def error_line(message: str, code: int, log_format: str | None = None) -> str:
     """The one line a failed run prints on stderr: text, or a JSON record in JSON mode."""
-    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    # Escaped, not cut at a newline: the whole message, naming its file, stays on one line.
+    first = printable(message.strip()) or "failed"
     if (log_format or _state.log_format) == "json":
         return json.dumps({"ts": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
                            .replace("+00:00", "Z"), "level": "error",
@@ -165,7 +179,8 @@ class Console:
                               ensure_ascii=False))
 
     def echo(self, text: str = "") -> None:
-        click.echo(text)
+        """One line for people; whatever names it holds are escaped (`printable`)."""
+        click.echo(printable(text))
 
     def summary(self, report: RunReport, seconds: float) -> None:
         """The end of a run at a glance (text), or one JSON line with the same facts."""
@@ -179,19 +194,22 @@ class Console:
                 return
             self.echo(f"{len(report.inputs)} input files:")
             for item in report.inputs:
-                self.echo(f"  {item.uri}  ({item.size} bytes)")
+                self.echo(f"  {item.uri}  ({human_bytes(item.size)})")
             self.echo(f"output would be written to {report.output_uri}")
             return
         totals = report.totals
         peak = int(report.manifest.get("peak_memory_bytes", 0))
         input_bytes = sum(i.size for i in report.inputs)
+        warnings = [w for w in (memory_warning(report.config, peak),) if w]
         if self.json:
             self.emit({"day": day, "status": "done", "output": report.output_uri,
                        "manifest": report.manifest_uri, "rejects": report.rejects_uri,
                        "plot": report.plot_uri, "inputs": len(report.inputs),
                        "input_bytes": input_bytes, "totals": totals,
                        "mode": report.mode, "mode_reason": report.mode_reason,
-                       "elapsed_seconds": round(seconds, 3), "peak_memory_bytes": peak})
+                       "elapsed_seconds": round(seconds, 3), "peak_memory_bytes": peak,
+                       "memory_limit_bytes": report.config.memory_limit,
+                       "warnings": warnings})
             return
         read = max(1, totals["rows_read"])
         rows = [
@@ -205,13 +223,28 @@ class Console:
             ("impressions", f"{totals['impressions']:,} "
                             f"({totals['outside_day']:,} outside the day)"),
             ("output rows", f"{totals['output_rows']:,}"),
-            ("time", f"{seconds:.2f} s, peak memory {peak / 2**20:.0f} MiB"),
+            ("time", f"{seconds:.2f} s, peak memory {human_bytes(peak)}"),
             ("manifest", str(report.manifest_uri)),
         ]
         if report.plot_uri:
             rows.append(("plot", report.plot_uri))
         if report.config.incremental:
             rows.insert(0, ("mode", f"{report.mode} ({report.mode_reason})"))
+        rows += [("warning", text) for text in warnings]
         self.echo(f"wrote {report.output_uri}")
         for name, value in rows:
             self.echo(f"  {name:<12} {value}")
+
+
+def memory_warning(config: Config, peak: int) -> str | None:
+    """Say so when the measured peak passed --memory-limit, a target the run could not keep.
+
+    Only for the local engine: on Spark the limit sizes reader blocks and nothing more.
+    """
+    if config.engine != "local" or peak <= config.memory_limit:
+        return None
+    text = (f"peak memory {human_bytes(peak)} passed --memory-limit "
+            f"{human_bytes(config.memory_limit)}")
+    if config.memory_limit < RELIABLE_MEMORY_LIMIT:
+        text += "; limits below 192MB hold only on some machines (README, Memory)"
+    return text

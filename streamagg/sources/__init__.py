@@ -28,7 +28,10 @@ class Storage(Protocol):
     root_uri: str
 
     def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
-        """Inputs below ``relative`` in lexicographic order, and the empty files skipped."""
+        """Inputs below ``relative`` in lexicographic order, and the empty files skipped.
+
+        A local root that does not exist is a `UsageError` (exit 2); a missing ``relative`` below
+        an existing root is no inputs (the caller's exit 3)."""
 
     def open_input(self, item: InputFile) -> BinaryIO:
         """A binary stream of the object's bytes as stored (still compressed)."""

@@ -5,15 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import io
+import logging
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, BinaryIO
 
-from ..errors import StorageError, UsageError
+from ..errors import BadDataError, StorageError, UsageError, printable
 from . import InputFile, is_input_name
+
+log = logging.getLogger("streamagg")
 
 
 class LocalStorage:
@@ -27,22 +31,50 @@ class LocalStorage:
         # destination cannot reach into the source partition through a link or ``..``.
         self.root = Path(os.path.realpath(Path(path).expanduser()))
         self.root_uri = str(self.root)
+        if not _is_utf8(self.root_uri):  # it would name every input and output in UTF-8 files
+            raise UsageError("local path is not valid UTF-8", uri=self.root_uri)
 
     def uri_of(self, relative: str) -> str:
         return str(self.root / relative)
 
     def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
+        """The partition's inputs, links followed: a link to a file or a folder is read as
+        what it points to, wherever that is. Each folder is walked once; a link back to a
+        folder already walked (a loop) and anything with an input's name that is not a
+        regular file (a FIFO, socket or device) are not read, and each is logged as such."""
+        if not self.root.is_dir():
+            # A typo, not a day whose data is late (that is an existing root without the day).
+            problem = "is not a folder" if self.root.exists() else "does not exist"
+            raise UsageError(f"source folder {problem}", uri=self.root_uri)
         base = self.root / relative
         if not base.is_dir():
             return [], 0
         found: list[InputFile] = []
         empty = 0
+        skipped: list[tuple[str, str]] = []
+        not_utf8: list[str] = []
+        real_base = os.path.realpath(base)
+        walked = {_identity(base.stat()): str(base)}
 
         def fail(err: OSError) -> None:
             raise StorageError(f"cannot list folder: {err.strerror}", uri=err.filename)
 
-        for folder, dirs, files in os.walk(base, onerror=fail):
-            dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
+        for folder, dirs, files in os.walk(base, onerror=fail, followlinks=True):
+            kept = []
+            for name in sorted(d for d in dirs if not d.startswith(("_", "."))):
+                sub = os.path.join(folder, name)
+                try:
+                    identity = _identity(os.stat(sub))
+                except OSError as err:
+                    raise StorageError(f"cannot stat folder: {err.strerror}", uri=sub) from err
+                real = os.path.realpath(sub)
+                if identity in walked or real_base.startswith(real.rstrip("/") + "/"):
+                    skipped.append((sub, "a link to a folder already listed (a loop): "
+                                         f"{walked.get(identity, real)}"))
+                    continue
+                walked[identity] = sub
+                kept.append(name)
+            dirs[:] = kept
             for name in files:
                 path = Path(folder) / name
                 rel = path.relative_to(self.root).as_posix()
@@ -52,11 +84,28 @@ class LocalStorage:
                     stat = path.stat()
                 except OSError as err:
                     raise StorageError(f"cannot stat file: {err.strerror}", uri=str(path)) from err
+                if not S_ISREG(stat.st_mode):
+                    skipped.append((str(path), "not a regular file"))
+                    continue
                 if stat.st_size == 0:
                     empty += 1
                     continue
+                if not _is_utf8(rel):
+                    not_utf8.append(str(path))
+                    continue
                 found.append(InputFile(uri=str(path), key=rel, size=stat.st_size,
                                        version=_version(stat)))
+        if not_utf8:
+            # Refused before anything is read or written: the manifest, the rejects file and
+            # every later --check name inputs exactly, which such a name cannot be in UTF-8.
+            raise BadDataError(f"{len(not_utf8)} input file name(s) not valid UTF-8; rename "
+                               "them (nothing written)", uri=sorted(not_utf8)[0])
+        for entry, reason in skipped:
+            log.warning("not read: %s: %s", entry, reason,
+                        extra={"skipped": printable(entry), "reason": printable(reason)})
+        if skipped:
+            log.warning("%d entries of %s not read (see above)", len(skipped), base,
+                        extra={"skipped_entries": len(skipped)})
         found.sort(key=lambda item: item.key)
         return found, empty
 
@@ -151,6 +200,19 @@ class LocalStorage:
             pass  # not empty (a live run's temp file) or gone: harmless either way
 
 
+def _identity(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_dev, stat.st_ino
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a name holding bytes that were not UTF-8 (``os.fsdecode`` surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _version(stat: os.stat_result) -> str:
     """What a rerun compares a local input by: its modification time."""
     return dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).isoformat()
@@ -185,8 +247,8 @@ class _CheckedFile(io.FileIO):
         n = super().readinto(buffer)
         if n == 0 and len(memoryview(buffer)):
             if self._seen != self._item.size:
-                raise StorageError(f"input file changed while it was read: {self._seen} bytes "
-                                   f"read of {self._item.size} listed", uri=self._item.uri)
+                raise StorageError(f"input file changed while it was read: {self._seen:,} bytes "
+                                   f"read of {self._item.size:,} listed", uri=self._item.uri)
             self._check("changed while it was read")
         self._seen += n or 0
         return n

@@ -110,13 +110,48 @@ def test_only_retryable_failures_exit_1(cli: Cli, month: Callable[..., Path]) ->
     assert result.exit_code == 1
 
 
-def test_days_without_input_are_reported_not_failed(cli: Cli, month: Callable[..., Path]) -> None:
+def test_days_without_input_are_not_failures_but_exit_3(
+    cli: Cli, month: Callable[..., Path]
+) -> None:
     source = month(empty=(2, 4))
     result = cli(str(FIRST), "--to", str(LAST), "--source", source)
-    assert_ok(result)
+    # SPEC: no failure, but a day without input is what a scheduler must hear about.
+    assert result.exit_code == 3, result.output
     statuses = [cells[1].strip() for cells in table_rows(result.stdout).values()]
     assert statuses == ["done", "no input", "done", "no input"]
     assert lines(result.stdout)[-1] == "2 of 4 days ok, 0 failed, 2 without input"
+    assert lines(result.stderr)[-1] == (
+        f"streamagg: error: 2 of 4 days had no input files: 2021-01-02, 2021-01-04 ({source})")
+    # The days that had input were still done.
+    assert (source / "results" / day_path(LAST.replace(day=3))).exists()
+
+
+def test_a_failed_day_outranks_a_day_without_input(
+    cli: Cli, month: Callable[..., Path]
+) -> None:
+    source = month(broken={3: {"a.csv.gz": truncated_gzip(dt.date(2021, 1, 3))}}, empty=(2,))
+    result = cli(str(FIRST), "--to", str(LAST), "--source", source, "--keep-going")
+    assert result.exit_code == 1, result.output
+
+
+def test_json_backfill_with_a_day_without_input_says_so(
+    cli: Cli, month: Callable[..., Path]
+) -> None:
+    source = month(empty=(4,))
+    result = cli(str(FIRST), "--to", str(LAST), "--source", source, "--log-format", "json")
+    assert result.exit_code == 3
+    summary = json.loads(lines(result.stdout)[-1])
+    assert summary["status"] == "no input"
+    assert [d["status"] for d in summary["days"]] == ["done", "done", "done", "no input"]
+
+
+def test_keep_going_without_to_is_refused(cli: Cli, month: Callable[..., Path]) -> None:
+    source = month()
+    result = cli(str(FIRST), "--source", source, "--keep-going")
+    assert result.exit_code == 2
+    assert lines(result.stderr) == [
+        "streamagg: error: --keep-going applies to a backfill only: give --to DATE too"]
+    assert not (source / "results").exists()
 
 
 def test_no_input_on_any_day_exits_3(cli: Cli, tmp_path: Path) -> None:

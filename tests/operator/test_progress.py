@@ -175,3 +175,36 @@ def test_rate_follows_the_last_ten_seconds_and_survives_a_long_silence() -> None
         clock.now += 1
         bar.bytes_read(a, 10 * 2**20)
     assert bar.rate() == pytest.approx(10 * 2**20, rel=0.1)
+
+
+def test_all_bytes_read_is_not_done_until_the_last_file_is_finished() -> None:
+    # A gzipped file's compressed bytes are all read while its last blocks are still being
+    # decompressed and counted: the bar must not say 100% and "0:00 left" meanwhile.
+    clock = FakeClock()
+    bar = Progress("day", stream=io.StringIO(), clock=clock)
+    a, b = item("a.csv", 3 * 2**20), item("b.csv.gz", 2**20)
+    bar.start([a, b])
+    clock.now += 1
+    bar.bytes_read(a, 3 * 2**20)
+    bar.file_done(a)
+    clock.now += 1
+    bar.bytes_read(b, 2**20 - 4000)  # 99.6%: rounded down, not up to 100%
+    assert " 99% 1/2 files" in bar.text() and "left" in bar.text()
+    clock.now += 1
+    bar.bytes_read(b, 4000)  # every byte read, the file not finished
+    text = bar.text()
+    assert " 99% 1/2 files" in text and "4.0/4.0 MiB" in text, text
+    assert "finishing 1 file" in text and "left" not in text and "100%" not in text, text
+    assert "#" * 20 not in text  # the bar is not full either
+    bar.file_done(b)
+    assert "100% 2/2 files" in bar.text() and "all read, counting" in bar.text()
+    assert "#" * 20 in bar.text()
+
+
+def test_finishing_counts_the_files_still_open() -> None:
+    bar = Progress("day", stream=io.StringIO(), clock=FakeClock())
+    a, b = item("a.csv.gz", 100), item("b.csv.gz", 100)
+    bar.start([a, b])
+    bar.bytes_read(a, 100)
+    bar.bytes_read(b, 100)
+    assert "finishing 2 files" in bar.text() and " 99% 0/2 files" in bar.text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,10 +23,18 @@ pytestmark = pytest.mark.s3
 Cli = Callable[..., Result]
 
 
-@pytest.fixture
-def day(tmp_path: Path) -> Path:
-    source = tmp_path / "source"
+@pytest.fixture(scope="module")
+def day_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated day, made once for the module; each test gets a copy."""
+    source = tmp_path_factory.mktemp("disk-full-day") / "source"
     generate_day(source, DAY, rows=30_000, files=2, gzip_files=1, seed=9)
+    return source
+
+
+@pytest.fixture
+def day(tmp_path: Path, day_template: Path) -> Path:
+    source = tmp_path / "source"
+    shutil.copytree(day_template, source)
     return source
 
 

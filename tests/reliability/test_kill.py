@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +25,17 @@ Spawn = Callable[..., Child]
 LATE_FILE = "part-99999.csv"  # added after the first run, so a second run's output differs
 
 
-def make_day(root: Path) -> Path:
-    """A generated day (gzip, duplicates, bad rows), plus a file the first run does not see."""
+@pytest.fixture(scope="module")
+def day_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated day, made once for the module: each test gets a copy (`make_day`)."""
+    root = tmp_path_factory.mktemp("kill-day") / "source"
     generate_day(root, DAY, rows=40_000, files=3, gzip_files=1, bad_row_rate=0.001, seed=5)
+    return root
+
+
+def make_day(root: Path, template: Path) -> Path:
+    """A generated day (gzip, duplicates, bad rows), a copy of ``template``."""
+    shutil.copytree(template, root)
     return root
 
 
@@ -48,11 +57,12 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def local_day(tmp_path: Path, cli: Cli) -> tuple[Path, Path, Path, dict[str, bytes]]:
+def local_day(tmp_path: Path, cli: Cli, day_template: Path
+              ) -> tuple[Path, Path, Path, dict[str, bytes]]:
     """(source, dest, scratch, earlier output files): one good run, then a late file arrives."""
     source, dest, scratch = tmp_path / "source", tmp_path / "dest", tmp_path / "scratch"
     scratch.mkdir()
-    make_day(source)
+    make_day(source, day_template)
     first = cli(DAY_ARG, "--source", source, "--dest", dest, "--tmp-dir", scratch,
                 "--max-bad-rows", "5%")
     assert first.exit_code == 0, first.output
@@ -146,9 +156,9 @@ def test_sigterm_exits_143(
 @pytest.mark.parametrize("upload", ["single", "multipart"])
 def test_sigkill_during_an_s3_upload_then_a_clean_rerun(
     spawn: Spawn, cli: Cli, s3: S3, proxy: FaultProxy, small_parts: int,
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, upload: str,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, upload: str, day_template: Path,
 ) -> None:
-    source = make_day(tmp_path / "source")
+    source = make_day(tmp_path / "source", day_template)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     args = [DAY_ARG, "--source", source, "--dest", f"{s3.uri}/out", "--endpoint-url",
@@ -193,8 +203,8 @@ def test_sigkill_during_an_s3_upload_then_a_clean_rerun(
 # --- two runs of one day at once --------------------------------------------------------------
 
 
-def test_two_local_runs_at_once(spawn: Spawn, tmp_path: Path) -> None:
-    source = make_day(tmp_path / "source")
+def test_two_local_runs_at_once(spawn: Spawn, tmp_path: Path, day_template: Path) -> None:
+    source = make_day(tmp_path / "source", day_template)
     dest, scratch = tmp_path / "dest", tmp_path / "scratch"
     scratch.mkdir()
     children = [spawn(args_for(source, dest, scratch, "--dedupe", dedupe))
@@ -211,11 +221,12 @@ def test_two_local_runs_at_once(spawn: Spawn, tmp_path: Path) -> None:
 
 @pytest.mark.s3
 def test_two_s3_runs_at_once(
-    spawn: Spawn, s3: S3, proxy: FaultProxy, small_parts: int, tmp_path: Path
+    spawn: Spawn, s3: S3, proxy: FaultProxy, small_parts: int, tmp_path: Path,
+    day_template: Path
 ) -> None:
     # Through the proxy, which gives uploads their true start time as S3 would: a run must
     # not take the other's live upload for a killed run's leftover.
-    source = make_day(tmp_path / "source")
+    source = make_day(tmp_path / "source", day_template)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     settings = [f"streamagg.sources.s3:MULTIPART_THRESHOLD={small_parts}",
