@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .reader import GROUP, INSTANT
+from .columns import GROUP, INSTANT
 
 BUCKET, COUNT = "bucket", "count"
 # Partial counts are re-folded once they outgrow twice the last fold (and at least this many

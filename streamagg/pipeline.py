@@ -8,12 +8,13 @@ import hashlib
 import logging
 import os
 import resource
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .aggregate import HourlyRow
 from .cleanup import remove_leftovers, work_folder
+from .columns import BadRow
 from .config import Config
 from .engines import DayCounts, FileResult, ProgressCallback, RunContext, engine_for
 from .errors import NoInputError, StorageError, UsageError
@@ -22,7 +23,6 @@ from .outputs.csv import publish, write_output
 from .outputs.hourly import TallyingRejects, hourly_section
 from .outputs.manifest import InputRecord, Manifest
 from .outputs.plot import render_day, require_matplotlib
-from .reader import BadRow
 from .sources import InputFile, Storage, redact, storage_for
 from .state import DayState, Decision, Earlier, fold_earlier
 from .units import human_bytes
@@ -122,9 +122,9 @@ class DayBooks:
         self.rows_read = 0
         self.empty_files = 0  # non-empty objects holding no header
 
-    def bad_rows(self, rows: Sequence[BadRow], *, read_so_far: int = 0) -> None:
-        if rows:
-            self.rejects.write(list(rows), self.rows_read + read_so_far)
+    def bad_rows(self, rows: Iterable[BadRow], *, read_so_far: int = 0) -> None:
+        # Streamed: a file's bad rows may be kept on disk (`BadRows`), never all in memory.
+        self.rejects.write(rows, self.rows_read + read_so_far)
 
     def file_done(self, item: InputFile, result: FileResult) -> None:
         self.rows_read += result.rows_read

@@ -17,11 +17,11 @@ import pyarrow.csv as pa_csv
 
 from . import __version__
 from .aggregate import BUCKET, COUNT, HourlyCounts
+from .columns import GROUP
 from .config import Config
 from .dedup import KeySetState
 from .errors import StorageError
 from .outputs.manifest import MANIFEST_VERSION, InputRecord
-from .reader import GROUP
 from .sources import InputFile, Storage, storage_for
 
 STATE_FORMAT = 1

@@ -141,6 +141,26 @@ def records(text: str) -> Iterator[tuple[int, list[str], str]]:
         consumed.clear()
 
 
+def ends_inside_quotes(raw: str) -> bool:
+    """Whether a record's text ends inside a quoted field, walked character by character."""
+    quoted = False
+    field_start = True
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if quoted:
+            if c == '"':
+                if raw[i + 1:i + 2] == '"':
+                    i += 1
+                else:
+                    quoted = False
+        elif c == '"' and field_start:
+            quoted = True
+        field_start = not quoted and c in ",\r\n"
+        i += 1
+    return quoted
+
+
 @dataclass
 class _Row:
     path: str
@@ -160,10 +180,11 @@ def read_file(path: str, data: bytes, rejects: list[Reject]) -> tuple[list[_Row]
     rows_read = bad = 0
     positions: dict[str, int] | None = None
     width = 0
-    for line, fields, raw in records(text):
+    all_records = list(records(text))
+    for number, (line, fields, raw) in enumerate(all_records, 1):
         if positions is None:
-            if not fields:
-                continue  # blank lines before the header
+            if len(fields) <= 1 and not "".join(fields).removeprefix("\ufeff").strip(" \t"):
+                continue  # blank lines before the header: nothing, or a BOM, spaces and tabs
             names = [name.strip(" \t").upper() for name in fields]
             positions = {}
             for column in REQUIRED:
@@ -180,6 +201,8 @@ def read_file(path: str, data: bytes, rejects: list[Reject]) -> tuple[list[_Row]
         reason = None
         if len(fields) != width:
             reason = f"expected {width} fields, got {len(fields)}"
+        elif number == len(all_records) and ends_inside_quotes(raw):
+            reason = "unterminated quote"
         else:
             values = {c: fields[positions[c]].strip(FIELD_PADDING) for c in REQUIRED}
             empty = [c for c in REQUIRED if not values[c]]

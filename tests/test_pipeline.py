@@ -10,10 +10,10 @@ import pytest
 
 from streamagg import pipeline
 from streamagg.aggregate import HourlyCounts
+from streamagg.columns import BadRow
 from streamagg.config import Config
 from streamagg.engines import Books, DayCounts, FileResult, RunContext, engine_for
 from streamagg.errors import BadDataError
-from streamagg.reader import BadRow
 
 DAY = "2021-01-30"
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from streamagg.config import Schema
 from streamagg.errors import BadDataError
-from streamagg.reader import (
+from streamagg.read import (
     CLEAN_SCHEMA,
     FileStats,
     locate_bad_rows,

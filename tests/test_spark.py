@@ -540,3 +540,24 @@ def test_reader_hands_the_jvm_small_arrow_batches(partition: Callable[..., Path]
     assert [b.num_rows for b in impressions] == [spark_engine.ARROW_BATCH_ROWS] * 2 + [5]
     assert [r for b in impressions for r in b.column(spark_engine.ROW_INDEX).to_pylist()] == list(
         range(rows))
+
+
+@pytest.mark.parametrize("limit", ["100%", "3"])
+def test_hostile_bad_rows_give_the_same_rejects(spark: SparkSession, partition: Callable[..., Path],
+                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                limit: str) -> None:
+    # Blank-looking lines before a header, a last field whose quote never closes, and bad rows
+    # enough to go through BadRows' temporary files (three rows a run); a count limit stops the
+    # reading on both engines at the same row.
+    monkeypatch.setattr("streamagg.columns._RUN_ROWS", 3)
+    flood = "".join(f"b{i},2021-01-30 10:00:00\n" if i % 2 else f"b{i},never,1\n"
+                    for i in range(40))
+    source = partition({"a.csv": " \t\n\ufeff\n" + H + "a,2021-01-30 10:00:00,1\n" + flood,
+                        "b.csv": H + 'b,2021-01-30 11:00:00,2\nc,2021-01-30 11:00:00,"3\nd,x,4\n'})
+    local, on_spark = both_engines(source, tmp_path, max_bad_rows=limit)
+    assert_same(local, on_spark)
+    if limit == "100%":
+        assert local.rejects is not None and b"unterminated quote opened on line 3" in local.rejects
+        assert local.totals["bad_rows"] == 41
+    else:
+        assert local.exit_code == 4

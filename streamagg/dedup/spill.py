@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..aggregate import HourlyCounts
-from ..reader import CLEAN_SCHEMA, GROUP, INSTANT, KEY
+from ..columns import CLEAN_SCHEMA, GROUP, INSTANT, KEY
 from . import DedupStats, KeySetState, exact_keys
 
 # Working memory of one partition's de-duplication per byte spilled (key strings, dictionary

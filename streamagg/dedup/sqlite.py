@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..aggregate import HourlyCounts, sum_per_pair
+from ..columns import GROUP, INSTANT, KEY
 from ..errors import StorageError
-from ..reader import GROUP, INSTANT, KEY
 from . import DedupStats, KeySetState, exact_keys
 
 _OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])

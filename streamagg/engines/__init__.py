@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..aggregate import HourlyCounts
+from ..columns import BadRow
 from ..config import Config
 from ..dedup import KeySetState
-from ..reader import BadRow
 from ..sources import InputFile, Storage
 
 ProgressCallback = Callable[[InputFile], None]
@@ -44,7 +44,7 @@ class Books(Protocol):
     count limit can stop the reading early; ``file_done`` comes once per input, in file order.
     """
 
-    def bad_rows(self, rows: Sequence[BadRow], *, read_so_far: int = 0) -> None:
+    def bad_rows(self, rows: Iterable[BadRow], *, read_so_far: int = 0) -> None:
         """Set bad rows aside; ``read_so_far``: rows of the current file not yet in a
         `file_done` (they count for a percentage limit and the message)."""
 

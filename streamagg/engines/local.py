@@ -12,11 +12,12 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from ..aggregate import HourlyCounts
+from ..columns import INSTANT, BadRows, FileStats
 from ..config import Config
 from ..dedup import make_deduper
 from ..errors import StorageError
 from ..outputs.hourly import tally_buckets
-from ..reader import INSTANT, FileStats, locate_bad_rows, open_decompressed, read_batches
+from ..read import locate_bad_rows, open_decompressed, read_batches
 from ..sources import InputFile, Storage
 from . import Books, DayCounts, FileResult, RunContext
 from .prefetch import ordered_prefetch
@@ -35,7 +36,7 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
     result = DayCounts(HourlyCounts(config.schema.grain_seconds))
 
     def batches_then_stats(item: InputFile) -> Iterator[pa.RecordBatch | FileStats]:
-        stats = FileStats()
+        stats = FileStats(bad_rows=BadRows(work))  # many bad rows wait on disk, in ``work``
         yield from read_file(config, source, item, stats)
         yield stats
 
@@ -63,6 +64,7 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
                 books.bad_rows(stats.bad_rows, read_so_far=stats.rows_read)
                 books.file_done(item, FileResult(stats.rows_read, len(stats.bad_rows),
                                                  stats.empty))
+                stats.bad_rows.close()
         books.all_read()
         try:
             dedup.fold_into(result.counts)
@@ -81,7 +83,8 @@ def read_file(config: Config, source: Storage, item: InputFile,
                                 chunk_size=config.chunk_size,
                                 block_size=reader_block_size(config.memory_limit), stats=stats,
                                 reopen=functools.partial(open_input, source, item),
-                                gather_rows=gather_rows(config.memory_limit))
+                                gather_rows=gather_rows(config.memory_limit),
+                                stop_after_bad=config.max_bad_rows.count)
     if stats.bad_rows:
         locate_bad_rows(functools.partial(open_input, source, item), stats)
 

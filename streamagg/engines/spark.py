@@ -21,9 +21,9 @@ import pyarrow as pa
 
 from .. import errors
 from ..aggregate import BUCKET, COUNT, HourlyCounts
+from ..columns import GROUP, INSTANT, KEY, BadRow, FileStats
 from ..config import Config
 from ..errors import StreamaggError, UsageError
-from ..reader import GROUP, INSTANT, KEY, BadRow, FileStats
 from ..sources import InputFile, Storage, storage_for
 from . import Books, DayCounts, FileResult, RunContext
 from .local import read_file

@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow as pa
 
 from ..aggregate import HourlyRow
+from ..columns import BadRow
 from ..config import BadRowLimit
-from ..reader import BadRow, parse_instant
+from ..read import parse_instant
 from .csv import format_bucket
 from .rejects import RejectsFile
 
@@ -63,14 +64,12 @@ class TallyingRejects(RejectsFile):
         self.per_bucket: dict[int, int] = {}
         self.without_time = 0
 
-    def write(self, rows: list[BadRow], rows_read: int) -> None:
-        for row in rows:
-            bucket = bad_row_bucket(row, self.grain_seconds)
-            if bucket is None:
-                self.without_time += 1
-            else:
-                self.per_bucket[bucket] = self.per_bucket.get(bucket, 0) + 1
-        super().write(rows, rows_read)
+    def tally(self, row: BadRow) -> None:
+        bucket = bad_row_bucket(row, self.grain_seconds)
+        if bucket is None:
+            self.without_time += 1
+        else:
+            self.per_bucket[bucket] = self.per_bucket.get(bucket, 0) + 1
 
     def __enter__(self) -> TallyingRejects:
         return self

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable
 
+from ..columns import BadRow
 from ..config import BadRowLimit
 from ..errors import BadDataError
-from ..reader import BadRow
 
 
 class RejectsFile:
@@ -24,14 +25,16 @@ class RejectsFile:
         self._writer = csv.writer(self._out, lineterminator="\n")
         self._writer.writerow(["file", "line", "reason", "raw"])
 
-    def write(self, rows: list[BadRow], rows_read: int) -> None:
-        """Append a file's bad rows; a count limit fails as soon as it is exceeded."""
-        if self.first is None and rows:
-            self.first = rows[0]
+    def write(self, rows: Iterable[BadRow], rows_read: int) -> None:
+        """Append a file's bad rows, one at a time (a file may have millions, read back from
+        disk); a count limit fails as soon as it is exceeded."""
         for row in rows:
+            if self.first is None:
+                self.first = row
+            self.tally(row)
             self._writer.writerow([row.uri, row.line if row.line is not None else "",
                                    row.reason, row.raw if row.raw is not None else ""])
-        self.count += len(rows)
+            self.count += 1
         if self.limit.count is not None and self.count > self.limit.count:
             raise self.too_many(rows_read)
 
@@ -44,6 +47,9 @@ class RejectsFile:
                 self._out.write(chunk)
         self.count = count
         self.first = first
+
+    def tally(self, row: BadRow) -> None:
+        """Called for each row written: a subclass's hook for its own figures."""
 
     def check(self, rows_read: int) -> None:
         """The final check, once every row of the day is read."""

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamagg.aggregate import HourlyCounts, HourlyRow
+from streamagg.columns import CLEAN_SCHEMA
 from streamagg.dedup import make_deduper
 from streamagg.dedup import spill as spill_module
-from streamagg.reader import CLEAN_SCHEMA
 
 BACKENDS = ["spill", "sqlite"]
 LIMIT = 256 * 2**20

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 from click.testing import Result
 
+from streamagg.columns import BadRow
 from streamagg.outputs.hourly import bad_row_bucket, tally_buckets
-from streamagg.reader import BadRow
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3, day_path
 from tests.operator.helpers import GOOD, MIXED, assert_ok, lines
 

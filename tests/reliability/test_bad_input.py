@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from streamagg.reader import FileStats, read_batches
+from streamagg.read import FileStats, read_batches
 from streamagg.sources.local import LocalStorage
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, REJECTS_NAME, day_path
 from tests.reference import expected_for

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamagg.errors import StreamaggError
-from streamagg.reader import CLEAN_SCHEMA, FileStats, locate_bad_rows, read_batches
+from streamagg.read import CLEAN_SCHEMA, FileStats, locate_bad_rows, read_batches
 from tests.reference import MissingColumn, read_file
 
 REQUIRED = ["IMPRESSION_ID", "IMPRESSION_DATETIME", "CAMPAIGN_ID"]

@@ -1,0 +1,163 @@
+"""The clean batch's schema, and what reading a file reports: its bad rows and counts."""
+
+from __future__ import annotations
+
+import heapq
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+import pyarrow as pa
+
+# The columns every clean batch carries, whatever the file called them.
+KEY, INSTANT, GROUP = "key", "instant", "group"
+CLEAN_SCHEMA = pa.schema([(KEY, pa.string()), (INSTANT, pa.int64()), (GROUP, pa.string())])
+
+# A rejects line keeps at most this much raw text, so one runaway field cannot flood the file.
+MAX_RAW_CHARS = 64 * 1024
+
+
+@dataclass
+class BadRow:
+    """One rejected row: where it was, why, and its raw text."""
+
+    uri: str
+    record: int  # 1-based data record number, as the CSV parser counts them
+    reason: str
+    raw: str | None = None
+    line: int | None = None  # physical line in the file, filled in by `locate_bad_rows`
+    fields: tuple[bytes, ...] | None = None  # the required fields as parsed, to check the locating
+
+
+# A file's bad rows wait in memory up to this many, or this much raw text, then go to disk.
+_RUN_ROWS = 4096
+_RUN_BYTES = 2**20
+
+
+class _Run:
+    """Bad rows in record order: pickled chunks in an anonymous temporary file, then a tail."""
+
+    def __init__(self, tmp_dir: str | None) -> None:
+        self._tmp_dir = tmp_dir
+        self._file: IO[bytes] | None = None
+        self._chunks: list[tuple[int, int, int]] = []  # (offset, last record, rows) per chunk
+        self._tail: list[BadRow] = []
+        self._tail_bytes = 0
+        self.count = 0
+
+    def append(self, row: BadRow) -> None:
+        self._tail.append(row)
+        self._tail_bytes += _size(row)
+        self.count += 1
+        if len(self._tail) > _RUN_ROWS or self._tail_bytes > _RUN_BYTES:
+            self._store(self._tail[:-1])  # the last row stays at hand, for `last`
+            self._tail = self._tail[-1:]
+            self._tail_bytes = _size(self._tail[0])
+
+    def last(self) -> BadRow | None:
+        return self._tail[-1] if self._tail else None
+
+    def pop(self) -> None:
+        row = self._tail.pop()
+        self._tail_bytes -= _size(row)
+        self.count -= 1
+
+    def _store(self, rows: list[BadRow]) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(dir=self._tmp_dir)
+        self._file.seek(0, os.SEEK_END)
+        self._chunks.append((self._file.tell(), rows[-1].record, len(rows)))
+        pickle.dump(rows, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _load(self, index: int) -> list[BadRow]:
+        assert self._file is not None
+        self._file.seek(self._chunks[index][0])
+        rows: list[BadRow] = pickle.load(self._file)  # noqa: S301 - our own temporary file
+        return rows
+
+    def truncate(self, last_record: int) -> None:
+        """Forget the rows after ``last_record``."""
+        kept = [row for row in self._tail if row.record <= last_record]
+        while self._chunks and self._chunks[-1][1] > last_record:
+            rows = self._load(len(self._chunks) - 1)
+            assert self._file is not None
+            self._file.truncate(self._chunks.pop()[0])
+            kept = [row for row in rows if row.record <= last_record] + kept
+            if rows[0].record <= last_record:
+                break
+        self._tail = kept
+        self._tail_bytes = sum(_size(row) for row in kept)
+        self.count = sum(chunk[2] for chunk in self._chunks) + len(kept)
+
+    def __iter__(self) -> Iterator[BadRow]:
+        for index in range(len(self._chunks)):
+            yield from self._load(index)
+        yield from list(self._tail)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _size(row: BadRow) -> int:
+    return 64 + len(row.raw or "") + sum(len(f) for f in row.fields or ())
+
+
+class BadRows:
+    """A file's bad rows, in record order, in bounded memory whatever their number.
+
+    The parser reports rows of the wrong shape as it parses (ahead of the rows returned), the
+    cleaning reports its own per batch: each kind arrives in record order, so each is a run of
+    its own and reading them back merges the two.
+    """
+
+    def __init__(self, tmp_dir: str | None = None) -> None:
+        self.tmp_dir = tmp_dir
+        self.malformed = _Run(tmp_dir)  # wrong field count, unclosed quote: the parser's
+        self.cleaned = _Run(tmp_dir)  # what the cleaning found
+
+    def append(self, row: BadRow) -> None:
+        """A bad row found by the cleaning (or put back in order, by the locator)."""
+        self.cleaned.append(row)
+
+    def truncate(self, last_record: int) -> None:
+        """Forget the rows after ``last_record`` (pyarrow parsed ahead of what was returned)."""
+        self.malformed.truncate(last_record)
+        self.cleaned.truncate(last_record)
+
+    def __iter__(self) -> Iterator[BadRow]:
+        return heapq.merge(self.malformed, self.cleaned, key=lambda row: row.record)
+
+    def __len__(self) -> int:
+        return self.malformed.count + self.cleaned.count
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, BadRows | list):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"BadRows({len(self)} rows)"
+
+    def close(self) -> None:
+        self.malformed.close()
+        self.cleaned.close()
+
+
+@dataclass
+class FileStats:
+    """What reading one file found."""
+
+    rows_read: int = 0
+    bad_rows: BadRows = field(default_factory=BadRows)
+    header_lines: int = 1
+    data_offset: int = 0  # bytes before the first data record (the header, blank lines before it)
+    data_line: int = 2  # the physical line the first data record starts on
+    positions: list[int] = field(default_factory=list)  # of the required columns in the header
+    empty: bool = False  # no header at all: counted like a zero-byte file
+    stopped: bool = False  # reading stopped early: more bad rows than a count limit allows

@@ -1,0 +1,252 @@
+"""A binary CSV stream in, Arrow batches of (key text, instant, group) out; bad rows set aside."""
+
+from __future__ import annotations
+
+import bisect
+import codecs
+import gzip
+import io
+from array import array
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ..columns import MAX_RAW_CHARS, BadRow, FileStats
+from ..config import Schema
+from ..errors import BadDataError, StorageError
+from .clean import clean_columns
+from .fallback import read_rest_with_csv
+from .header import HEADER_READ, find_columns, split_header
+from .quotes import EOF_PROBE, UNTERMINATED, is_probe, strip_probe
+
+
+def open_decompressed(stream: BinaryIO, gzipped: bool) -> BinaryIO:
+    """The stream's CSV bytes, gunzipped when the name says so."""
+    if gzipped:
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+    return stream
+
+
+class _NulByte(pa.ArrowInvalid):
+    """pyarrow's chunker can split a record holding a NUL in a quoted field and a quoted line
+    break at a block boundary (pyarrow 26), so a file with a NUL is read on with csv."""
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already read for the header, followed by the rest of the stream, then the probe
+    that tells whether the file ended inside a quoted field (see `quotes.EOF_PROBE`)."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        self._prefix = memoryview(prefix)
+        self._rest = rest
+        self._nul_in_prefix = b"\x00" in prefix
+        self._suffix = memoryview(EOF_PROBE)
+        self.at_eof = False  # the stream is read to its end: the last record may be parsed
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._prefix:
+            if self._nul_in_prefix:
+                raise _NulByte("NUL byte")
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = b"" if self.at_eof else self._rest.read(len(buffer))
+        if not data:
+            self.at_eof = True
+            n = min(len(buffer), len(self._suffix))
+            buffer[:n] = self._suffix[:n]
+            self._suffix = self._suffix[n:]
+            return n
+        if b"\x00" in data:
+            raise _NulByte("NUL byte")
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+
+def read_batches(
+    stream: BinaryIO,
+    uri: str,
+    *,
+    schema: Schema | None = None,
+    chunk_size: int = 100_000,
+    block_size: int = 1 * 2**20,
+    stats: FileStats | None = None,
+    reopen: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
+    gather_rows: int | None = None,
+    stop_after_bad: int | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream a decompressed CSV file as clean batches of at most ``chunk_size`` rows.
+
+    pyarrow's small blocks are gathered up to ``gather_rows`` rows (default ``chunk_size``)
+    before they are cleaned: fewer, larger batches cost less per row, more memory per reader.
+
+    Only the three required columns are converted; bad rows are appended to ``stats.bad_rows``
+    with their record number (see `locate_bad_rows` for line numbers and raw text). A file with
+    no header at all (nothing but blank lines or a byte-order mark) is marked ``stats.empty``.
+
+    pyarrow cannot go on past two things: a row longer than ``block_size``, and a row with the
+    wrong number of fields whose text is not UTF-8. When ``reopen`` is given, the rest of such a
+    file is read with Python's csv module instead, from the first record not yet returned.
+
+    With ``stop_after_bad`` (a ``--max-bad-rows`` count), reading stops as soon as the file has
+    more bad rows than that, and ``stats.stopped`` says so: the run fails anyway.
+    """
+    schema = schema or Schema()
+    stats = stats if stats is not None else FileStats()
+    names, rest, stats.header_lines, stats.data_offset, stats.data_line = split_header(stream, uri)
+    if not names:
+        stats.empty = True
+        return
+    positions = find_columns(names, schema, uri)
+    stats.positions = positions
+    if not rest:
+        rest = stream.read(HEADER_READ)
+        if not rest:
+            return  # a header and nothing else
+    if rest.startswith(codecs.BOM_UTF8):
+        rest = codecs.BOM_UTF8 + rest  # pyarrow drops one, taking it for the file's own BOM
+    field_names = [f"f{i}" for i in range(len(names))]
+    wanted = [field_names[p] for p in positions]
+    invalid = array("q")  # record numbers of structurally bad rows, in order
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        if row.number is None:  # only happens with parallel parsing, which we do not use
+            raise BadDataError("row has the wrong number of fields", uri=uri)
+        invalid.append(row.number)
+        stats.bad_rows.malformed.append(BadRow(
+            uri, row.number,
+            f"expected {row.expected_columns} fields, got {row.actual_columns}",
+            row.text[:MAX_RAW_CHARS] if row.text is not None else None))
+        return "skip"
+
+    parsed = 0  # structurally valid rows returned so far, clean or not
+    framed = _Prefixed(rest, stream)
+    try:
+        reader = pacsv.open_csv(
+            framed,
+            read_options=pacsv.ReadOptions(column_names=field_names, block_size=block_size,
+                                           use_threads=False),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True,
+                                             invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=wanted, column_types={n: pa.binary() for n in wanted},
+                strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+        # pyarrow reads ahead several blocks, so blocks stay small to bound memory; they are
+        # gathered into batches of about chunk_size rows so the per-batch cost stays low.
+        gathered: list[pa.RecordBatch] = []
+        gathered_rows = 0
+        gather_target = min(chunk_size, gather_rows or chunk_size)
+        exhausted = False
+        while not exhausted:
+            try:
+                block = reader.read_next_batch()
+                gathered.append(block)
+                gathered_rows += block.num_rows
+            except StopIteration:
+                exhausted = True
+            # Past a count limit, what is gathered is cleaned at once, to see whether to stop.
+            over = stop_after_bad is not None and len(stats.bad_rows) > stop_after_bad
+            # Once the stream is read to its end, the blocks left (pyarrow's read-ahead, a few)
+            # are gathered whole: the last record may turn out to hold an unclosed quote.
+            if not exhausted and (framed.at_eof or (gathered_rows < gather_target and not over)):
+                continue
+            columns = [_concat([b.column(n) for b in gathered]) if gathered
+                       else pa.array([], pa.binary()) for n in wanted]
+            gathered, gathered_rows = [], 0
+            cut = exhausted and _check_last_record(columns, parsed, invalid, stats, uri)
+            if cut:  # the last record is a bad row now
+                columns = [c.slice(0, len(c) - 1) for c in columns]
+            clean, bad = clean_columns(columns, schema)
+            for index, reason in bad:
+                record = _record_number(parsed + index, invalid)
+                fields = tuple(c[index].as_py() for c in columns)
+                stats.bad_rows.append(BadRow(uri, record, reason, fields=fields))
+            parsed += len(columns[0]) + cut
+            for offset in range(0, clean.num_rows, chunk_size):
+                yield clean.slice(offset, chunk_size)
+            if over and not exhausted and _stop(parsed, invalid, stats, stop_after_bad):
+                break
+    except pa.ArrowInvalid as err:
+        if "Empty CSV file" in str(err):
+            pass  # only blank lines after the header
+        elif reopen is None:
+            raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
+        else:
+            # Keep what belongs to the records returned, then read on after the last of them.
+            # pyarrow parses ahead, so it may have reported invalid rows past that point.
+            done = _record_number(parsed - 1, invalid) if parsed else 0
+            del invalid[bisect.bisect_right(invalid, done):]
+            stats.bad_rows.truncate(done)
+            with reopen() as again:
+                yield from read_rest_with_csv(again, uri, schema, len(names), positions, done,
+                                              chunk_size, stats, invalid, stop_after_bad)
+            parsed = stats.rows_read - len(invalid)
+    except OSError as err:
+        raise StorageError(f"read failed: {_first_line(err)}", uri=uri) from err
+    stats.rows_read = parsed + len(invalid)
+
+
+def _stop(parsed: int, invalid: array[int], stats: FileStats, limit: int | None) -> bool:
+    """Whether the records read so far hold more bad rows than ``limit``; if so, forget what
+    pyarrow reported beyond them, and mark the file as stopped early."""
+    done = _record_number(parsed - 1, invalid) if parsed else 0
+    # The malformed records right after the last row returned are read too.
+    at = bisect.bisect_right(invalid, done)
+    while at < len(invalid) and invalid[at] == done + 1:
+        done, at = done + 1, at + 1
+    if limit is None or stats.bad_rows.cleaned.count + at <= limit:
+        return False
+    del invalid[at:]
+    stats.bad_rows.truncate(done)
+    stats.stopped = True
+    return True
+
+
+def _check_last_record(columns: list[pa.Array], parsed: int, invalid: array[int],
+                       stats: FileStats, uri: str) -> bool:
+    """Drop the probe's record; if there is none (the file ended inside a quoted field), the
+    last record is a bad row. True when that is the last of ``columns`` (the last rows parsed,
+    after the ``parsed`` ones returned before), which the caller then leaves out."""
+    last = parsed + len(columns[0]) + len(invalid)  # the probe's record number, if it is there
+    bad = stats.bad_rows.malformed.last()
+    if invalid and invalid[-1] == last and bad is not None and bad.record == last:
+        if is_probe(bad.raw):
+            invalid.pop()
+            stats.bad_rows.malformed.pop()
+        else:  # a quote left open mid-row: its field count is wrong already
+            bad.raw = strip_probe(bad.raw)
+        return False
+    if not len(columns[0]):
+        return False  # cannot happen: the last record is parsed only once the stream ended
+    fields = tuple(c[len(c) - 1].as_py() for c in columns)
+    stats.bad_rows.malformed.append(BadRow(uri, last, UNTERMINATED, fields=fields))
+    return True
+
+
+def _concat(chunks: list[pa.Array]) -> pa.Array:
+    return chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _record_number(valid_index: int, invalid: array[int]) -> int:
+    """The record number of the ``valid_index``-th (0-based) well-formed row."""
+    # The smallest number with valid_index + 1 well-formed records up to it: the count of
+    # malformed ones below a guess only grows, so a few bisections reach it.
+    number = valid_index + 1
+    while True:
+        guess = valid_index + 1 + bisect.bisect_right(invalid, number)
+        if guess == number:
+            return number
+        number = guess

@@ -1,0 +1,168 @@
+"""Cleaning a parsed block: UTF-8 checks, trimming, empty fields, datetime parsing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..columns import CLEAN_SCHEMA
+from ..config import Schema
+
+DATETIME_PATTERN = (
+    r"^(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[ T]([01]\d|2[0-3]):([0-5]\d):([0-5]\d)"
+    r"(?:\.(\d+))?(Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)?$"
+)
+_DATETIME_RE = re.compile(DATETIME_PATTERN)
+_TRIM = " \t"
+# "YYYY-MM-DDTHH:MM:SS.nnnnnnnnn": only a longer string can hold extra fraction digits.
+_LONGEST_NANOSECOND_TEXT = 29
+_NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class _Scalars(NamedTuple):
+    zero: pa.Scalar
+    two: pa.Scalar
+    epoch_text: pa.Scalar
+    utc: pa.Scalar
+    empty_text: pa.Scalar
+    empty_binary: pa.Scalar
+
+
+@functools.cache
+def _scalars() -> _Scalars:
+    """Typed scalars, made on first use: a bare Python literal in a compute call, or a scalar
+    made at import, makes pyarrow import pandas (40 MB) to check whether it is a pandas value."""
+    return _Scalars(pa.scalar(0, pa.int32()), pa.scalar(2, pa.int32()),
+                    pa.scalar("1970-01-01 00:00:00", pa.string()), pa.scalar("Z", pa.string()),
+                    pa.scalar("", pa.string()), pa.scalar(b"", pa.binary()))
+
+
+
+def clean_columns(
+    columns: list[pa.Array], schema: Schema
+) -> tuple[pa.RecordBatch, list[tuple[int, str]]]:
+    """Validate, trim and parse one parsed block: the clean batch and (row, reason) of bad rows.
+
+    Every step is one vectorised Arrow call over the block; Python only looks at rows that
+    turned out bad, which are rare.
+    """
+    n = len(columns[0])
+    texts: list[pa.Array] = []
+    reasons: dict[int, str] = {}
+    for name, column in zip(schema.required, columns, strict=True):
+        text, broken = _to_utf8(column)
+        for i in broken:
+            reasons.setdefault(i, f"invalid UTF-8 in {name}")
+        # ascii_trim is safe on UTF-8: space and tab never occur inside a multi-byte sequence.
+        texts.append(pc.ascii_trim(text, _TRIM))
+    for name, text in zip(schema.required, texts, strict=True):
+        lengths = pc.binary_length(text)
+        if n and pc.min(lengths).as_py() == 0:
+            for i in _true_indices(pc.equal(lengths, _scalars().zero)):
+                reasons.setdefault(i, f"empty {name}")
+    instants, unparsed = parse_instants(texts[1])
+    for i in unparsed:
+        reasons.setdefault(i, f"invalid {schema.time_column}")
+    if reasons:
+        keep = np.ones(n, dtype=bool)
+        keep[list(reasons)] = False
+        mask = pa.array(keep)
+        texts = [pc.filter(t, mask) for t in texts]
+        instants = pc.filter(instants, mask)
+    batch = pa.RecordBatch.from_arrays([texts[0], instants, texts[2]], schema=CLEAN_SCHEMA)
+    return batch, sorted(reasons.items())
+
+
+def _true_indices(mask: pa.Array) -> list[int]:
+    indices: list[int] = pc.indices_nonzero(mask).to_pylist()
+    return indices
+
+
+def _to_utf8(column: pa.Array) -> tuple[pa.Array, list[int]]:
+    """The column as UTF-8 text, with invalid values emptied and their rows listed."""
+    try:
+        return pc.cast(column, pa.string()), []
+    except pa.ArrowInvalid:
+        pass
+    broken = []
+    for i, value in enumerate(column.to_pylist()):
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            broken.append(i)
+    mask = np.zeros(len(column), dtype=bool)
+    mask[broken] = True
+    fixed = pc.if_else(pa.array(mask), _scalars().empty_binary, column)
+    return pc.cast(fixed, pa.string()), broken
+
+
+def parse_instants(text: pa.Array) -> tuple[pa.Array, list[int]]:
+    """Nanoseconds since the epoch, UTC, for each datetime; rows that do not parse are listed.
+
+    Fast path: one RE2 check of the shape and one vectorised cast. Only a block holding an
+    impossible date (Feb 30, a year out of range) falls back to the exact per-row parser, and
+    both paths accept exactly the same strings.
+    """
+    n = len(text)
+    if n == 0:
+        return pa.array(np.zeros(0, dtype=np.int64)), []
+    scalars = _scalars()
+    shaped = pc.match_substring_regex(text, DATETIME_PATTERN)
+    good_shape = bool(pc.all(shaped).as_py())
+    unparsed = [] if good_shape else _true_indices(pc.invert(shaped))
+    candidates = text if good_shape else pc.if_else(shaped, text, scalars.epoch_text)
+    if pc.max(pc.binary_length(candidates)).as_py() > _LONGEST_NANOSECOND_TEXT:
+        # More than nine fraction digits: keep nanoseconds, drop the rest, as Arrow cannot.
+        candidates = pc.replace_substring_regex(candidates, r"(\.\d{9})\d+", r"\1")
+    # On a well-shaped string a zone shows as a Z, a +, or a third '-'.
+    zoned = pc.or_(pc.or_(pc.match_substring(candidates, "Z"), pc.match_substring(candidates, "+")),
+                   pc.greater(pc.count_substring(candidates, "-"), scalars.two))
+    try:
+        if not pc.any(zoned).as_py():
+            stamps = pc.cast(candidates, pa.timestamp("ns"))
+        else:
+            with_zone = pc.binary_join_element_wise(candidates, scalars.utc, scalars.empty_text)
+            stamps = pc.cast(pc.if_else(zoned, candidates, with_zone),
+                             pa.timestamp("ns", tz="UTC"))
+        return pc.cast(stamps, pa.int64()), unparsed
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    values = np.zeros(n, dtype=np.int64)
+    bad_shape = set(unparsed)
+    for i, value in enumerate(text.to_pylist()):
+        if i in bad_shape:
+            continue
+        ns = parse_instant(value)
+        if ns is None:
+            unparsed.append(i)
+        else:
+            values[i] = ns
+    return pa.array(values), sorted(unparsed)
+
+
+def parse_instant(value: str) -> int | None:
+    """One datetime as nanoseconds since the epoch in UTC, or None: the exact, slow reference."""
+    match = _DATETIME_RE.match(value)
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    try:
+        moment = dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                             tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    delta = moment - _EPOCH
+    ns = (delta.days * 86400 + delta.seconds) * 10**9
+    if fraction:
+        ns += int(fraction[:9].ljust(9, "0"))
+    if offset and offset != "Z":
+        sign = 1 if offset[0] == "+" else -1
+        ns -= sign * (int(offset[1:3]) * 3600 + int(offset[4:6]) * 60) * 10**9
+    return ns if _NS_MIN <= ns <= _NS_MAX else None

@@ -1,0 +1,180 @@
+"""Where a file's bad rows are: their physical line and raw text, found in a second pass."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from typing import BinaryIO
+
+import numpy as np
+
+from ..columns import MAX_RAW_CHARS, BadRow, BadRows, FileStats
+from .fallback import MAX_ROW_CHARS
+from .header import skip_header
+from .quotes import UNTERMINATED, unterminated_reason
+
+
+def locate_bad_rows(
+    open_stream: Callable[[], AbstractContextManager[BinaryIO]], stats: FileStats
+) -> None:
+    """Fill in the physical line and raw text of a file's bad rows with a second pass.
+
+    Only files that had bad rows pay for it. A vectorised scan finds record boundaries from
+    quote parity; it is exact for RFC 4180 files, and every row it locates is checked against
+    what the parser saw. A file where the check fails (stray quotes inside unquoted fields, lone
+    CR line ends) is located again with Python's csv module, exactly but slower. Rows stream
+    through in record order, from ``stats.bad_rows`` to a new `BadRows`: memory stays bounded.
+    """
+    if not stats.bad_rows:
+        return
+    located = BadRows(stats.bad_rows.tmp_dir)
+    try:
+        with open_stream() as raw:
+            skip_header(raw, stats.data_offset)
+            for bad in _scan_records(raw, iter(stats.bad_rows), stats.data_line,
+                                     stats.positions):
+                located.append(bad)
+    except _Untrusted:
+        located.close()
+        located = BadRows(stats.bad_rows.tmp_dir)
+        with open_stream() as raw:
+            skip_header(raw, stats.data_offset)
+            for bad in _locate_with_csv(raw, iter(stats.bad_rows), stats.data_line):
+                located.append(bad)
+    stats.bad_rows.close()
+    stats.bad_rows = located
+
+
+class _Untrusted(Exception):
+    """Quote parity cannot be trusted for this file: locate it with the csv module."""
+
+
+def _matches(bad: BadRow, line: int, text: bytes, positions: list[int]) -> bool:
+    """Whether the located record is the one the parser reported."""
+    if bad.fields is None:  # a wrong field count: pyarrow gave its text
+        got = text.decode("utf-8", "replace")[:MAX_RAW_CHARS].rstrip("\r")
+        return bad.raw is None or got == bad.raw.rstrip("\r")
+    decoded = text.decode("utf-8", "surrogateescape")
+    try:
+        row = next(csv.reader([decoded] if "\n" not in decoded
+                              else io.StringIO(decoded, newline="")), [])
+    except csv.Error:  # a lone CR in an unquoted field: leave it to the exact locator
+        return False
+    try:
+        found = tuple(row[p].encode("utf-8", "surrogateescape") for p in positions)
+    except IndexError:
+        return False
+    return found == bad.fields
+
+
+_SCAN_CHUNK = 256 * 2**10  # its numpy masks take several times this, held at once
+
+
+def _scan_records(raw: BinaryIO, wanted: Iterator[BadRow], data_line: int,
+                  positions: list[int]) -> Iterator[BadRow]:
+    """The wanted bad rows (in record order) with their physical start line and raw text,
+    found by quote parity; ``raw`` is past the header, at ``data_line``.
+
+    Raises `_Untrusted` where parity cannot be trusted (lone CR line ends, a record over
+    64 MiB, a record that is not the one the parser saw, or one never found).
+    """
+    pending = next(wanted, None)
+    carry = b""
+    line = data_line  # physical line of carry's first byte
+    record = 0  # data records completed
+    eof = False
+    while pending is not None and not eof:
+        # A record longer than a chunk doubles the read, so a huge field costs linear time.
+        chunk = raw.read(max(_SCAN_CHUNK, len(carry)))
+        eof = not chunk
+        buf = carry + chunk
+        if eof and buf and not buf.endswith(b"\n"):
+            buf += b"\n"  # the last record may lack its line end
+        data = np.frombuffer(buf, dtype=np.uint8)
+        newlines = np.flatnonzero(data == 10)
+        quotes = np.flatnonzero(data == 34)
+        if b"\r" in chunk:
+            returns = np.flatnonzero(data[:-1] == 13)
+            lone = returns[data[returns + 1] != 10]
+            # A lone CR outside quotes ends a record without a line feed: leave that to csv.
+            if np.any(np.searchsorted(quotes, lone) % 2 == 0):
+                raise _Untrusted
+        # buf starts at a record start, outside quotes: a newline ends a record when an even
+        # number of quotes precede it.
+        ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
+        if len(ends):
+            starts = np.concatenate(([0], ends[:-1] + 1))
+            lengths = ends - starts
+            records = np.flatnonzero(~((lengths == 0) | ((lengths == 1) & (data[starts] == 13))))
+            # The k-th non-blank record here is record + 1 + k.
+            while pending is not None and pending.record - record - 1 < len(records):
+                if pending.record <= record:
+                    raise _Untrusted  # out of order: cannot happen, the runs are sorted
+                i = int(records[pending.record - record - 1])
+                start, end = int(starts[i]), int(ends[i])
+                text = buf[start:end]
+                text = text[:-1] if text.endswith(b"\r") else text
+                found = line + int(np.searchsorted(newlines, start))
+                if not _matches(pending, found, text, positions):
+                    raise _Untrusted
+                yield replace(pending, line=found,
+                              raw=text.decode("utf-8", "backslashreplace")[:MAX_RAW_CHARS])
+                pending = next(wanted, None)
+            record += len(records)
+            consumed = int(ends[-1]) + 1
+            line += int(np.searchsorted(newlines, consumed))
+            carry = buf[consumed:]
+        else:
+            carry = buf
+        if len(carry) > 64 * 2**20:
+            raise _Untrusted
+    if pending is not None:
+        raise _Untrusted
+
+
+def _locate_with_csv(raw: BinaryIO, wanted: Iterator[BadRow],
+                     data_line: int) -> Iterator[BadRow]:
+    """The exact, slow locator: Python's csv module, reading lines as they are consumed.
+
+    Physical lines are counted by LF, as editors and ``sed`` count them; a lone CR ends a
+    record for the parser but starts no new line.
+    """
+    pending = next(wanted, None)
+    if pending is None:
+        return
+    csv.field_size_limit(MAX_ROW_CHARS)  # the read pass took every row: they fit
+    text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+    consumed: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in text:
+            consumed.append(line)
+            yield line
+
+    record = 0
+    newlines_before = data_line - 1  # ``raw`` is past the header
+    for fields in csv.reader(lines()):
+        raw_text = "".join(consumed)
+        consumed.clear()
+        start = 1 + newlines_before
+        newlines_before += raw_text.count("\n")
+        if not fields:  # a blank line is no record
+            continue
+        record += 1
+        if record != pending.record:
+            continue
+        restored = raw_text.rstrip("\r\n").encode("utf-8", "surrogateescape")
+        reason = pending.reason
+        if reason == UNTERMINATED:  # only the quick scan never finds such a record
+            reason = unterminated_reason(raw_text, start)
+        yield replace(pending, line=start, reason=reason,
+                      raw=restored.decode("utf-8", "backslashreplace")[:MAX_RAW_CHARS])
+        pending = next(wanted, None)
+        if pending is None:
+            return
+    # Not found (cannot happen: the read pass saw it): kept as it is, never dropped.
+    yield pending
+    yield from wanted
