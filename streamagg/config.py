@@ -145,6 +145,8 @@ class Config:
     workers: int | None = None
     spark_master: str = "local[*]"  # ignored when a Spark session is already running
     plot: bool = False  # also write a PNG picture of the day beside the output
+    incremental: bool = False  # fold only new files into the day's kept state
+    state: str | None = None  # root of the kept states; default: beside the results
 
     def __post_init__(self) -> None:
         if isinstance(self.day, str):
@@ -175,7 +177,7 @@ class Config:
             raise UsageError(f"invalid log format {self.log_format!r}: expected text or json")
         if self.workers is not None and self.workers < 1:
             raise UsageError("workers must be >= 1")
-        for name in ("source", "dest", "tmp_dir", "endpoint_url"):
+        for name in ("source", "dest", "tmp_dir", "endpoint_url", "state"):
             value = getattr(self, name)
             if value is not None and ("\n" in value or "\r" in value or "\x00" in value):
                 raise UsageError(
@@ -201,6 +203,10 @@ class Config:
     @property
     def rejects_name(self) -> str:
         return f"_daily_agg_{day_stamp(self.day)}_{self.initials}.rejects.csv"
+
+    @property
+    def state_name(self) -> str:
+        return f"_daily_agg_{day_stamp(self.day)}_{self.initials}.state"
 
     @property
     def plot_name(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import resource
@@ -23,6 +24,7 @@ from .outputs.hourly import TallyingRejects, hourly_section
 from .outputs.manifest import InputRecord, Manifest
 from .outputs.plot import render_day, require_matplotlib
 from .sources import InputFile, Storage, redact, storage_for
+from .state import DayState, Decision, Earlier, fold_earlier
 from .units import human_bytes
 
 log = logging.getLogger("streamagg")
@@ -40,6 +42,8 @@ class RunReport:
     plot_uri: str | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
+    mode: str = "full"  # or "incremental": only new files were read
+    mode_reason: str = ""
 
     @property
     def totals(self) -> dict[str, int]:
@@ -146,21 +150,40 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
         report.dry_run = True
         return report
     remove_leftovers(dest, list(layout.published), config.tmp_dir)
-    log.info("reading %d files (%s) from %s with the %s engine", len(inputs),
-             human_bytes(sum(i.size for i in inputs)), source.uri_of(layout.folder),
-             config.engine)
-    if progress is not None:
-        source, on_file_done = progress.attach(source, inputs, on_file_done)
     manifest = Manifest(config=config, started=started)
+    kept = DayState.of(config, dest)
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(work_folder(config.tmp_dir))
+        decision = (kept.decide(dest, inputs, work) if config.incremental
+                    else Decision("full", "--incremental not given"))
+        earlier = decision.earlier
+        report.mode = manifest.mode = decision.mode
+        report.mode_reason = manifest.mode_reason = decision.reason
+        if config.incremental:
+            log.info("%s run: %s", decision.mode, decision.reason,
+                     extra={"mode": decision.mode, "reason": decision.reason})
+        reading = earlier.new_inputs if earlier is not None else inputs
+        log.info("reading %d files (%s) from %s with the %s engine", len(reading),
+                 human_bytes(sum(i.size for i in reading)), source.uri_of(layout.folder),
+                 config.engine)
+        if progress is not None:
+            source, on_file_done = progress.attach(source, reading, on_file_done)
         rejects = stack.enter_context(TallyingRejects(
             os.path.join(work, "rejects.csv"), config.max_bad_rows, config.schema.grain_seconds))
         books = DayBooks(rejects, on_file_done)
-        day = engine_for(config.engine)(RunContext(config, source, inputs, work), books)
+        # Only the local engine keeps the key set; Spark recomputes the day (docs/SPARK.md).
+        keys = (kept.key_set(work, earlier) if config.incremental and config.engine == "local"
+                else None)
+        if earlier is not None:
+            resume_books(books, earlier)
+        day = engine_for(config.engine)(RunContext(config, source, reading, work, keys), books)
+        if earlier is not None:
+            resume_counts(day, earlier)
         rows = day.counts.rows()
         keep_totals(manifest, config, books, day, rows, planned.empty)
         written = write_files(work, config, manifest, rows, rejects)
+        if keys is not None:  # the state first, under new names: nothing refers to it yet
+            manifest.state = kept.publish(keys, state_books(day, books))
         # The manifest goes last: it records the others, and its presence marks a finished run.
         for name, relative in (("output", layout.output), ("rejects", layout.rejects),
                                ("plot", layout.plot)):
@@ -178,7 +201,60 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
             out_manifest.write(manifest.to_json())
         report.manifest_uri = publish(dest, manifest_path, layout.manifest)
         report.manifest = manifest.as_dict()
+        # After the commit: the generations the manifest no longer names (all of them without
+        # --incremental: a state the output has moved past would only mislead).
+        try:
+            kept.collect_garbage(keys)
+        except StorageError as err:
+            log.warning("could not remove an earlier state generation: %s", err)
     return report
+
+
+def resume_books(books: DayBooks, earlier: Earlier) -> None:
+    """Start the books where the earlier runs left them, as a full run would have them by now:
+    their inputs, rows and bad rows (the rejects file too)."""
+    totals, noted = earlier.totals, earlier.books
+    books.files = list(earlier.records)
+    books.rows_read = int(totals["rows_read"])
+    books.empty_files = int(noted["headerless_files"])
+    rejects = books.rejects
+    note = noted.get("first_bad")
+    first = (BadRow(uri=note["uri"], record=0, reason=note["reason"], line=note["line"])
+             if note else None)
+    if earlier.rejects_path is not None:
+        rejects.resume(earlier.rejects_path, int(totals["bad_rows"]), first)
+    rejects.per_bucket = {int(b): n for b, n in noted["bad_per_bucket"].items()}
+    rejects.without_time = int(noted["bad_without_time"])
+
+
+def resume_counts(day: DayCounts, earlier: Earlier) -> None:
+    """Add the earlier runs' counts and de-duplication figures to the new files'."""
+    fold_earlier(day.counts, earlier)
+    day.duplicates += int(earlier.totals["duplicates"])
+    day.conflicting_duplicates += int(earlier.totals["conflicting_duplicates"])
+    for bucket, count in earlier.books["clean_per_bucket"].items():
+        day.clean_per_bucket[int(bucket)] = day.clean_per_bucket.get(int(bucket), 0) + count
+
+
+def state_books(day: DayCounts, books: DayBooks) -> dict[str, Any]:
+    """What the next incremental run needs besides the output, manifest and key set."""
+    first = books.rejects.first
+    return {
+        "clean_per_bucket": {str(b): n for b, n in sorted(day.clean_per_bucket.items())},
+        "bad_per_bucket": {str(b): n for b, n in sorted(books.rejects.per_bucket.items())},
+        "bad_without_time": books.rejects.without_time,
+        "headerless_files": books.empty_files,
+        "first_bad": (None if first is None
+                      else {"uri": first.uri, "line": first.line, "reason": first.reason}),
+    }
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def keep_totals(manifest: Manifest, config: Config, books: DayBooks, day: DayCounts,
@@ -221,7 +297,10 @@ def write_files(work: str, config: Config, manifest: Manifest, rows: list[Hourly
                    group_name=config.schema.group_column)
     written["plot"] = (plot_path, {"bytes": os.path.getsize(plot_path)} if plot_path else {})
     rejects.close()
-    written["rejects"] = (rejects.path if rejects.count else None, {"rows": rejects.count})
+    # Its checksum lets an incremental run trust it as the start of the day's rejects.
+    written["rejects"] = (rejects.path if rejects.count else None,
+                          {"rows": rejects.count, "sha256": file_sha256(rejects.path)}
+                          if rejects.count else {"rows": 0})
     return written
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,6 +22,29 @@ class DedupStats:
 
     duplicates: int = 0
     conflicting_duplicates: int = 0
+
+
+@dataclass
+class KeySetState:
+    """A day's key set kept between runs, in the backend's own on-disk form.
+
+    ``record`` is the backend's own description of its files (for spill: the partition count
+    and each partition's segment files; for sqlite: the database file). Given one from an
+    earlier run (``resume``), the backend starts from those keys and de-duplicates the new rows
+    against them; either way, by the end of `Deduper.fold_into` it has written this run's new
+    files into ``folder`` (named ``written``) and left the next generation's description in
+    ``record``.
+    """
+
+    folder: str
+    generation: str
+    # A stored file's local path (downloaded into the work folder when the state is remote),
+    # and the call that says the backend is done with it.
+    stored_path: Callable[[str], str]
+    release: Callable[[str], None]
+    resume: bool = False
+    record: dict[str, Any] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
 
 
 class Deduper(Protocol):
@@ -72,9 +96,13 @@ def _empty_binary() -> pa.Scalar:
 
 
 def make_deduper(kind: str, *, tmp_dir: str | None, memory_limit: int,
-                 expected_bytes: int = 0, grain_seconds: int = 3600) -> Deduper:
+                 expected_bytes: int = 0, grain_seconds: int = 3600,
+                 state: KeySetState | None = None) -> Deduper:
     """The backend named ``kind`` (see `streamagg.registry.DEDUPE_BACKENDS`), working inside
-    ``tmp_dir``; `Deduper.fold_into` takes counts of ``grain_seconds``."""
+    ``tmp_dir``; `Deduper.fold_into` takes counts of ``grain_seconds``. With ``state`` it starts
+    from the keys kept by an earlier run (when ``state.resume``) and keeps the day's keys for
+    the next."""
     backend = DEDUPE_BACKENDS.load(kind)
     return cast(Deduper, backend(tmp_dir=tmp_dir, memory_limit=memory_limit,
-                                 expected_bytes=expected_bytes, grain_seconds=grain_seconds))
+                                 expected_bytes=expected_bytes, grain_seconds=grain_seconds,
+                                 state=state))

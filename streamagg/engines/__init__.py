@@ -9,6 +9,7 @@ from typing import Protocol, cast
 from ..aggregate import HourlyCounts
 from ..columns import BadRow
 from ..config import Config
+from ..dedup import KeySetState
 from ..registry import ENGINES
 from ..sources import InputFile, Storage
 
@@ -23,6 +24,9 @@ class RunContext:
     source: Storage
     inputs: list[InputFile]
     work: str  # a private local folder, removed after the run
+    # The day's kept key set (--incremental): start from it and keep it. Only the local
+    # engine keeps one; the pipeline passes it to no other.
+    keys: KeySetState | None = None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,10 @@ GZIP_RATIO = 5
 
 
 def count_day(run: RunContext, books: Books) -> DayCounts:
-    """Read, de-duplicate and count the day on this machine, within ``config.memory_limit``."""
+    """Read, de-duplicate and count the day on this machine, within ``config.memory_limit``.
+
+    With ``run.keys`` the key set starts from (and is kept as) the day's state: ``run.inputs``
+    are then the new files only, and the result counts them alone."""
     config, source, inputs, work = run.config, run.source, run.inputs, run.work
     expected = sum(i.size * (GZIP_RATIO if i.gzip else 1) for i in inputs)
     result = DayCounts(HourlyCounts(config.schema.grain_seconds))
@@ -39,7 +42,7 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
 
     with make_deduper(config.dedupe, tmp_dir=work, memory_limit=config.memory_limit,
                       expected_bytes=expected,
-                      grain_seconds=config.schema.grain_seconds) as dedup:
+                      grain_seconds=config.schema.grain_seconds, state=run.keys) as dedup:
         # Files are parsed on reader threads (Arrow releases the GIL) but reach the
         # de-duplication strictly in file order, so the first occurrence stays first.
         budget = Budget.of(config.memory_limit)

@@ -121,6 +121,11 @@ def _fail(message: str, code: int, log_format: str) -> None:
               help="Skip a day whose inputs, output and parameters match its manifest.")
 @click.option("--check", is_flag=True,
               help="Report new, gone and modified inputs since the manifest; write nothing.")
+@click.option("--incremental", is_flag=True,
+              help="Fold only files that arrived since the last run into the day's kept state; "
+                   "recompute the whole day when that is not exact.")
+@click.option("--state", "state", metavar="URI", default=None,
+              help="Root of the kept states for --incremental. [default: beside the results]")
 @click.option("--plot", is_flag=True,
               help="Also write a PNG of the day beside the output (needs the plot extra).")
 @click.version_option(__version__, prog_name="streamagg")
@@ -128,7 +133,8 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
          memory_limit: str, dedupe: str, tmp_dir: str | None, engine: str,
          endpoint_url: str | None, max_bad_rows: str, dry_run: bool, log_format: str,
          progress: bool | None, spark_master: str, to: str | None, keep_going: bool,
-         skip_unchanged: bool, check: bool, plot: bool) -> int:
+         skip_unchanged: bool, check: bool, incremental: bool, state: str | None,
+         plot: bool) -> int:
     """Aggregate one day of ad impressions: DATE is YYYY-MM-DD (with --to, a range of days)."""
     if engine == "local":  # pyspark's Arrow functions need pandas on the Spark engine's driver
         keep_pandas_out()
@@ -144,6 +150,7 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
         tmp_dir=tmp_dir, engine=engine, endpoint_url=endpoint_url,
         max_bad_rows=BadRowLimit.parse(max_bad_rows), dry_run=dry_run, log_format=log_format,
         spark_master=spark_master, plot=plot,
+        incremental=incremental, state=state or None,
     )
     tune_allocators(memory_limit=config.memory_limit)
     mode = "check" if check else "skip-unchanged" if skip_unchanged else "run"

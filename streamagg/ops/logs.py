@@ -204,6 +204,7 @@ class Console:
                        "manifest": report.manifest_uri, "rejects": report.rejects_uri,
                        "plot": report.plot_uri, "inputs": len(report.inputs),
                        "input_bytes": input_bytes, "totals": totals,
+                       "mode": report.mode, "mode_reason": report.mode_reason,
                        "elapsed_seconds": round(seconds, 3), "peak_memory_bytes": peak,
                        "memory_limit_bytes": report.config.memory_limit,
                        "warnings": warnings})
@@ -225,6 +226,8 @@ class Console:
         ]
         if report.plot_uri:
             rows.append(("plot", report.plot_uri))
+        if report.config.incremental:
+            rows.insert(0, ("mode", f"{report.mode} ({report.mode_reason})"))
         rows += [("warning", text) for text in warnings]
         self.echo(f"wrote {report.output_uri}")
         for name, value in rows:

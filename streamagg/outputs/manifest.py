@@ -60,6 +60,9 @@ class Manifest:
     plot: dict[str, Any] | None = None
     finished: dt.datetime | None = None
     peak_memory_bytes: int = 0
+    mode: str = "full"  # "incremental" when only new files were read into the kept state
+    mode_reason: str = ""
+    state: dict[str, Any] | None = None  # the kept state's generation, when one was kept
 
     def parameters(self) -> dict[str, Any]:
         c = self.config
@@ -84,6 +87,9 @@ class Manifest:
             "rejects": self.rejects,
             "hourly": self.hourly,
             "plot": self.plot,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
+            "state": self.state,
             "started": self.started.isoformat(),
             "finished": finished.isoformat(),
             "elapsed_seconds": round((finished - self.started).total_seconds(), 3),

@@ -52,6 +52,11 @@ class Storage(Protocol):
     def remove_abandoned(self, relatives: list[str], *, older_than: float) -> list[str]:
         """Remove what killed runs left beside ``relatives`` (temp files, pending uploads)
         untouched for ``older_than`` seconds; return what was removed."""
+    def fetch(self, relative: str, local_path: str) -> bool:
+        """Copy ``relative`` to a local file, streamed; False when it does not exist."""
+
+    def list_below(self, relative: str) -> list[str]:
+        """Every object below the folder ``relative`` (hidden names too), as relative paths."""
 
 
 def is_input_name(relative: str) -> bool:
