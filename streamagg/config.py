@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -14,6 +15,10 @@ DEFAULT_MEMORY_LIMIT = "256MB"
 DEDUPE_BACKENDS = ("spill", "sqlite")
 ENGINES = ("local", "spark")
 LOG_FORMATS = ("text", "json")
+# --spark-env: ship the driver's environment to cluster executors (auto), never (none), or a
+# prepared archive; Spark unpacks these archive kinds (spark.archives).
+SPARK_ENV_CHOICES = ("auto", "none")
+SPARK_ENV_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 # Python, pyarrow and numpy alone take about 90 MB resident: below this no working set is left.
 MIN_MEMORY_LIMIT = 128 * 2**20
 
@@ -50,6 +55,21 @@ def check_day(day: dt.date) -> None:
 def day_stamp(day: dt.date, separator: str = "") -> str:
     """``YYYY<sep>MM<sep>DD`` with a four-digit year whatever the platform's ``strftime``."""
     return f"{day.year:04d}{separator}{day.month:02d}{separator}{day.day:02d}"
+
+
+def check_spark_env(value: object) -> None:
+    """``auto``, ``none`` or the path of an existing archive Spark can unpack (usage error else)."""
+    if value in SPARK_ENV_CHOICES:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"invalid spark-env {value!r}: expected auto, none or an archive's path")
+    if "\n" in value or "\r" in value or "\x00" in value:
+        raise UsageError("invalid spark-env: control characters in the value")
+    if not value.endswith(SPARK_ENV_SUFFIXES):
+        raise UsageError(f"invalid spark-env {value!r}: expected auto, none or an archive ending "
+                         f"in {', '.join(SPARK_ENV_SUFFIXES)}")
+    if not os.path.isfile(value):
+        raise UsageError(f"invalid spark-env {value!r}: no such file")
 
 
 def parse_size(text: str | int) -> int:
@@ -146,6 +166,7 @@ class Config:
     schema: Schema = field(default_factory=Schema)
     workers: int | None = None
     spark_master: str = "local[*]"  # ignored when a Spark session is already running
+    spark_env: str = "auto"  # what the executors run: auto, none or an archive's path
     plot: bool = False  # also write a PNG picture of the day beside the output
 
     def __post_init__(self) -> None:
@@ -176,6 +197,7 @@ class Config:
             raise UsageError(f"invalid log format {self.log_format!r}: expected text or json")
         if self.workers is not None and self.workers < 1:
             raise UsageError("workers must be >= 1")
+        check_spark_env(self.spark_env)
         for name in ("source", "dest", "tmp_dir", "endpoint_url"):
             value = getattr(self, name)
             if value is not None and ("\n" in value or "\r" in value or "\x00" in value):
