@@ -7,20 +7,18 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from .budget import MIN_MEMORY_LIMIT
 from .errors import UsageError
+from .registry import DEDUPE_BACKENDS, ENGINES
 
 DEFAULT_SOURCE = "./data"
 DEFAULT_INITIALS = "SA"
 DEFAULT_MEMORY_LIMIT = "256MB"
-DEDUPE_BACKENDS = ("spill", "sqlite")
-ENGINES = ("local", "spark")
 LOG_FORMATS = ("text", "json")
 # --spark-env: ship the driver's environment to cluster executors (auto), never (none), or a
 # prepared archive; Spark unpacks these archive kinds (spark.archives).
 SPARK_ENV_CHOICES = ("auto", "none")
 SPARK_ENV_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
-# Python, pyarrow and numpy alone take about 90 MB resident: below this no working set is left.
-MIN_MEMORY_LIMIT = 128 * 2**20
 
 # Instants are nanoseconds since 1970 in 64 bits (as in pyarrow and the output's sort): a day
 # outside these can hold no impression, so it is refused rather than read as all bad rows.
@@ -162,7 +160,6 @@ class Config:
     max_bad_rows: BadRowLimit = field(default_factory=lambda: BadRowLimit(fraction=0.01))
     dry_run: bool = False
     log_format: str = "text"
-    progress: bool = False
     schema: Schema = field(default_factory=Schema)
     workers: int | None = None
     spark_master: str = "local[*]"  # ignored when a Spark session is already running
@@ -189,10 +186,11 @@ class Config:
                 f"{MIN_MEMORY_LIMIT // 2**20}MB"
             )
         if self.dedupe not in DEDUPE_BACKENDS:
-            raise UsageError(f"invalid dedupe backend {self.dedupe!r}: expected spill or sqlite")
+            raise UsageError(f"invalid dedupe backend {self.dedupe!r}: expected "
+                             f"{DEDUPE_BACKENDS.expected()}")
         if self.engine not in ENGINES:
             raise UsageError(
-                f"engine {self.engine!r} is not available: expected {' or '.join(ENGINES)}")
+                f"engine {self.engine!r} is not available: expected {ENGINES.expected()}")
         if self.log_format not in LOG_FORMATS:
             raise UsageError(f"invalid log format {self.log_format!r}: expected text or json")
         if self.workers is not None and self.workers < 1:

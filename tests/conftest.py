@@ -17,7 +17,7 @@ import boto3
 import pytest
 from click.testing import CliRunner, Result
 
-from streamagg import config as config_module
+from streamagg import registry
 
 DAY = date(2021, 1, 30)
 DAY_ARG = "2021-01-30"
@@ -26,8 +26,8 @@ MANIFEST_NAME = "_daily_agg_20210130_SA.manifest.json"
 REJECTS_NAME = "_daily_agg_20210130_SA.rejects.csv"
 
 # Every engine and backend the package offers runs the contract: "spark" joins by itself.
-ENGINES = list(config_module.ENGINES)
-DEDUPE_BACKENDS = list(config_module.DEDUPE_BACKENDS)
+ENGINES = list(registry.ENGINES.names)
+DEDUPE_BACKENDS = list(registry.DEDUPE_BACKENDS.names)
 
 
 @pytest.fixture(autouse=True)

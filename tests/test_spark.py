@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from streamagg.config import Schema
 from streamagg.engines import spark as spark_engine
+from streamagg.engines.spark import driver as spark_driver
 from streamagg.errors import BadDataError, UsageError
 from tests.conftest import DAY, DAY_ARG, OUTPUT_NAME, S3, Outcome, day_path, run_api, to_bytes
 
@@ -497,7 +498,7 @@ def test_cli_says_out_of_memory_in_one_line(spark: SparkSession, cli: Callable[.
     def crash(*args: Any) -> None:
         raise Py4JJavaError("Job aborted: java.lang.OutOfMemoryError: Java heap space\n\tat x")
 
-    monkeypatch.setattr(spark_engine, "take_notes", crash)
+    monkeypatch.setattr(spark_driver, "take_notes", crash)
     source = partition({"a.csv": H + "a,2021-01-30 10:00:00,1\n"})
     result = cli(DAY_ARG, "--source", source, "--engine", "spark", "--no-progress")
     assert result.exit_code == 1

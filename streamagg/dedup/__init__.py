@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from ..registry import DEDUPE_BACKENDS
 
 if TYPE_CHECKING:
     from ..aggregate import HourlyCounts
@@ -23,7 +24,7 @@ class DedupStats:
 
 
 class Deduper(Protocol):
-    """Feed clean batches (key, instant, group) in the day's order; read back the first occurrences.
+    """Feed clean batches (key, instant, group) in the day's order; fold the first occurrences.
 
     Implementations own their temporary files and remove them in `close`, also on failure.
     """
@@ -33,12 +34,9 @@ class Deduper(Protocol):
     def add(self, batch: pa.RecordBatch) -> None:
         """Take the next rows of the day, in file order then row order."""
 
-    def survivors(self) -> Iterator[pa.RecordBatch]:
-        """The first occurrence of every key, as batches of (group, instant), in no set order."""
-
     def fold_into(self, counts: HourlyCounts) -> None:
-        """Add the first occurrences to ``counts``, the way this backend does it fastest, and
-        fill in `stats`; equal to folding every batch of `survivors`."""
+        """Add the first occurrence of every key to ``counts``, the way this backend does it
+        fastest, and fill in `stats`."""
 
     def close(self) -> None:
         """Remove every temporary file."""
@@ -75,16 +73,8 @@ def _empty_binary() -> pa.Scalar:
 
 def make_deduper(kind: str, *, tmp_dir: str | None, memory_limit: int,
                  expected_bytes: int = 0, grain_seconds: int = 3600) -> Deduper:
-    """The backend named ``kind`` (``spill`` or ``sqlite``), working inside ``tmp_dir``;
-    `Deduper.fold_into` takes counts of ``grain_seconds``."""
-    if kind == "spill":
-        from .spill import SpillDeduper
-
-        return SpillDeduper(tmp_dir=tmp_dir, memory_limit=memory_limit,
-                            expected_bytes=expected_bytes)
-    if kind == "sqlite":
-        from .sqlite import SqliteDeduper
-
-        return SqliteDeduper(tmp_dir=tmp_dir, memory_limit=memory_limit,
-                             grain_seconds=grain_seconds)
-    raise ValueError(f"unknown dedupe backend {kind!r}")
+    """The backend named ``kind`` (see `streamagg.registry.DEDUPE_BACKENDS`), working inside
+    ``tmp_dir``; `Deduper.fold_into` takes counts of ``grain_seconds``."""
+    backend = DEDUPE_BACKENDS.load(kind)
+    return cast(Deduper, backend(tmp_dir=tmp_dir, memory_limit=memory_limit,
+                                 expected_bytes=expected_bytes, grain_seconds=grain_seconds))

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..aggregate import HourlyCounts
+from ..budget import Budget
 from ..reader import CLEAN_SCHEMA, GROUP, INSTANT, KEY
 from . import DedupStats, exact_keys
 
@@ -21,8 +22,6 @@ from . import DedupStats, exact_keys
 # hash table, codes, masks), measured on generated days and rounded up.
 WORK_PER_SPILLED_BYTE = 4
 MAX_PARTITIONS = 256
-# Python, pyarrow and numpy loaded, code pages included, before any work (measured: 72 MB).
-RUNTIME_BYTES = 80 * 2**20
 SPLIT_FANOUT = 16
 # A partition file is made of many small batches (one slice of every batch the day spilled);
 # splitting them one by one cost more than the de-duplication itself on a 100M-row day.
@@ -34,17 +33,14 @@ _GROUP_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])
 class SpillDeduper:
     """Keys are hash-partitioned on their id into spill files; a partition fits in memory."""
 
-    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0) -> None:
+    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0,
+                 grain_seconds: int = 3600) -> None:  # the grain: `fold_into`'s counts carry it
         self.stats = DedupStats()
         # mkdtemp creates the folder 0700: spilled keys are customer data.
         self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
-        # Half of what the runtime leaves for one partition's work; the other half is what the
-        # allocators keep and the hourly counts. A third of the whole budget, as it was, let a
-        # 100M-row day peak at 145 MB under 128MB.
-        # Two partitions at once where the budget allows (each gets half of its share).
-        self.threads = max(1, min(2, os.cpu_count() or 1)) if memory_limit >= 256 * 2**20 else 1
-        working = max(memory_limit - RUNTIME_BYTES, memory_limit // 4)
-        self.partition_budget = max(working // 2 // self.threads, 8 * 2**20)
+        budget = Budget.of(memory_limit)
+        self.threads = budget.spill_threads
+        self.partition_budget = budget.spill_partition_bytes
         wanted = expected_bytes * WORK_PER_SPILLED_BYTE // self.partition_budget + 1
         self.partitions = min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length()))
         self._writers = _PartitionWriters(self.folder, "p", self.partitions, CLEAN_SCHEMA)

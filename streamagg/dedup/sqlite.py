@@ -6,17 +6,16 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from ..aggregate import HourlyCounts, sum_per_pair
+from ..budget import Budget
 from ..errors import StorageError
 from ..reader import GROUP, INSTANT, KEY
 from . import DedupStats, exact_keys
 
-_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])
 _FETCH = 20_000
 _SLICE = 8_192
 
@@ -32,19 +31,17 @@ class SqliteDeduper:
     end (a GROUP BY over it took a fifth of the run).
     """
 
-    def __init__(self, *, tmp_dir: str | None, memory_limit: int,
-                 grain_seconds: int = 3600) -> None:
+    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0,
+                 grain_seconds: int = 3600) -> None:  # sqlite grows as it needs: no size hint
         self.stats = DedupStats()
         self.folder = tempfile.mkdtemp(prefix="streamagg-sqlite-", dir=tmp_dir)
         self.path = os.path.join(self.folder, "keys.sqlite")
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # sqlite keeps the mode
         self._arrived = HourlyCounts(grain_seconds)
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        # The page cache is the only large allocation. A thirty-second of the budget: on a
-        # 10M-row day a cache of 4 to 32 MB made no difference to the time (the kernel's page
-        # cache serves the rest), and a larger one cost the 128 MB limit. The database is
-        # scratch: no journal, no fsync.
-        cache_kib = max(memory_limit // 32 // 1024, 2048)
+        # The page cache is the only large allocation (its share: `Budget.sqlite_cache_kib`).
+        # The database is scratch: no journal, no fsync.
+        cache_kib = Budget.of(memory_limit).sqlite_cache_kib
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE",
                        "locking_mode=EXCLUSIVE", f"cache_size=-{cache_kib}"):
             self._db.execute(f"PRAGMA {pragma}")
@@ -78,18 +75,6 @@ class SqliteDeduper:
                     exact_keys(part.column(KEY), part.column(INSTANT)).to_pylist(),
                     part.column(GROUP).to_pylist(), strict=True))
             self._db.execute("COMMIT")
-        except sqlite3.Error as err:
-            raise StorageError(f"sqlite key table failed: {err}", uri=self.path) from err
-
-    def survivors(self) -> Iterator[pa.RecordBatch]:
-        try:
-            self._read_dropped(None)
-            cursor = self._db.execute("SELECT grp, substr(k, 1, 8) FROM keys")
-            while rows := cursor.fetchmany(_FETCH):
-                groups, prefixes = zip(*rows, strict=True)
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(groups, pa.string()), pa.array(_instants(prefixes), pa.int64())],
-                    schema=_OUT)
         except sqlite3.Error as err:
             raise StorageError(f"sqlite key table failed: {err}", uri=self.path) from err
 

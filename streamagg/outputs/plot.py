@@ -54,12 +54,7 @@ def render_day(path: str, *, day: dt.date, title: str, rows: Sequence[HourlyRow]
                     fontsize=13)
 
     def per_bucket(ax: Any, key: str, heading: str) -> None:
-        values = [b[key] for b in buckets]
-        if any(v is None for v in values):
-            ax.text(0.5, 0.5, "not reported by this engine", ha="center", va="center",
-                    transform=ax.transAxes, color="grey")
-        else:
-            ax.bar(positions, values, color=_COLOURS[key], width=0.8)
+        ax.bar(positions, [b[key] for b in buckets], color=_COLOURS[key], width=0.8)
         ax.set_title(heading, loc="left")
         step = max(1, len(positions) // 12)
         ax.set_xticks(positions[::step], labels[::step])

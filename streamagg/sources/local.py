@@ -23,7 +23,7 @@ log = logging.getLogger("streamagg")
 class LocalStorage:
     """A folder on the local file system."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, endpoint_url: str | None = None) -> None:  # endpoint: S3's
         path = uri[len("file://"):] if uri.startswith("file://") else uri
         if not path:
             raise UsageError(f"empty local path in {uri!r}")
