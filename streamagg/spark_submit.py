@@ -56,7 +56,7 @@ def command_args(argv: list[str]) -> list[str]:
 def shipped_package(spark: SparkSession) -> Iterator[None]:
     """Send the driver's own copy of streamagg to the executors, so both run the same code even
     where the cluster has another version installed, or none (its dependencies must be there)."""
-    from streamagg.engines.shipping import ship_package
+    from streamagg.engines.spark.shipping import ship_package
 
     folder = tempfile.mkdtemp(prefix="streamagg-pyfiles-")
     try:

@@ -60,6 +60,7 @@ class Manifest:
     plot: dict[str, Any] | None = None
     finished: dt.datetime | None = None
     peak_memory_bytes: int = 0
+    jvm_peak_memory_bytes: int | None = None  # the Spark engine's driver JVM; None otherwise
 
     def parameters(self) -> dict[str, Any]:
         c = self.config
@@ -88,6 +89,7 @@ class Manifest:
             "finished": finished.isoformat(),
             "elapsed_seconds": round((finished - self.started).total_seconds(), 3),
             "peak_memory_bytes": self.peak_memory_bytes,
+            "jvm_peak_memory_bytes": self.jvm_peak_memory_bytes,
         }
 
     def to_json(self) -> str:

@@ -1,4 +1,4 @@
-"""A standalone Spark cluster on 127.0.0.1 (a master and one worker) whose worker has a bare Python."""
+"""A standalone Spark cluster on 127.0.0.1 (a master, one worker) whose worker has a bare Python."""
 
 from __future__ import annotations
 

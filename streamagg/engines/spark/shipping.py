@@ -1,4 +1,4 @@
-"""What a Spark job ships to its executors: streamagg as a zip, and optionally a Python environment."""
+"""What a Spark job ships to its executors: streamagg as a zip, optionally a Python environment."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import StreamaggError
+from ...errors import StreamaggError
 
 if TYPE_CHECKING:
     from pyspark import SparkContext
@@ -44,15 +44,16 @@ def is_local_master(master: str) -> bool:
 def environment_to_ship(spark_env: str, master: str, environ: Mapping[str, str]) -> str | None:
     """The archive to unpack on the executors and run as their Python, or None for none.
 
-    ``auto`` builds (or reuses) one only for a cluster master and only when nobody chose the
-    executors' Python already (``PYSPARK_PYTHON``): a local master's executors run this very
-    interpreter. A path is used as given, whatever the master.
+    Never for a local master, whose executors run this very interpreter. ``auto`` builds (or
+    reuses) one only when nobody chose the executors' Python already (``PYSPARK_PYTHON``); a
+    path is used as given.
     """
-    if spark_env == "none":
+    if spark_env == "none" or is_local_master(master):
         return None
     if spark_env != "auto":
         return os.path.abspath(spark_env)
-    if is_local_master(master) or environ.get("PYSPARK_PYTHON"):
+    if environ.get("PYSPARK_PYTHON"):
+        log.info("PYSPARK_PYTHON is set: the executors run it, no environment is shipped")
         return None
     return environment_archive()
 
