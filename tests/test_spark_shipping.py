@@ -83,8 +83,9 @@ def test_environment_archive_is_a_venv_that_runs(tmp_path: Path,
         tar.extractall(tmp_path / "environment", filter="fully_trusted")
     assert "pyvenv.cfg" in names and not any("__pycache__" in n for n in names)
     python = tmp_path / "environment" / "bin" / "python"
-    done = subprocess.run([str(python), "-c", "import sys, click; print(sys.prefix, click.__file__)"],
-                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    code = "import sys, click; print(sys.prefix, click.__file__)"
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert done.returncode == 0, done.stderr
     prefix, module = done.stdout.split()
     assert Path(prefix) == tmp_path / "environment"
