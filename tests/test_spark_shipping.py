@@ -65,7 +65,8 @@ def test_which_environment_is_shipped(monkeypatch: pytest.MonkeyPatch, spark_env
 def test_runtime_distributions_are_what_executors_import() -> None:
     names = {shipping.normalise(d.metadata["Name"]) for d in shipping.runtime_distributions()}
     assert {"pyarrow", "numpy", "boto3", "botocore", "smart-open", "click"} <= names
-    assert not names & {"streamagg", "pyspark", "py4j", "pytest", "hypothesis", "moto", "mypy"}
+    assert not names & {"streamagg", "pyspark", "py4j", "pytest", "hypothesis", "moto", "mypy",
+                        "pandas"}
 
 
 def test_environment_archive_is_a_venv_that_runs(tmp_path: Path,

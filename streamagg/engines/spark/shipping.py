@@ -30,8 +30,12 @@ EXECUTOR_PYTHON = f"./{ENV_ALIAS}/bin/python"
 # Distributions the executors never need from the archive: Spark puts its own pyspark and py4j
 # on their path, and streamagg itself travels as a zip (addPyFile), so it is always this code.
 NOT_SHIPPED = {"pyspark", "py4j", "streamagg"}
-# pyspark's Arrow functions import these on the executors as well as on the driver.
-SPARK_PYTHON_NEEDS = ("pyarrow", "pandas")
+# pyspark's Arrow functions (mapInArrow) import pyarrow on the executors; pandas only on the
+# driver (its version check), so it stays out of the archive.
+SPARK_PYTHON_NEEDS = ("pyarrow",)
+# What no import reads: test suites, C headers and sources, type stubs (a third of pyarrow).
+SKIPPED_FOLDERS = {"__pycache__", "tests", "include"}
+SKIPPED_SUFFIXES = {".pyc", ".pyi", ".pyx", ".pxd", ".pxi", ".h", ".hpp", ".c", ".cc", ".cpp"}
 _LOCAL_MASTER = re.compile(r"local(\[[^\]]*\]|-cluster\[[^\]]*\])?")
 _SHIPPED_MARK = "_streamagg_package_shipped"
 
@@ -182,8 +186,9 @@ def write_environment(path: str, distributions: list[metadata.Distribution]) -> 
             root = Path(str(dist.locate_file("")))
             for file in dist.files or []:
                 parts = Path(file).parts
-                # Scripts (../../bin) and compiled caches stay behind: executors import modules.
-                if ".." in parts or "__pycache__" in parts or file.suffix == ".pyc":
+                # Scripts (../../bin), caches, tests and sources stay behind: executors import.
+                if (".." in parts or SKIPPED_FOLDERS.intersection(parts[:-1])
+                        or file.suffix in SKIPPED_SUFFIXES):
                     continue
                 full = root / file
                 if full.is_file():
