@@ -17,7 +17,7 @@ RUN useradd --create-home --uid 10001 --user-group streamagg
 
 # Only what the package needs: no tests, benchmarks or dev tools end up in the image.
 WORKDIR /tmp/src
-COPY pyproject.toml setup.cfg README.md ./
+COPY pyproject.toml setup.cfg README.md LICENSE ./
 COPY streamagg ./streamagg
 RUN pip install ".${EXTRAS:+[$EXTRAS]}" \
     && cd / && rm -rf /tmp/src

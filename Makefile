@@ -5,6 +5,7 @@ PIP := $(PY) -m pip
 PYTHON3 ?= python3
 
 DEMO_DATE := 2021-01-30
+DEMO_DAY_BEFORE := 2021-01-29
 DEMO_DATA := demo/data
 
 # Stamps live inside the venv so deleting the venv also forgets them; they depend on the
@@ -12,17 +13,19 @@ DEMO_DATA := demo/data
 INSTALL_STAMP := $(VENV)/.stamp-install
 TEST_STAMP := $(VENV)/.stamp-install-test
 BENCH_STAMP := $(VENV)/.stamp-install-bench
+DEV_STAMP := $(VENV)/.stamp-install-dev
 PACKAGING := setup.cfg pyproject.toml
 
-.PHONY: help install install-test demo test ensure-java lint bench bench-large clean
+.PHONY: help install install-test install-dev demo test ensure-java lint bench bench-large clean
 
 help:
 	@echo "make install       install streamagg (editable) into $(VENV)"
 	@echo "make demo          generate a sample day under $(DEMO_DATA) and aggregate it"
 	@echo "make test          run the test suite"
-	@echo "make lint          ruff + mypy"
-	@echo "make bench         benchmark against DuckDB, Polars and pandas (10M rows)"
-	@echo "make bench-large   the same with 100M rows (long; needs ~25 GB of disk)"
+	@echo "make lint          ruff, mypy and the import contracts (lint-imports)"
+	@echo "make bench         benchmark against DuckDB, Polars, pandas and a parse-only floor"
+	@echo "                   (10M rows, both data shapes: mixed and adlog)"
+	@echo "make bench-large   the same with 100M rows, mixed shape (long; needs ~25 GB of disk)"
 	@echo "make clean         remove the venv, caches and generated data"
 
 $(PY):
@@ -37,6 +40,10 @@ $(TEST_STAMP): $(INSTALL_STAMP) $(PACKAGING)
 	$(PIP) install -e '.[test,plot,spark]'
 	@touch $@
 
+$(DEV_STAMP): $(INSTALL_STAMP) $(PACKAGING)
+	$(PIP) install -e '.[dev,plot]'
+	@touch $@
+
 $(BENCH_STAMP): $(INSTALL_STAMP) $(PACKAGING)
 	$(PIP) install -e '.[bench]'
 	@touch $@
@@ -45,9 +52,14 @@ install: $(INSTALL_STAMP)
 
 install-test: $(TEST_STAMP)
 
+install-dev: $(DEV_STAMP)
+
 demo: install
 	$(VENV)/bin/streamagg-generate --out $(DEMO_DATA) --date $(DEMO_DATE) --rows 200000 \
 		--files 6 --gzip-files 1 --seed 1
+	@# The day before too, smaller, so the README's backfill example has two days to run.
+	$(VENV)/bin/streamagg-generate --out $(DEMO_DATA) --date $(DEMO_DAY_BEFORE) --rows 50000 \
+		--files 2 --seed 2
 	@# The CLI prints the summary and where the output went (under $(DEMO_DATA)/results/).
 	$(VENV)/bin/streamagg $(DEMO_DATE) --source $(DEMO_DATA)
 
@@ -66,16 +78,21 @@ test: install-test ensure-java
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
-lint: install-test
+lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy streamagg
 	$(VENV)/bin/lint-imports
 
+# Both data shapes, one after the other; each writes its own results/10M-24files-<shape>.md.
+# Extra options for run.py go in BENCH_ARGS, e.g. BENCH_ARGS="--skip pandas streamagg-spark".
+BENCH_ARGS ?=
 bench: install $(BENCH_STAMP)
-	$(PY) benchmarks/run.py --rows 10000000 --files 24
+	$(PY) benchmarks/run.py --rows 10000000 --files 24 --shape mixed $(BENCH_ARGS)
+	$(PY) benchmarks/run.py --rows 10000000 --files 24 --shape adlog $(BENCH_ARGS)
 
 bench-large: install $(BENCH_STAMP)
-	$(PY) benchmarks/run.py --rows 100000000 --files 96 --repeats 1 --skip pandas
+	$(PY) benchmarks/run.py --rows 100000000 --files 96 --repeats 1 --shape mixed --skip pandas \
+		$(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis \

@@ -42,8 +42,10 @@ class Dataset:
 
 def cached_day(rows: int, files: int, seed: int = 0, *, day: dt.date = DEFAULT_DATE,
                duplicate_rate: float = 0.05, bad_row_rate: float = 0.0,
-               data_dir: Path = DATA_DIR) -> Dataset:
-    """Generate a day under data_dir/<rows>_<files>_<seed>/, or reuse it if already there.
+               data_dir: Path = DATA_DIR, shape: str = "mixed") -> Dataset:
+    """Generate a day under data_dir/[<shape>_]<rows>_<files>_<seed>/, or reuse it if there.
+
+    The mixed shape keeps its old folder name (no prefix) so an existing cache stays valid.
 
     Reuse requires the same parameters and the same generator source: a changed generator
     writes different bytes, and comparing runs on different data would be meaningless.
@@ -53,10 +55,11 @@ def cached_day(rows: int, files: int, seed: int = 0, *, day: dt.date = DEFAULT_D
     params: dict[str, object] = {
         "day": day.isoformat(), "rows": rows, "files": files, "seed": seed,
         "duplicate_rate": duplicate_rate, "bad_row_rate": bad_row_rate,
-        "extra_columns": True, "gzip_files": 0,
+        "extra_columns": True, "gzip_files": 0, "shape": shape,
         "generator_sha256": hashlib.sha256(Path(generate.__file__).read_bytes()).hexdigest(),
     }
-    source = data_dir / f"{rows}_{files}_{seed}"
+    prefix = "" if shape == "mixed" else f"{shape}_"
+    source = data_dir / f"{prefix}{rows}_{files}_{seed}"
     marker = source / _MARKER
     if marker.exists():
         saved = json.loads(marker.read_text())
@@ -69,7 +72,7 @@ def cached_day(rows: int, files: int, seed: int = 0, *, day: dt.date = DEFAULT_D
     started = time.perf_counter()
     generated = generate.generate_day(
         source, day, rows=rows, files=files, seed=seed, duplicate_rate=duplicate_rate,
-        bad_row_rate=bad_row_rate, extra_columns=True, gzip_files=0,
+        bad_row_rate=bad_row_rate, extra_columns=True, gzip_files=0, shape=shape,
     )
     saved = {
         "params": params,
@@ -117,6 +120,7 @@ class Measurement:
     exit_code: int
     wall_seconds: float
     peak_rss_bytes: int
+    cpu_seconds: float = 0.0  # user + system of the child and every descendant it waited for
     killed: str | None = None  # why the harness stopped it, if it did
     log: str = ""
 
@@ -137,6 +141,9 @@ def measure(command: Sequence[str], *, log_path: Path, rss_cap_bytes: int | None
     Peak RSS comes from GNU time's %M where /usr/bin/time exists, else from wait4's ru_maxrss.
     ru_maxrss alone is unreliable here: Linux keeps it across exec, so a child forked from this
     harness (which holds generated data) would report the harness's size as its own.
+    CPU seconds are wait4's ru_utime + ru_stime: on Linux they include the descendants the child
+    reaped, so GNU time's wrapper passes the measured command's own time through (GNU time's
+    own share is a millisecond or so).
 
     A watchdog thread kills the child if it passes rss_cap_bytes or timeout_seconds, so a peer
     that would exhaust the machine's memory fails alone instead of taking the host down.
@@ -178,6 +185,7 @@ def measure(command: Sequence[str], *, log_path: Path, rss_cap_bytes: int | None
         exit_code=child.returncode,
         wall_seconds=wall,
         peak_rss_bytes=_peak_from(peak_file, usage.ru_maxrss) * 1024,  # kilobytes on Linux
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
         killed=reason[0] if reason else None,
         log=log_path.read_text(errors="replace"),
     )

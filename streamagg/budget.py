@@ -9,6 +9,8 @@ from dataclasses import dataclass
 MiB = 2**20
 # Python, pyarrow and numpy alone take about 90 MB resident: below this no working set is left.
 MIN_MEMORY_LIMIT = 128 * MiB
+# The smallest --memory-limit that holds on every machine measured, a fresh install included.
+RELIABLE_MEMORY_LIMIT = 192 * MiB
 # Below this the run uses one reader thread and one de-duplication thread, and trims the heap
 # tighter: at 128 and 192 MB those megabytes decide whether the limit holds.
 SMALL_LIMIT = 256 * MiB

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from .budget import MIN_MEMORY_LIMIT
 from .errors import UsageError
 from .registry import DEDUPE_BACKENDS, ENGINES
+from .units import human_bytes
 
 DEFAULT_SOURCE = "./data"
 DEFAULT_INITIALS = "SA"
@@ -182,8 +183,8 @@ class Config:
             raise UsageError(f"invalid chunk size {self.chunk_size!r}: expected an integer >= 1")
         if self.memory_limit < MIN_MEMORY_LIMIT:
             raise UsageError(
-                f"memory limit {self.memory_limit} bytes is below the minimum of "
-                f"{MIN_MEMORY_LIMIT // 2**20}MB"
+                f"memory limit {human_bytes(self.memory_limit)} is below the minimum of "
+                f"{human_bytes(MIN_MEMORY_LIMIT)} (--memory-limit {MIN_MEMORY_LIMIT // 2**20}MB)"
             )
         if self.dedupe not in DEDUPE_BACKENDS:
             raise UsageError(f"invalid dedupe backend {self.dedupe!r}: expected "

@@ -24,6 +24,7 @@ from .outputs.manifest import InputRecord, Manifest
 from .outputs.plot import render_day, require_matplotlib
 from .reader import BadRow
 from .sources import InputFile, Storage, redact, storage_for
+from .units import human_bytes
 
 log = logging.getLogger("streamagg")
 
@@ -146,8 +147,9 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
         report.dry_run = True
         return report
     remove_leftovers(dest, list(layout.published), config.tmp_dir)
-    log.info("reading %d files (%d bytes) from %s with the %s engine", len(inputs),
-             sum(i.size for i in inputs), source.uri_of(layout.folder), config.engine)
+    log.info("reading %d files (%s) from %s with the %s engine", len(inputs),
+             human_bytes(sum(i.size for i in inputs)), source.uri_of(layout.folder),
+             config.engine)
     if progress is not None:
         source, on_file_done = progress.attach(source, inputs, on_file_done)
     manifest = Manifest(config=config, started=started)
@@ -217,7 +219,8 @@ def write_files(work: str, config: Config, manifest: Manifest, rows: list[Hourly
     if config.plot:  # drawn before anything is published: a failure publishes nothing
         plot_path = os.path.join(work, config.plot_name)
         render_day(plot_path, day=config.day, title=f"{config.day} ({config.initials})",
-                   rows=rows, hourly=manifest.hourly or {}, totals=manifest.totals.as_dict())
+                   rows=rows, hourly=manifest.hourly or {}, totals=manifest.totals.as_dict(),
+                   group_name=config.schema.group_column)
     written["plot"] = (plot_path, {"bytes": os.path.getsize(plot_path)} if plot_path else {})
     rejects.close()
     written["rejects"] = (rejects.path if rejects.count else None, {"rows": rejects.count})

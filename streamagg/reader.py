@@ -139,7 +139,7 @@ def _split_header(stream: BinaryIO, uri: str) -> tuple[list[str], bytes, int]:
         if end is not None or not chunk:
             break
         if len(buf) > 16 * 2**20:
-            raise BadDataError("header row is longer than 16 MB", uri=uri, line=1)
+            raise BadDataError("header row is longer than 16 MiB", uri=uri, line=1)
     if end is None:
         end = len(buf)
     header, rest = buf[:end], buf[end:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -66,8 +67,47 @@ def shipped_package(spark: SparkSession) -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def spark_submit_stderr() -> str | None:
+    """The path of spark-submit's own stderr, when this driver's stderr was merged into stdout.
+
+    Spark's PythonRunner starts the Python driver with stderr redirected into stdout (one pipe
+    that the JVM copies to its stdout), so log lines and errors would land among the results a
+    caller reads from stdout. On Linux the JVM's stderr is reachable as /proc/<parent>/fd/2.
+    None elsewhere, or when stderr already is separate (Glue, notebooks, a test).
+    """
+    try:
+        out, err = os.fstat(1), os.fstat(2)
+        if (out.st_dev, out.st_ino) != (err.st_dev, err.st_ino) or not stat.S_ISFIFO(err.st_mode):
+            return None
+        parent = os.getppid()
+        with open(f"/proc/{parent}/cmdline", "rb") as cmdline:
+            if b"org.apache.spark.deploy.SparkSubmit" not in cmdline.read():
+                return None
+        path = f"/proc/{parent}/fd/2"
+        theirs = os.stat(path)
+    except OSError:
+        return None
+    return None if (theirs.st_dev, theirs.st_ino) == (err.st_dev, err.st_ino) else path
+
+
+def stderr_to_spark_submit() -> None:
+    """Point this process's stderr (fd 2: log lines, errors, warnings) at spark-submit's."""
+    path = spark_submit_stderr()
+    if path is None:
+        return
+    try:
+        # O_APPEND: a stderr redirected to a file is opened anew here, at offset 0 otherwise.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except OSError:
+        return
+    sys.stderr.flush()
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Start (or join) the session spark-submit configured, then run the ``streamagg`` command."""
+    stderr_to_spark_submit()
     from pyspark.sql import SparkSession
 
     from streamagg.engines.spark import quiet_pyspark_warnings

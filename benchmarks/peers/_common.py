@@ -20,12 +20,22 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 HOUR_US = 3_600_000_000
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, *, keep: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--source", required=True, type=Path, help="root of the date partitions")
     parser.add_argument("--date", required=True, type=dt.date.fromisoformat)
     parser.add_argument("--out", required=True, type=Path, help="the output CSV file")
+    if keep:
+        parser.add_argument("--keep", choices=("any", "first"), default="first",
+                            help="which row of a duplicate key survives: any (enough where "
+                                 "duplicates are exact copies) or the first, in file order")
     return parser.parse_args()
+
+
+def read_header(path: str) -> list[str]:
+    """The column names of a plain CSV file's first line, as an expert peer's schema needs."""
+    with open(path, encoding="utf-8-sig") as handle:
+        return [name.strip().upper() for name in handle.readline().rstrip("\r\n").split(",")]
 
 
 def list_inputs(source: Path, day: dt.date) -> list[Path]:

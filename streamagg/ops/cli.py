@@ -91,7 +91,9 @@ def _fail(message: str, code: int, log_format: str) -> None:
 @click.option("--chunk-size", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Rows per record batch.")
 @click.option("--memory-limit", default="256MB", show_default=True,
-              help="Working-set budget, e.g. 256MB or 1GB.")
+              help="Target for the peak resident memory of the whole process, e.g. 256MB or "
+                   "1GB (binary units; at least 128MB, reliable from 192MB). The summary warns "
+                   "when the measured peak passed it.")
 @click.option("--dedupe", type=click.Choice(DEDUPE_BACKENDS.names), default="spill",
               show_default=True,
               help="On-disk key set: hash-partitioned spill files or a sqlite key table.")
@@ -124,7 +126,7 @@ def _fail(message: str, code: int, log_format: str) -> None:
 @click.option("--check", is_flag=True,
               help="Report new, gone and modified inputs since the manifest; write nothing.")
 @click.option("--plot", is_flag=True,
-              help="Also write a PNG of the day beside the output (needs streamagg[plot]).")
+              help="Also write a PNG of the day beside the output (needs the plot extra).")
 @click.version_option(__version__, prog_name="streamagg")
 def main(date: str, source: str, dest: str | None, initials: str, chunk_size: int,
          memory_limit: str, dedupe: str, tmp_dir: str | None, engine: str,

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
+from ..budget import RELIABLE_MEMORY_LIMIT
 from ..errors import printable
 from ..units import human_bytes
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..pipeline import RunReport
 
 log = logging.getLogger("streamagg")
@@ -190,18 +192,21 @@ class Console:
                 return
             self.echo(f"{len(report.inputs)} input files:")
             for item in report.inputs:
-                self.echo(f"  {item.uri}  ({item.size} bytes)")
+                self.echo(f"  {item.uri}  ({human_bytes(item.size)})")
             self.echo(f"output would be written to {report.output_uri}")
             return
         totals = report.totals
         peak = int(report.manifest.get("peak_memory_bytes", 0))
         input_bytes = sum(i.size for i in report.inputs)
+        warnings = [w for w in (memory_warning(report.config, peak),) if w]
         if self.json:
             self.emit({"day": day, "status": "done", "output": report.output_uri,
                        "manifest": report.manifest_uri, "rejects": report.rejects_uri,
                        "plot": report.plot_uri, "inputs": len(report.inputs),
                        "input_bytes": input_bytes, "totals": totals,
-                       "elapsed_seconds": round(seconds, 3), "peak_memory_bytes": peak})
+                       "elapsed_seconds": round(seconds, 3), "peak_memory_bytes": peak,
+                       "memory_limit_bytes": report.config.memory_limit,
+                       "warnings": warnings})
             return
         read = max(1, totals["rows_read"])
         rows = [
@@ -215,11 +220,26 @@ class Console:
             ("impressions", f"{totals['impressions']:,} "
                             f"({totals['outside_day']:,} outside the day)"),
             ("output rows", f"{totals['output_rows']:,}"),
-            ("time", f"{seconds:.2f} s, peak memory {peak / 2**20:.0f} MiB"),
+            ("time", f"{seconds:.2f} s, peak memory {human_bytes(peak)}"),
             ("manifest", str(report.manifest_uri)),
         ]
         if report.plot_uri:
             rows.append(("plot", report.plot_uri))
+        rows += [("warning", text) for text in warnings]
         self.echo(f"wrote {report.output_uri}")
         for name, value in rows:
             self.echo(f"  {name:<12} {value}")
+
+
+def memory_warning(config: Config, peak: int) -> str | None:
+    """Say so when the measured peak passed --memory-limit, a target the run could not keep.
+
+    Only for the local engine: on Spark the limit sizes reader blocks and nothing more.
+    """
+    if config.engine != "local" or peak <= config.memory_limit:
+        return None
+    text = (f"peak memory {human_bytes(peak)} passed --memory-limit "
+            f"{human_bytes(config.memory_limit)}")
+    if config.memory_limit < RELIABLE_MEMORY_LIMIT:
+        text += "; limits below 192MB hold only on some machines (README, Memory)"
+    return text

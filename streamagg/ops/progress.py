@@ -94,7 +94,9 @@ class Progress:
                  interval: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
-        self.mode = mode
+        # A bar needs a terminal: called from Python with stderr elsewhere (a notebook, a
+        # scheduler's log), progress goes to log records instead of control characters.
+        self.mode = "log" if mode == "bar" and stream is None and not stderr_is_terminal() else mode
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval if interval is not None else (
             BAR_INTERVAL if mode == "bar" else LOG_INTERVAL)
@@ -176,18 +178,41 @@ class Progress:
         then, done_then = self._history[0]
         return (self.bytes_done - done_then) / (now - then) if now > then else 0.0
 
+    @property
+    def all_done(self) -> bool:
+        """Every file finished: read, parsed and handed to the de-duplication."""
+        return self.files_done >= self.files
+
+    def fraction(self) -> float:
+        """Share of the day done; 1.0 only once every file is finished.
+
+        Bytes read run ahead of the work: the compressed bytes of a ``.csv.gz`` are all read
+        while its last blocks are still being decompressed and parsed (seconds for a large
+        file), so reading alone stops short of 100%.
+        """
+        if self.all_done:
+            return 1.0
+        if not self.total_bytes:
+            return 0.0
+        return min(self.bytes_done / self.total_bytes, 0.99)
+
     def text(self, width: int = 80) -> str:
         """The one line shown: label, bar, percent, files, bytes, rate and time left."""
-        fraction = self.bytes_done / self.total_bytes if self.total_bytes else 1.0
+        fraction = self.fraction()
         rate = self.rate()
-        if self.files and self.files_done >= self.files:
+        unfinished = self.files - self.files_done
+        if self.files and self.all_done:
             tail = "all read, counting"
+        elif self.total_bytes and self.bytes_done >= self.total_bytes:
+            # No time left to estimate from bytes: what remains is decompressing and parsing.
+            tail = f"finishing {unfinished} file{'s' if unfinished != 1 else ''}"
         elif rate > 0:
             left = human_duration((self.total_bytes - self.bytes_done) / rate)
             tail = f"{human_bytes(rate)}/s {left} left"
         else:
             tail = "starting"
-        figures = (f"{fraction:4.0%} {self.files_done}/{self.files} files "
+        # Rounded down, so 99.6% never shows as 100% before the day is read.
+        figures = (f"{int(fraction * 100):3d}% {self.files_done}/{self.files} files "
                    f"{_pair(self.bytes_done, self.total_bytes)} {tail}")
         # The bar gives way on a narrow terminal, so the figures stay whole.
         bar_width = max(5, min(BAR_WIDTH, width - 1 - len(self.label) - 4 - len(figures)))

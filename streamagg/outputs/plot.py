@@ -9,9 +9,12 @@ from typing import Any
 from ..aggregate import HourlyRow
 from ..errors import StorageError, UsageError
 
-INSTALL_HINT = "pip install 'streamagg[plot]'"
+INSTALL_HINT = "install the plot extra (in streamagg's clone: pip install -e '.[plot]')"
 TOP_CAMPAIGNS = 10
 _LABEL_CHARS = 24
+# Tick labels of the bars beside the day's hours.
+_OUTSIDE = "outside\nthe day"
+_NO_TIME = "no\ntime"
 _COLOURS = {"impressions": "#3b6ea8", "campaigns": "#5b8c5a", "duplicates": "#c07a2c",
             "bad_rows": "#b5473a"}
 
@@ -34,17 +37,32 @@ def top_campaigns(rows: Sequence[HourlyRow], n: int = TOP_CAMPAIGNS) -> list[tup
 
 
 def render_day(path: str, *, day: dt.date, title: str, rows: Sequence[HourlyRow],
-               hourly: dict[str, Any], totals: dict[str, int]) -> None:
+               hourly: dict[str, Any], totals: dict[str, int],
+               group_name: str = "CAMPAIGN_ID") -> None:
     """Draw the day into a PNG at ``path`` with matplotlib's Agg canvas (no display, no pyplot
     state shared with a caller's figures)."""
+    figure = draw_day(day=day, title=title, rows=rows, hourly=hourly, totals=totals,
+                      group_name=group_name)
+    try:
+        # No software version in the metadata: the same day gives the same bytes.
+        figure.savefig(path, format="png", metadata={"Software": None})
+    except OSError as err:
+        raise StorageError(f"cannot write the plot: {err.strerror or err}", uri=path) from err
+
+
+def draw_day(*, day: dt.date, title: str, rows: Sequence[HourlyRow], hourly: dict[str, Any],
+             totals: dict[str, int], group_name: str = "CAMPAIGN_ID") -> Any:
+    """The day's matplotlib ``Figure``: four panels, every axis labelled, counts with thousands
+    separators; rows outside the day (and bad rows without a time) as bars of their own."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+    counts = FuncFormatter(lambda value, _: f"{value:,.0f}")
     buckets = hourly["buckets"]
-    labels = [b["start"][11:13] if hourly["grain_seconds"] == 3600 else b["start"][11:16]
-              for b in buckets]
+    hourly_grain = hourly["grain_seconds"] == 3600
+    labels = [b["start"][11:13] if hourly_grain else b["start"][11:16] for b in buckets]
     positions = list(range(len(buckets)))
     figure = Figure(figsize=(13, 8), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
@@ -52,25 +70,40 @@ def render_day(path: str, *, day: dt.date, title: str, rows: Sequence[HourlyRow]
     figure.suptitle(f"{title}: {totals['impressions']:,} impressions, "
                     f"{totals['duplicates']:,} duplicates, {totals['bad_rows']:,} bad rows",
                     fontsize=13)
+    outside = hourly.get("outside_day") or {}
+    without_time = hourly.get("bad_rows_without_time", 0)
 
-    def per_bucket(ax: Any, key: str, heading: str) -> None:
-        ax.bar(positions, [b[key] for b in buckets], color=_COLOURS[key], width=0.8)
-        ax.set_title(heading, loc="left")
+    def per_bucket(ax: Any, key: str, heading: str, unit: str,
+                   extra: list[tuple[str, int]]) -> None:
+        values = [b[key] for b in buckets]
         step = max(1, len(positions) // 12)
-        ax.set_xticks(positions[::step], labels[::step])
-        ax.set_xlabel(f"{'hour' if hourly['grain_seconds'] == 3600 else 'time'} of {day} (UTC)")
+        ticks, names = positions[::step], labels[::step]
+        ax.bar(positions, values, color=_COLOURS[key], width=0.8)
+        # Counts the day's hours cannot hold get bars of their own, set apart by a gap.
+        for offset, (name, value) in enumerate(extra, start=1):
+            at = len(positions) + offset
+            ax.bar([at], [value], color="white", edgecolor=_COLOURS[key], hatch="//",
+                   width=0.8, label=name)
+            ax.annotate(f"{value:,}", (at, value), ha="center", va="bottom", fontsize=8)
+            ticks, names = [*ticks, at], [*names, name]
+        ax.set_title(heading, loc="left")
+        ax.set_xticks(ticks, names)
+        ax.set_xlabel(f"{'hour' if hourly_grain else 'time'} of {day} (UTC)")
+        ax.set_ylabel(unit)
         ax.grid(axis="y", alpha=0.3)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 of a row
-        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+        ax.yaxis.set_major_formatter(counts)
 
-    outside = hourly.get("outside_day") or {}
-    per_bucket(axes[0][0], "impressions", "Impressions per hour"
-               + (f"  (+{outside.get('impressions', 0):,} outside the day)"
-                  if outside.get("impressions") else ""))
-    per_bucket(axes[1][0], "duplicates", "Duplicates dropped per hour")
-    without_time = hourly.get("bad_rows_without_time", 0)
-    per_bucket(axes[1][1], "bad_rows", "Bad rows per hour"
-               + (f"  (+{without_time:,} without a readable time)" if without_time else ""))
+    def outside_bar(key: str) -> list[tuple[str, int]]:
+        value = outside.get(key) or 0
+        return [(_OUTSIDE, value)] if value else []
+
+    per_bucket(axes[0][0], "impressions", "Impressions per hour", "impressions",
+               outside_bar("impressions"))
+    per_bucket(axes[1][0], "duplicates", "Duplicates dropped per hour", "duplicates dropped",
+               outside_bar("duplicates"))
+    per_bucket(axes[1][1], "bad_rows", "Bad rows per hour", "bad rows",
+               outside_bar("bad_rows") + ([(_NO_TIME, without_time)] if without_time else []))
 
     ax = axes[0][1]
     top = top_campaigns(rows)
@@ -80,17 +113,15 @@ def render_day(path: str, *, day: dt.date, title: str, rows: Sequence[HourlyRow]
                 color=_COLOURS["campaigns"])
         ax.set_yticks(range(len(top)), names)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.ticklabel_format(axis="x", style="plain", useOffset=False)
         ax.grid(axis="x", alpha=0.3)
     else:
         ax.text(0.5, 0.5, "no impressions", ha="center", va="center", transform=ax.transAxes,
                 color="grey")
+    ax.xaxis.set_major_formatter(counts)
+    ax.set_xlabel(f"impressions on {day}")
+    ax.set_ylabel(group_name)
     ax.set_title(f"Top {len(top)} campaigns by impressions", loc="left")
-    try:
-        # No software version in the metadata: the same day gives the same bytes.
-        figure.savefig(path, format="png", metadata={"Software": None})
-    except OSError as err:
-        raise StorageError(f"cannot write the plot: {err.strerror or err}", uri=path) from err
+    return figure
 
 
 def _short(name: str) -> str:

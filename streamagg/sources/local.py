@@ -224,8 +224,8 @@ class _CheckedFile(io.FileIO):
         n = super().readinto(buffer)
         if n == 0 and len(memoryview(buffer)):
             if self._seen != self._item.size:
-                raise StorageError(f"input file changed while it was read: {self._seen} bytes "
-                                   f"read of {self._item.size} listed", uri=self._item.uri)
+                raise StorageError(f"input file changed while it was read: {self._seen:,} bytes "
+                                   f"read of {self._item.size:,} listed", uri=self._item.uri)
             self._check("changed while it was read")
         self._seen += n or 0
         return n

@@ -303,8 +303,8 @@ class _CheckedBody(io.RawIOBase):
         at_end = size is None or size < 0 or (not data and size != 0)
         if at_end or self._seen > self._item.size:
             if self._seen != self._item.size:
-                raise StorageError(f"S3 read failed: got {self._seen} bytes of the "
-                                   f"{self._item.size} listed", uri=self._item.uri)
+                raise StorageError(f"S3 read failed: got {self._seen:,} bytes of the "
+                                   f"{self._item.size:,} listed", uri=self._item.uri)
         return data
 
     def readall(self) -> bytes:

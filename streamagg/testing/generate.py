@@ -17,7 +17,12 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["GeneratedDay", "generate_day", "main", "REQUIRED_COLUMNS", "ALL_COLUMNS"]
+from ..units import human_bytes
+
+__all__ = [
+    "GeneratedDay", "generate_day", "main", "REQUIRED_COLUMNS", "ALL_COLUMNS", "ADLOG_COLUMNS",
+    "SHAPES",
+]
 
 REQUIRED_COLUMNS = ("IMPRESSION_ID", "IMPRESSION_DATETIME", "CAMPAIGN_ID")
 # The order an ad server export would plausibly use: the key columns are deliberately not first.
@@ -30,6 +35,27 @@ ALL_COLUMNS = (
     "USER_AGENT",
     "COST",
 )
+# The "adlog" shape: short fields in the order most ad-server exports use, key columns first.
+ADLOG_COLUMNS = (
+    "IMPRESSION_ID",
+    "IMPRESSION_DATETIME",
+    "CAMPAIGN_ID",
+    "AD_ID",
+    "SITE_ID",
+    "COUNTRY",
+    "COST",
+)
+# Data shapes and the rates they default to (None in generate_day means "the shape's default"):
+# "mixed" exercises every rule of the SPEC (datetime forms, padding, conflicting duplicates,
+# bad and late rows); "adlog" is what common ad logs look like: one timestamp form, no bad
+# rows, and duplicates that are exact copies of an earlier row (same bytes, same campaign).
+SHAPES: dict[str, dict[str, float]] = {
+    "mixed": {"conflict_rate": 0.2, "bad_row_rate": 0.0005, "late_rate": 0.001,
+              "offset_rate": 0.05},
+    "adlog": {"conflict_rate": 0.0, "bad_row_rate": 0.0, "late_rate": 0.0, "offset_rate": 0.0},
+}
+_COUNTRIES = ("US", "GB", "DE", "FR", "JP", "BR", "IN", "CA", "AU", "ES", "IT", "MX", "NL",
+              "SE", "PL", "KR")
 
 # Rows are built in slices of this size so memory stays flat whatever the size of the day.
 _CHUNK_ROWS = 65_536
@@ -167,14 +193,15 @@ def generate_day(
     rows: int = 100_000,
     files: int = 4,
     duplicate_rate: float = 0.05,
-    conflict_rate: float = 0.2,
-    bad_row_rate: float = 0.0005,
-    late_rate: float = 0.001,
-    offset_rate: float = 0.05,
+    conflict_rate: float | None = None,
+    bad_row_rate: float | None = None,
+    late_rate: float | None = None,
+    offset_rate: float | None = None,
     gzip_files: int = 0,
     seed: int = 0,
     extra_columns: bool = True,
     vary_layout: bool = False,
+    shape: str = "mixed",
 ) -> GeneratedDay:
     """Write one day of impression logs to ``root/YYYY/MM/DD/part-NNNNN.csv[.gz]``.
 
@@ -191,11 +218,22 @@ def generate_day(
     - ``extra_columns``: seven columns, else only the three required ones (same relative order).
     - ``vary_layout``: files differ in column order, header case, BOM, CRLF and blank lines,
       as the SPEC allows.
+    - ``shape``: ``"mixed"`` (the columns of ALL_COLUMNS, long quoted user agents, every rule
+      of the SPEC exercised) or ``"adlog"`` (ADLOG_COLUMNS, about 80 bytes a row, one
+      timestamp form, duplicates that are exact copies of an earlier row). A rate left at
+      None takes the shape's default from SHAPES.
 
     Impressions arrive roughly in time order through the files, with a daily traffic curve.
     The same arguments always write byte-identical files. Earlier ``part-NNNNN.csv[.gz]``
     files in the partition are removed first so the day holds exactly what was generated.
     """
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    defaults = SHAPES[shape]
+    conflict_rate = defaults["conflict_rate"] if conflict_rate is None else conflict_rate
+    bad_row_rate = defaults["bad_row_rate"] if bad_row_rate is None else bad_row_rate
+    late_rate = defaults["late_rate"] if late_rate is None else late_rate
+    offset_rate = defaults["offset_rate"] if offset_rate is None else offset_rate
     _validate(rows, files, duplicate_rate, conflict_rate, bad_row_rate, late_rate, offset_rate,
               gzip_files, seed)
     partition = _partition(Path(root), day)
@@ -207,9 +245,9 @@ def generate_day(
     plan = _plan(rows, files, duplicate_rate, bad_row_rate, seed)
     total_unique = sum(c.rows - c.duplicates - c.bad for c in plan)
     vocab = _vocabulary(seed)
-    columns: tuple[str, ...] = ALL_COLUMNS
+    columns: tuple[str, ...] = ADLOG_COLUMNS if shape == "adlog" else ALL_COLUMNS
     if not extra_columns:
-        columns = tuple(c for c in ALL_COLUMNS if c in REQUIRED_COLUMNS)
+        columns = tuple(c for c in columns if c in REQUIRED_COLUMNS)
     totals = {"bad": 0, "dup": 0, "conflict": 0, "outside": 0}
     bad_kinds = dict.fromkeys(_BAD_KIND_NAMES, 0)
     paths: list[Path] = []
@@ -231,7 +269,7 @@ def generate_day(
                         out.write(layout.newline.encode())
                     cols, damage, stats = _build_chunk(
                         chunk, seed, vocab, total_unique, day, conflict_rate, late_rate,
-                        offset_rate, extra_columns)
+                        offset_rate, columns)
                     for key in totals:
                         totals[key] += stats[key]
                     for kind, count in zip(_BAD_KIND_NAMES, stats["kinds"], strict=True):
@@ -398,7 +436,7 @@ def _build_chunk(
     conflict_rate: float,
     late_rate: float,
     offset_rate: float,
-    extra_columns: bool,
+    columns: Sequence[str],
 ) -> tuple[dict[str, pa.Array], npt.NDArray[np.int8], dict[str, Any]]:
     """Build one chunk's columns as Arrow strings, with no Python loop over rows.
 
@@ -485,17 +523,27 @@ def _build_chunk(
         "IMPRESSION_DATETIME": datetimes,
         "CAMPAIGN_ID": campaigns,
     }
-    if extra_columns:
+    # Every extra field is a function of the impression and its campaign, so a duplicate that
+    # keeps both (no conflict, no other rendering) is an exact copy of the row it repeats.
+    if "AD_ID" in columns:
         ad = vocab.ad_base[campaign] + (_hash(seed, k, _SALT_AD) % _U64(12)).astype(np.int64)
-        domain = np.searchsorted(vocab.domain_cdf, _uniform(seed, k, _SALT_DOMAIN))
-        agent = np.searchsorted(vocab.agent_cdf, _uniform(seed, k, _SALT_AGENT))
         cost = (vocab.cost_base[campaign] * (0.5 + _uniform(seed, k, _SALT_COST))).astype(np.int64)
         cols["AD_ID"] = pc.cast(pa.array(ad), pa.string())
+        cols["COST"] = pc.binary_join_element_wise(
+            "0.", pc.utf8_lpad(pc.cast(pa.array(cost), pa.string()), width=6, padding="0"), "")
+    if "SITE_DOMAIN" in columns:
+        domain = np.searchsorted(vocab.domain_cdf, _uniform(seed, k, _SALT_DOMAIN))
+        agent = np.searchsorted(vocab.agent_cdf, _uniform(seed, k, _SALT_AGENT))
         cols["SITE_DOMAIN"] = pa.array(_DOMAINS, pa.string()).take(
             pa.array(np.minimum(domain, len(_DOMAINS) - 1)))
         cols["USER_AGENT"] = vocab.agents.take(pa.array(np.minimum(agent, len(_AGENTS) - 1)))
-        cols["COST"] = pc.binary_join_element_wise(
-            "0.", pc.utf8_lpad(pc.cast(pa.array(cost), pa.string()), width=6, padding="0"), "")
+    if "SITE_ID" in columns:
+        # A long tail of sites: the square of a uniform puts most traffic on low ids.
+        site = 100 + (_uniform(seed, k, _SALT_DOMAIN) ** 2 * 5_000).astype(np.int64)
+        country = np.floor(_uniform(seed, k, _SALT_AGENT) ** 1.5 * len(_COUNTRIES))
+        cols["SITE_ID"] = pc.cast(pa.array(site), pa.string())
+        cols["COUNTRY"] = pa.array(_COUNTRIES, pa.string()).take(
+            pa.array(country.astype(np.int64)))
 
     bad_kind = rng.integers(0, len(_BAD_KIND_NAMES), size=n)
     kind_counts = np.bincount(bad_kind[is_bad], minlength=len(_BAD_KIND_NAMES))
@@ -680,13 +728,6 @@ def _iter_sizes(paths: Sequence[Path]) -> Iterator[tuple[Path, int]]:
         yield path, path.stat().st_size
 
 
-def _human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    return f"{size:.1f} GB"
-
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -698,14 +739,20 @@ def _human_bytes(size: float) -> str:
 @click.option("--files", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--duplicate-rate", default=0.05, show_default=True,
               type=click.FloatRange(0, 1, max_open=True))
-@click.option("--conflict-rate", default=0.2, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of duplicates carrying a different CAMPAIGN_ID.")
-@click.option("--bad-row-rate", default=0.0005, show_default=True,
-              type=click.FloatRange(0, 1, max_open=True))
-@click.option("--late-rate", default=0.001, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of impressions just outside the day.")
-@click.option("--offset-rate", default=0.05, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of rows written with T, Z, fractions or +HH:MM offsets.")
+@click.option("--shape", type=click.Choice(list(SHAPES)), default="mixed", show_default=True,
+              help="mixed: every rule of the SPEC exercised (datetime forms, padding, "
+                   "conflicting duplicates, bad and late rows); adlog: like common ad logs, "
+                   "short fields, one timestamp form, duplicates that are exact copies.")
+@click.option("--conflict-rate", type=click.FloatRange(0, 1),
+              help="Share of duplicates carrying a different CAMPAIGN_ID "
+                   "[default: 0.2 mixed, 0 adlog].")
+@click.option("--bad-row-rate", type=click.FloatRange(0, 1, max_open=True),
+              help="[default: 0.0005 mixed, 0 adlog]")
+@click.option("--late-rate", type=click.FloatRange(0, 1),
+              help="Share of impressions just outside the day [default: 0.001 mixed, 0 adlog].")
+@click.option("--offset-rate", type=click.FloatRange(0, 1),
+              help="Share of rows written with T, Z, fractions or +HH:MM offsets "
+                   "[default: 0.05 mixed, 0 adlog].")
 @click.option("--gzip-files", default=0, show_default=True, type=click.IntRange(min=0),
               help="How many of the files (the last ones) are .csv.gz.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
@@ -714,23 +761,24 @@ def _human_bytes(size: float) -> str:
 @click.option("--vary-layout", is_flag=True,
               help="Vary column order, header case, BOM and line ends between files.")
 def main(out: Path, day: dt.datetime, rows: int, files: int, duplicate_rate: float,
-         conflict_rate: float, bad_row_rate: float, late_rate: float, offset_rate: float,
-         gzip_files: int, seed: int, extra_columns: bool, vary_layout: bool) -> None:
+         shape: str, conflict_rate: float | None, bad_row_rate: float | None,
+         late_rate: float | None, offset_rate: float | None, gzip_files: int, seed: int,
+         extra_columns: bool, vary_layout: bool) -> None:
     """Write a realistic sample day of impression logs for streamagg."""
     try:
         result = generate_day(
             out, day.date(), rows=rows, files=files, duplicate_rate=duplicate_rate,
             conflict_rate=conflict_rate, bad_row_rate=bad_row_rate, late_rate=late_rate,
             offset_rate=offset_rate, gzip_files=gzip_files, seed=seed,
-            extra_columns=extra_columns, vary_layout=vary_layout,
+            extra_columns=extra_columns, vary_layout=vary_layout, shape=shape,
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from err
     for path, size in _iter_sizes(result.paths):
-        click.echo(f"{path}\t{_human_bytes(size)}")
+        click.echo(f"{path}\t{human_bytes(size)}")
     click.echo(
         f"wrote {result.rows:,} rows in {len(result.paths)} files, "
-        f"{_human_bytes(result.bytes)} total, to {result.partition}: "
+        f"{human_bytes(result.bytes)} total, to {result.partition}: "
         f"{result.impressions:,} impressions, {result.duplicates:,} duplicates "
         f"({result.conflicting_duplicates:,} conflicting), {result.bad_rows:,} bad rows, "
         f"{result.outside_day:,} outside the day"

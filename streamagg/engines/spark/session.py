@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamagg")
 
-INSTALL_HINT = "pip install 'streamagg[spark]'"
+INSTALL_HINT = "install the spark extra (in streamagg's clone: pip install -e '.[spark]')"
 
 # Spark's own logging: warnings and errors only, and not the two start-up warnings every local
 # run prints (no native Hadoop library; the host name resolving to a loopback address).

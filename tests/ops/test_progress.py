@@ -17,7 +17,7 @@ from streamagg.sources import InputFile
 from streamagg.sources.local import LocalStorage
 from streamagg.units import human_bytes, human_duration
 from tests.conftest import DAY, DAY_ARG, OUTPUT_NAME, day_path
-from tests.operator.helpers import GOOD, H, assert_ok
+from tests.ops.helpers import GOOD, H, assert_ok
 
 Cli = Callable[..., Result]
 
@@ -175,3 +175,65 @@ def test_rate_follows_the_last_ten_seconds_and_survives_a_long_silence() -> None
         clock.now += 1
         bar.bytes_read(a, 10 * 2**20)
     assert bar.rate() == pytest.approx(10 * 2**20, rel=0.1)
+
+
+def test_all_bytes_read_is_not_done_until_the_last_file_is_finished() -> None:
+    # A gzipped file's compressed bytes are all read while its last blocks are still being
+    # decompressed and counted: the bar must not say 100% and "0:00 left" meanwhile.
+    clock = FakeClock()
+    bar = Progress("day", stream=io.StringIO(), clock=clock)
+    a, b = item("a.csv", 3 * 2**20), item("b.csv.gz", 2**20)
+    bar.start([a, b])
+    clock.now += 1
+    bar.bytes_read(a, 3 * 2**20)
+    bar.file_done(a)
+    clock.now += 1
+    bar.bytes_read(b, 2**20 - 4000)  # 99.6%: rounded down, not up to 100%
+    assert " 99% 1/2 files" in bar.text() and "left" in bar.text()
+    clock.now += 1
+    bar.bytes_read(b, 4000)  # every byte read, the file not finished
+    text = bar.text()
+    assert " 99% 1/2 files" in text and "4.0/4.0 MiB" in text, text
+    assert "finishing 1 file" in text and "left" not in text and "100%" not in text, text
+    assert "#" * 20 not in text  # the bar is not full either
+    bar.file_done(b)
+    assert "100% 2/2 files" in bar.text() and "all read, counting" in bar.text()
+    assert "#" * 20 in bar.text()
+
+
+def test_finishing_counts_the_files_still_open() -> None:
+    bar = Progress("day", stream=io.StringIO(), clock=FakeClock())
+    a, b = item("a.csv.gz", 100), item("b.csv.gz", 100)
+    bar.start([a, b])
+    bar.bytes_read(a, 100)
+    bar.bytes_read(b, 100)
+    assert "finishing 2 files" in bar.text() and " 99% 0/2 files" in bar.text()
+
+
+def test_a_bar_from_python_draws_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path) -> None:
+    from streamagg import Config, run_day
+
+    monkeypatch.setattr(progress_module, "stderr_is_terminal", lambda: False)
+    day = tmp_path / "in" / "2021" / "01" / "30"
+    day.mkdir(parents=True)
+    (day / "a.csv").write_text("IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
+                               "a,2021-01-30 10:00:00,1\n")
+    bar = Progress("2021-01-30")
+    assert bar.mode == "log"
+    run_day(Config(day="2021-01-30", source=str(tmp_path / "in")), progress=bar)
+    err = capsys.readouterr().err  # log records, if a handler was set up; never a bar
+    assert "\r" not in err and "\x1b" not in err
+    monkeypatch.setattr(progress_module, "stderr_is_terminal", lambda: True)
+    assert Progress("2021-01-30").mode == "bar"
+
+
+def test_the_package_logger_is_quiet_for_a_library_caller() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import logging, streamagg; print([type(h)."
+                           "__name__ for h in logging.getLogger('streamagg').handlers])"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "['NullHandler']"

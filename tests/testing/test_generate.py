@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from streamagg.testing.generate import (
+    ADLOG_COLUMNS,
     ALL_COLUMNS,
     REQUIRED_COLUMNS,
     GeneratedDay,
@@ -322,6 +323,60 @@ def test_streamagg_reports_the_generated_totals(tmp_path: Path) -> None:
     assert totals["conflicting_duplicates"] == generated.conflicting_duplicates
     assert totals["outside_day"] == generated.outside_day
     assert totals["impressions"] == generated.impressions
+
+
+def test_adlog_shape_is_deterministic(tmp_path: Path) -> None:
+    first = generate_day(tmp_path / "a", DAY, rows=6_000, files=3, seed=21, shape="adlog")
+    second = generate_day(tmp_path / "b", DAY, rows=6_000, files=3, seed=21, shape="adlog")
+    mixed = generate_day(tmp_path / "c", DAY, rows=6_000, files=3, seed=21)
+
+    assert [p.read_bytes() for p in first.paths] == [p.read_bytes() for p in second.paths]
+    assert first.paths[0].read_bytes() != mixed.paths[0].read_bytes()
+
+
+def test_adlog_shape_has_exact_copy_duplicates_and_one_timestamp_form(tmp_path: Path) -> None:
+    generated = generate_day(tmp_path, DAY, rows=40_000, files=4, seed=22, shape="adlog")
+    observed = observe(generated)
+    lines = [line for path in generated.paths for line in path.read_text().splitlines()[1:]]
+
+    for path in generated.paths:
+        assert path.read_text().splitlines()[0] == ",".join(ADLOG_COLUMNS)
+    # 5% duplicates, every one the same bytes as an earlier line: distinct lines = impressions.
+    assert 1_900 <= generated.duplicates <= 2_100
+    assert observed.duplicates == generated.duplicates
+    assert observed.duplicates_within_file > 100 and observed.duplicates_across_files > 100
+    assert len(set(lines)) == generated.impressions == len(lines) - generated.duplicates
+    assert generated.conflicting_duplicates == observed.conflicting_duplicates == 0
+    assert generated.bad_rows == observed.bad_rows == generated.outside_day == 0
+    assert set(observed.formats) == {"9999-99-99 99:99:99"}
+    uuid = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+    assert all(uuid.fullmatch(line.split(",", 1)[0]) for line in lines)
+    assert not any('"' in line for line in lines)  # short fields, nothing to quote
+    assert generated.bytes / generated.rows < 100
+
+
+def test_adlog_shape_parses_in_streamagg(tmp_path: Path) -> None:
+    from streamagg import Config, run_day
+
+    generated = generate_day(tmp_path / "src", DAY, rows=20_000, files=3, seed=23, shape="adlog")
+    report = run_day(Config(day=DAY, source=str(tmp_path / "src"), dest=str(tmp_path / "out")))
+
+    assert report.totals["rows_read"] == generated.rows
+    assert report.totals["bad_rows"] == 0
+    assert report.totals["duplicates"] == generated.duplicates
+    assert report.totals["impressions"] == generated.impressions
+
+
+def test_adlog_shape_takes_explicit_rates_and_rejects_unknown_shapes(tmp_path: Path) -> None:
+    generated = generate_day(tmp_path, DAY, rows=20_000, files=2, seed=24, shape="adlog",
+                             bad_row_rate=0.01)
+    assert observe(generated).bad_rows == generated.bad_rows > 100
+    with pytest.raises(ValueError, match="shape"):
+        generate_day(tmp_path, DAY, rows=10, shape="weblog")
+    result = CliRunner().invoke(main, ["--out", str(tmp_path / "cli"), "--date", "2021-01-30",
+                                       "--rows", "1000", "--files", "1", "--shape", "adlog"])
+    assert result.exit_code == 0, result.output
+    assert "0 bad rows" in result.output
 
 
 @pytest.mark.slow

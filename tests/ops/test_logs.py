@@ -12,7 +12,7 @@ from click.testing import Result
 
 from streamagg.ops import logs
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, REJECTS_NAME, day_path
-from tests.operator.helpers import GOOD, MIXED, assert_ok, lines
+from tests.ops.helpers import GOOD, MIXED, assert_ok, lines
 
 Cli = Callable[..., Result]
 
@@ -123,3 +123,45 @@ def test_format_from_args() -> None:
     assert logs.format_from_args(["2021-01-30", "--log-format", "json"]) == "json"
     assert logs.format_from_args(["--log-format=json"]) == "json"
     assert logs.format_from_args(["2021-01-30"]) == "text"
+
+
+def test_summary_warns_when_the_peak_passed_the_memory_limit(
+        cli: Cli, partition: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamagg import pipeline
+
+    source = partition({"a.csv": GOOD})
+    # A measured peak of 132 MiB, as a fresh clone showed under --memory-limit 128MB.
+    monkeypatch.setattr(pipeline, "peak_memory_bytes", lambda: 132 * 2**20)
+    text = cli(DAY_ARG, "--source", source, "--memory-limit", "128MB")
+    assert_ok(text)
+    assert ("  warning      peak memory 132.0 MiB passed --memory-limit 128.0 MiB; limits below "
+            "192MB hold only on some machines") in text.stdout, text.stdout
+    as_json = cli(DAY_ARG, "--source", source, "--memory-limit", "128MB", "--log-format", "json")
+    assert_ok(as_json)
+    summary = json_lines(as_json.stdout)[-1]
+    assert summary["peak_memory_bytes"] == 132 * 2**20
+    assert summary["memory_limit_bytes"] == 128 * 2**20
+    assert summary["warnings"] == [
+        "peak memory 132.0 MiB passed --memory-limit 128.0 MiB; limits below 192MB hold only on "
+        "some machines (README, Memory)"]
+
+
+def test_no_memory_warning_within_the_limit(cli: Cli, partition: Callable[..., Path],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamagg import pipeline
+
+    source = partition({"a.csv": GOOD})
+    monkeypatch.setattr(pipeline, "peak_memory_bytes", lambda: 200 * 2**20)
+    text = cli(DAY_ARG, "--source", source, "--memory-limit", "256MB")
+    assert_ok(text)
+    assert "  warning  " not in text.stdout and "passed --memory-limit" not in text.stdout
+    as_json = cli(DAY_ARG, "--source", source, "--memory-limit", "256MB", "--log-format", "json")
+    assert json_lines(as_json.stdout)[-1]["warnings"] == []
+
+
+def test_help_gives_the_memory_limit_the_readme_meaning(cli: Cli) -> None:
+    result = cli("--help")
+    assert result.exit_code == 0
+    flat = " ".join(result.output.split())
+    assert "Target for the peak resident memory of the whole process" in flat, flat
+    assert "Working-set" not in flat

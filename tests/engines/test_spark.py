@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 from streamagg.config import Schema
 from streamagg.engines import spark as spark_engine
 from streamagg.engines.spark import driver as spark_driver
-from streamagg.errors import BadDataError, UsageError
+from streamagg.errors import BadDataError, StreamaggError, UsageError
 from tests.conftest import DAY, DAY_ARG, OUTPUT_NAME, S3, Outcome, day_path, run_api, to_bytes
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 pyspark_sql = pytest.importorskip("pyspark.sql", reason="the spark extra is not installed")
 pytestmark = pytest.mark.spark
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 H = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
 LENIENT = {"max_bad_rows": "100%"}
 
@@ -289,7 +288,8 @@ def test_missing_pyspark_is_one_clear_line(cli: Callable[..., Any],
     outcome = run_api(source, engine="spark")
     assert outcome.exit_code == UsageError.exit_code and outcome.files == []
     assert outcome.message == ("--engine spark needs pyspark, which is not installed: "
-                               "pip install 'streamagg[spark]'")
+                               "install the spark extra (in streamagg's clone: "
+                               "pip install -e '.[spark]')")
     result = cli(DAY_ARG, "--source", source, "--engine", "spark")
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == f"streamagg: error: {outcome.message}"
@@ -365,29 +365,50 @@ def test_command_starts_a_quiet_session_of_its_own(partition: Callable[..., Path
         assert noise not in done.stderr, done.stderr
 
 
+def activated_env(**extra: str) -> dict[str, str]:
+    """The environment after `. .venv/bin/activate`, as docs/SPARK.md says: the venv's bin first
+    on PATH, and nothing else pointing Spark at a Python or a SPARK_HOME."""
+    venv = Path(sys.executable).parent.parent
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "SPARK_HOME")}
+    env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+    env.update(extra)
+    return env
+
+
 @pytest.mark.slow
 @pytest.mark.s3
 def test_spark_submit_with_an_s3a_source(s3: S3, tmp_path: Path) -> None:
-    submit = Path(sys.executable).parent / "spark-submit"
-    if not submit.exists():
-        submit = Path(shutil.which("spark-submit") or submit)
-    if not submit.exists():
-        pytest.skip("spark-submit is not installed")
+    if not (Path(sys.executable).parent / "spark-submit").exists():
+        pytest.skip("spark-submit is not installed in this environment")
     s3.put(f"{day_path(DAY)}/a.csv", MIXED_DAY["a.csv"])
     s3.put(f"{day_path(DAY)}/b.csv.gz", MIXED_DAY["b.csv.gz"])
     local = run_api(s3.uri, dest=tmp_path / "local", endpoint_url=s3.endpoint, **LENIENT)
+    # `spark-submit` found on PATH, from the repository's root, as the docs show it.
     done = subprocess.run(
-        [str(submit), "--master", "local[1]", str(REPO / "streamagg" / "spark_submit.py"),
+        ["spark-submit", "--master", "local[1]", "streamagg/spark_submit.py",
          DAY_ARG, "--source", f"s3a://{s3.bucket}", "--dest", str(tmp_path / "spark"),
          "--endpoint-url", s3.endpoint, "--max-bad-rows", "100%", "--log-format", "json"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        env=fresh_env(PYSPARK_PYTHON=sys.executable, AWS_ACCESS_KEY_ID="testing",
-                      AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"))
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        env=activated_env(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                          AWS_DEFAULT_REGION="us-east-1"))
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["totals"] == local.totals
+    # stdout holds the summary and nothing else; streamagg's log lines are on stderr.
+    (summary_line,) = [line for line in done.stdout.splitlines() if line.strip()]
+    summary = json.loads(summary_line)
+    assert summary["status"] == "done" and summary["totals"] == local.totals
+    logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith('{"ts"')]
+    assert any(r["message"].startswith("reading 2 files") for r in logged), done.stderr[-3000:]
+    assert all(r["run_id"] == summary["run_id"] for r in logged)
     out = Path(day_path(DAY)) / OUTPUT_NAME
     assert (tmp_path / "spark" / out).read_bytes() == local.output
+
+
+def test_stderr_is_left_alone_outside_spark_submit() -> None:
+    from streamagg.spark_submit import spark_submit_stderr
+
+    # pytest's own process: stdout and stderr are not one merged pipe under a SparkSubmit JVM.
+    assert spark_submit_stderr() is None
 
 
 # --- memory: the driver's heap in local mode, and a JVM that runs out of it ----------------------
@@ -460,13 +481,13 @@ def test_jvm_dead_of_out_of_memory_is_one_line(tmp_path: Path) -> None:
     jvm_log = tmp_path / spark_engine.JVM_ERRORS
     jvm_log.write_text("ERROR Executor: Exception in task 19.0 in stage 0.0 (TID 19)\n"
                        "java.lang.OutOfMemoryError: Java heap space\n\tat java.base/x.y(z)\n")
-    with pytest.raises(spark_engine.StreamaggError) as caught:
+    with pytest.raises(StreamaggError) as caught:
         with spark_engine.spark_errors(str(jvm_log)):
             raise Py4JJavaError(None)
     assert caught.value.exit_code == 1
     assert str(caught.value).startswith(OOM_LINE) and "\n" not in str(caught.value)
     # Without the JVM's log, it still says the JVM is gone, not "ConnectionRefusedError".
-    with pytest.raises(spark_engine.StreamaggError, match="the Spark JVM exited unexpectedly"):
+    with pytest.raises(StreamaggError, match="the Spark JVM exited unexpectedly"):
         with spark_engine.spark_errors(str(tmp_path / "missing.log")):
             raise Py4JJavaError(None)
 
@@ -475,7 +496,7 @@ def test_connection_refused_inside_py4j_is_a_dead_jvm(tmp_path: Path) -> None:
     """Calls to a dead JVM end in a plain ConnectionRefusedError raised in py4j's code."""
     in_py4j = compile("raise ConnectionRefusedError(111, 'Connection refused')",
                       os.path.join("site-packages", "py4j", "java_gateway.py"), "exec")
-    with pytest.raises(spark_engine.StreamaggError, match="JVM exited unexpectedly"):
+    with pytest.raises(StreamaggError, match="JVM exited unexpectedly"):
         with spark_engine.spark_errors():
             exec(in_py4j)  # noqa: S102 - a frame that looks like py4j's
     with pytest.raises(ConnectionRefusedError):  # elsewhere (e.g. storage) it is not Spark's

@@ -15,7 +15,7 @@ from click.testing import Result
 from streamagg.outputs.hourly import bad_row_bucket, tally_buckets
 from streamagg.reader import BadRow
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3, day_path
-from tests.operator.helpers import GOOD, MIXED, assert_ok, lines
+from tests.ops.helpers import GOOD, MIXED, assert_ok, lines
 
 Cli = Callable[..., Result]
 PNG_NAME = "_daily_agg_20210130_SA.png"
@@ -100,7 +100,7 @@ def test_missing_matplotlib_is_one_clear_line_and_nothing_read(
     assert result.exit_code == 2
     assert lines(result.output) == [
         "streamagg: error: --plot needs matplotlib, which is not installed: "
-        "pip install 'streamagg[plot]'"]
+        "install the plot extra (in streamagg's clone: pip install -e '.[plot]')"]
     assert not (source / "results").exists()
 
 
@@ -136,3 +136,59 @@ def test_bad_row_bucket() -> None:
     assert bad_row_bucket(bad((b"a", b"not a time", b"1")), 3600) is None
     assert bad_row_bucket(bad((b"a", b"\xff", b"1")), 3600) is None
     assert bad_row_bucket(bad(None), 3600) is None  # wrong number of fields
+
+
+def _hourly(outside: int, without_time: int) -> dict[str, object]:
+    buckets = [{"start": f"2021-01-30 {h:02d}:00:00", "impressions": 1_000_000 + h,
+                "duplicates": 1200 + h, "bad_rows": h} for h in range(24)]
+    return {"grain_seconds": 3600, "buckets": buckets,
+            "outside_day": {"impressions": outside, "duplicates": 3, "bad_rows": 0},
+            "bad_rows_without_time": without_time}
+
+
+def test_every_axis_is_labelled_with_thousands_separators() -> None:
+    pytest.importorskip("matplotlib")
+    from streamagg.aggregate import HourlyRow
+    from streamagg.outputs.plot import draw_day
+
+    rows = [HourlyRow(group=str(1000 + i), bucket_start=0, count=2_500_000 - i) for i in range(12)]
+    figure = draw_day(day=DAY, title="t", rows=rows, hourly=_hourly(1234, 5),
+                      totals={"impressions": 1, "duplicates": 1, "bad_rows": 1},
+                      group_name="CAMPAIGN_ID")
+    figure.canvas.draw()  # tick labels are formatted at draw time
+    axes = {ax.get_title(loc="left").split("  ")[0]: ax for ax in figure.axes}
+    assert set(axes) == {"Impressions per hour", "Top 10 campaigns by impressions",
+                         "Duplicates dropped per hour", "Bad rows per hour"}
+    for ax in figure.axes:
+        assert ax.get_xlabel() and ax.get_ylabel(), ax.get_title(loc="left")
+    assert axes["Impressions per hour"].get_ylabel() == "impressions"
+    assert axes["Top 10 campaigns by impressions"].get_ylabel() == "CAMPAIGN_ID"
+    assert axes["Top 10 campaigns by impressions"].get_xlabel() == "impressions on 2021-01-30"
+    impressions_ticks = [t.get_text() for t in axes["Impressions per hour"].get_yticklabels()]
+    assert "300,000" in impressions_ticks and "900,000" in impressions_ticks, impressions_ticks
+    top_ticks = [t.get_text() for t in
+                 axes["Top 10 campaigns by impressions"].get_xticklabels()]
+    assert any("," in t and t.replace(",", "").isdigit() for t in top_ticks), top_ticks
+    # Impressions outside the day, and bad rows without a time, are bars, not only text.
+    hour_labels = [t.get_text() for t in axes["Impressions per hour"].get_xticklabels()]
+    assert hour_labels[-1] == "outside\nthe day"
+    bars = axes["Impressions per hour"].patches
+    assert len(bars) == 25 and bars[-1].get_height() == 1234
+    assert "1,234" in [t.get_text() for t in axes["Impressions per hour"].texts]
+    bad_labels = [t.get_text() for t in axes["Bad rows per hour"].get_xticklabels()]
+    assert bad_labels[-1] == "no\ntime"  # no bad row outside the day: no bar for it
+    assert axes["Bad rows per hour"].patches[-1].get_height() == 5
+    assert axes["Duplicates dropped per hour"].patches[-1].get_height() == 3
+
+
+def test_a_day_with_nothing_outside_it_draws_only_its_hours() -> None:
+    pytest.importorskip("matplotlib")
+    from streamagg.outputs.plot import draw_day
+
+    figure = draw_day(day=DAY, title="t", rows=[], hourly=_hourly(0, 0),
+                      totals={"impressions": 0, "duplicates": 0, "bad_rows": 0})
+    impressions = next(ax for ax in figure.axes
+                       if ax.get_title(loc="left").startswith("Impressions"))
+    assert len(impressions.patches) == 24
+    top = next(ax for ax in figure.axes if ax.get_title(loc="left").startswith("Top"))
+    assert top.get_ylabel() == "CAMPAIGN_ID" and top.get_xlabel()

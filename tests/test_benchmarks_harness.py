@@ -1,0 +1,73 @@
+"""The benchmark harness measures CPU time and judges outputs and ratios as its tables say."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture()
+def harness(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+    import run
+
+    yield run, common
+    # The scripts' plain module names must not shadow anything for later tests.
+    for name in ("run", "common"):
+        sys.modules.pop(name, None)
+
+
+def test_measure_reports_the_childs_cpu_seconds(harness, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, common = harness
+    busy = ("import time\nt = time.process_time()\n"
+            "while time.process_time() - t < 0.4:\n    pass\n")
+    measured = common.measure([sys.executable, "-c", busy], log_path=tmp_path / "log.txt")
+
+    assert measured.ok
+    # The child's own 0.4 s of CPU, passed through GNU time's wrapper, plus its start-up.
+    assert 0.4 <= measured.cpu_seconds < 2.0
+
+
+def _system(run, name: str, kind: str, digests: list[str | None], **kw):  # type: ignore[no-untyped-def]
+    system = run.System(name, name, "pyarrow", kind=kind, **kw)
+    system.digests = digests
+    system.runs = [run.Measurement([name], 0, 1.0, 1) for _ in digests]
+    return system
+
+
+def test_expert_peers_may_differ_only_on_shapes_they_cannot_match(harness, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run, _ = harness
+    for shape, expected in (("mixed", "differs (expected"), ("adlog", "MISMATCH")):
+        ref = _system(run, "streamagg-spill", run.STREAMAGG, ["a", "a"])
+        expert = _system(run, "duckdb-expert", run.EXPERT, ["b", "c"], matches_on=("adlog",))
+        floor = _system(run, "floor", run.FLOOR, [None, None], matches_on=())
+
+        assert run._judge([ref, expert, floor], tmp_path, shape) == "streamagg-spill"
+        assert ref.verdict == "reference"
+        assert expert.verdict.startswith(expected)
+        assert floor.verdict == "no output (floor)"
+
+
+def test_ratios_are_to_the_fastest_matching_expert_and_the_floor(harness) -> None:  # type: ignore[no-untyped-def]
+    run, _ = harness
+
+    def row(system: str, kind: str, wall: float, verdict: str) -> dict[str, object]:
+        return {"system": system, "kind": kind, "median_wall_seconds": wall,
+                "median_cpu_seconds": wall / 2, "verdict": verdict}
+
+    rows = [row("streamagg-spill", run.STREAMAGG, 10.0, "reference"),
+            row("duckdb-expert", run.EXPERT, 4.0, "differs (expected: ...)"),
+            row("polars-expert", run.EXPERT, 5.0, "identical"),
+            row("floor", run.FLOOR, 2.0, "no output (floor)")]
+    bases = run._baselines(rows)
+
+    assert bases["expert"]["system"] == "polars-expert"  # the faster one did not match
+    assert run._ratio(10.0, bases["expert"], "median_wall_seconds") == 2.0
+    assert run._ratio(10.0, bases["floor"], "median_wall_seconds") == 5.0
+    rows[2]["verdict"] = "failed"
+    assert run._baselines(rows)["expert"]["system"] == "duckdb-expert"  # none matched
