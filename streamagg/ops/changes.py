@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Config
-from ..outputs.manifest import MANIFEST_VERSION
+from ..outputs.manifest import schema_problem
 from ..pipeline import plan
 from ..sources import InputFile, Storage
 
@@ -57,9 +57,11 @@ class Changes:
     def lines(self) -> list[str]:
         """For people: one headline, then one line per difference."""
         if not self.manifest_found:
-            return [f"{self.day}: no manifest at {self.manifest_uri}: "
-                    f"all {self.inputs} input files are new"] + [f"  {r}" for r in self.reasons
-                                                                  if r != "no manifest"]
+            broken = next((r for r in self.reasons if r.startswith("manifest unreadable")), None)
+            what = f"{broken} at" if broken else "no manifest at"
+            return [f"{self.day}: {what} {self.manifest_uri}: "
+                    f"all {self.inputs} input files are new"] + [
+                f"  {r}" for r in self.reasons if r not in ("no manifest", broken)]
         if self.unchanged:
             return [f"{self.day}: unchanged: {self.inputs} input files as recorded by the run "
                     f"that finished {self.finished_text}; output present"]
@@ -98,13 +100,10 @@ def inspect_day(config: Config) -> Changes:
         changes.new = list(inputs)
         return changes
     changes.manifest_found = True
-    changes.finished = manifest.get("finished")
-    changes.impressions = (manifest.get("totals") or {}).get("impressions")
-    compare_inputs(inputs, manifest.get("inputs") or [], changes)
-    if manifest.get("version") != MANIFEST_VERSION:
-        changes.reasons.append(f"manifest version {manifest.get('version')!r} is not "
-                               f"{MANIFEST_VERSION}")
-    changes.reasons += changed_parameters(config, manifest.get("parameters") or {})
+    changes.finished = manifest["finished"]
+    changes.impressions = manifest["totals"]["impressions"]
+    compare_inputs(inputs, manifest["inputs"], changes)
+    changes.reasons += changed_parameters(config, manifest["parameters"])
     changes.output_uri = _check_output(dest, layout.output, manifest, changes)
     if config.plot and dest.read_bytes(layout.plot) is None:
         changes.reasons.append("plot missing")
@@ -138,27 +137,30 @@ def _check_output(dest: Storage, relative: str, manifest: dict[str, Any],
                   changes: Changes) -> str:
     # The output is the day's distinct (campaign, hour) pairs: small enough to hash in memory.
     data = dest.read_bytes(relative)
-    recorded = manifest.get("output") or {}
     if data is None:
         changes.reasons.append("output missing")
-    elif hashlib.sha256(data).hexdigest() != recorded.get("sha256"):
+    elif hashlib.sha256(data).hexdigest() != manifest["output"]["sha256"]:
         changes.reasons.append("output differs from the manifest's sha256")
     return dest.uri_of(relative)
 
 
 def _read_manifest(dest: Storage, relative: str, changes: Changes) -> dict[str, Any] | None:
+    """The manifest if it exists and has the shape this version writes; else None, the reason
+    noted (the day is then recomputed, as if there were no manifest)."""
     data = dest.read_bytes(relative)
     if data is None:
         changes.reasons.append("no manifest")
         return None
     try:
         manifest = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        changes.reasons.append("manifest unreadable")
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        changes.reasons.append(f"manifest unreadable: not JSON ({err})")
         return None
-    if not isinstance(manifest, dict):
-        changes.reasons.append("manifest unreadable")
+    problem = schema_problem(manifest)
+    if problem is not None:
+        changes.reasons.append(f"manifest unreadable: {problem}")
         return None
+    assert isinstance(manifest, dict)
     return manifest
 
 

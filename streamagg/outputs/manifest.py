@@ -94,3 +94,71 @@ class Manifest:
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+# The shape a later run relies on when it reads a manifest back (`ops.changes`): field -> the
+# JSON types allowed. Fields only people read (hourly, plot, timings) are not checked.
+_NUMBER = (int, float)
+SCHEMA: dict[str, tuple[type, ...]] = {
+    "version": (int,), "parameters": (dict,), "inputs": (list,), "totals": (dict,),
+    "output": (dict,), "finished": (str,),
+}
+INPUT_SCHEMA: dict[str, tuple[type, ...]] = {"path": (str,), "bytes": (int,)}
+VERSION_FIELDS = ("etag", "mtime")  # one of them: an S3 ETag, or a local mtime
+OUTPUT_SCHEMA: dict[str, tuple[type, ...]] = {"sha256": (str,)}
+
+
+def schema_problem(data: object) -> str | None:
+    """Why parsed manifest JSON does not have the shape `Manifest.as_dict` writes, or None.
+
+    A reader that finds a problem treats the manifest as broken: it recomputes, saying why,
+    instead of failing on a field of an unexpected type.
+    """
+    if not isinstance(data, dict):
+        return f"not a JSON object but {_json_type(data)}"
+    version = data.get("version")
+    if version != MANIFEST_VERSION or isinstance(version, bool):
+        return f"version {version!r}, expected {MANIFEST_VERSION}"
+    problem = _fields(data, SCHEMA, "")
+    if problem:
+        return problem
+    for index, entry in enumerate(data["inputs"]):
+        where = f"inputs[{index}]"
+        if not isinstance(entry, dict):
+            return f"{where} is {_json_type(entry)}, expected an object"
+        problem = _fields(entry, INPUT_SCHEMA, f"{where}.")
+        if problem:
+            return problem
+        versions = [entry[name] for name in VERSION_FIELDS if name in entry]
+        if len(versions) != 1 or not isinstance(versions[0], (str, *_NUMBER)) \
+                or isinstance(versions[0], bool):
+            return f"{where} needs exactly one of etag or mtime, as a string or number"
+    for name in TOTALS:
+        if not _is(data["totals"].get(name), (int,)):
+            return f"totals.{name} is {_json_type(data['totals'].get(name))}, expected an integer"
+    return _fields(data["output"], OUTPUT_SCHEMA, "output.")
+
+
+def _fields(data: dict[str, Any], schema: dict[str, tuple[type, ...]], prefix: str) -> str | None:
+    for name, types in schema.items():
+        if name not in data:
+            return f"{prefix}{name} missing"
+        if not _is(data[name], types):
+            expected = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in types)
+            return f"{prefix}{name} is {_json_type(data[name])}, expected {expected}"
+    return None
+
+
+def _is(value: object, types: tuple[type, ...]) -> bool:
+    # JSON true/false load as bool, a subclass of int: never a count.
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer",
+               float: "a number", bool: "true/false", type(None): "null"}
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    return _JSON_NAMES.get(type(value), type(value).__name__)

@@ -7,21 +7,37 @@ import email.utils
 import functools
 import io
 import os
+import time
+import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
 import boto3
 import botocore.exceptions
+import urllib3.exceptions
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
+from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 
+from ..config import parse_size
 from ..errors import StorageError, UsageError
-from . import InputFile, is_input_name
+from ..units import human_bytes
+from . import InputFile, is_input_name, redact
 
 T = TypeVar("T")
 
 # Outputs above this go up in parts, so a large day never needs one huge PUT to succeed.
+# Read when an upload starts (tests lower them).
 MULTIPART_THRESHOLD = 8 * 2**20
 PART_SIZE = 8 * 2**20
+# The slowest a body may arrive (see `Pace`): a day's object at 32 KiB/s is already a crawl;
+# a store serving less than that for a minute of waiting is treated as broken.
+DEFAULT_MIN_RATE = 32 * 2**10
+DEFAULT_SLOW_SECONDS = 60.0
+MIN_RATE_VARIABLE = "STREAMAGG_S3_MIN_RATE"
+SLOW_SECONDS_VARIABLE = "STREAMAGG_S3_SLOW_SECONDS"
+PACE_STEP = 2**20  # the most one network read may return
 # Standard mode retries throttling, 5xx and broken connections with exponential backoff and
 # jitter: 5 attempts in all (botocore's "max_attempts" would count retries, giving 6).
 RETRY_CONFIG = BotoConfig(
@@ -30,16 +46,58 @@ RETRY_CONFIG = BotoConfig(
 
 
 def make_client(endpoint_url: str | None = None) -> Any:
-    """A boto3 S3 client from the default chain, honouring the original job's variable names."""
+    """A boto3 S3 client from the default chain, honouring the original job's variable names.
+
+    The region is ``AWS_REGION`` when set, else boto3's own chain (``AWS_DEFAULT_REGION``, the
+    profile's ``region`` in ``~/.aws/config``), else botocore's default, ``us-east-1``.
+    """
     env = os.environ
     kwargs: dict[str, Any] = {}
     if not env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_ACCESS_KEY") and env.get("AWS_SECRET"):
         kwargs = {"aws_access_key_id": env["AWS_ACCESS_KEY"],
                   "aws_secret_access_key": env["AWS_SECRET"]}
-    endpoint = endpoint_url or env.get("AWS_ENDPOINT_URL") or None
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-    session = boto3.session.Session(region_name=region, **kwargs)
-    return session.client("s3", endpoint_url=endpoint, config=RETRY_CONFIG)
+    endpoint = check_endpoint(endpoint_url or env.get("AWS_ENDPOINT_URL") or None)
+    # AWS_REGION is what other AWS SDKs (and Lambda, ECS) set; botocore reads only
+    # AWS_DEFAULT_REGION and the profile. None lets botocore's chain choose (us-east-1 last).
+    region = env.get("AWS_REGION") or None
+    try:
+        session = boto3.session.Session(**kwargs)
+        return session.client("s3", endpoint_url=endpoint, region_name=region,
+                              config=RETRY_CONFIG)
+    except ValueError as err:
+        # botocore puts the whole URL, any user:secret@ included, in this message: never show it.
+        where = (f" {_redact_endpoint(endpoint)!r}" if endpoint
+                 else " (from AWS_ENDPOINT_URL_S3 or the AWS config file)")
+        raise UsageError(f"invalid S3 endpoint URL{where}") from err
+    except botocore.exceptions.BotoCoreError as err:  # e.g. a profile that does not exist
+        raise UsageError(f"cannot set up the S3 client: {describe(err)}") from err
+
+
+def check_endpoint(url: str | None) -> str | None:
+    """The endpoint URL if botocore would accept it; else exit 2 naming it, redacted."""
+    if url is None:
+        return None
+    if "@" in url:
+        # Consistent with s3:// URIs: botocore would not use them, and they must never show.
+        raise UsageError(f"credentials in an S3 endpoint URL are refused "
+                         f"({_redact_endpoint(url)}): use the AWS credential chain")
+    try:
+        host = urllib.parse.urlsplit(url).netloc if "://" in url else ""
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+        host = ""
+    if not host or not (is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url)):
+        raise UsageError(f"invalid S3 endpoint URL {_redact_endpoint(url)!r}: expected "
+                         "http(s)://host[:port] with a valid host name")
+    return url
+
+
+def _redact_endpoint(url: str) -> str:
+    """An endpoint URL with everything up to its last ``@`` hidden: a secret typed into it raw
+    may hold ``/``, which would end the authority early for `redact`."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return redact(url)
 
 
 _CODES = {
@@ -52,6 +110,12 @@ _CODES = {
     "ExpiredToken": "AWS session token expired",
     "PreconditionFailed": "object changed since it was listed",
     "NoSuchUpload": "multipart upload no longer exists (aborted by another run?)",
+}
+
+
+_UPLOAD_STEPS = {
+    "PutObject": "upload", "CreateMultipartUpload": "upload", "UploadPart": "upload part",
+    "CompleteMultipartUpload": "complete upload", "AbortMultipartUpload": "abort upload",
 }
 
 
@@ -108,7 +172,9 @@ class S3Storage:
     def __init__(self, uri: str, *, endpoint_url: str | None = None, client: Any = None) -> None:
         self.bucket, self.prefix = split_uri(uri)
         self.root_uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self.endpoint_url = endpoint_url
+        # A malformed endpoint is bad usage: refused here, before any request (exit 2).
+        self.endpoint_url = check_endpoint(endpoint_url)
+        self.pace = Pace.from_environment()
         self._client = client
 
     @property
@@ -132,6 +198,8 @@ class S3Storage:
                                uri=f"s3://{self.bucket}/{key}") from err
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
                 OSError) as err:
+            if operation == "upload":  # a managed transfer: name the step S3 refused
+                operation = _UPLOAD_STEPS.get(getattr(err, "operation_name", ""), operation)
             raise StorageError(failure(operation, err), uri=f"s3://{self.bucket}/{key}") from err
 
     def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
@@ -161,11 +229,9 @@ class S3Storage:
         import smart_open
 
         key = item.key
-        # IfMatch pins every request of the read, the Range re-requests smart_open makes after a
-        # broken connection included, to the listed version: a replaced object fails instead of
-        # mixing versions.
-        params = {"client": self.client,
-                  "client_kwargs": {"S3.Client.get_object": {"IfMatch": item.version}}}
+        # Every GET of the read, the Range re-requests smart_open makes after a broken connection
+        # included, goes through `_PinnedReads`: pinned to the listed version, and paced.
+        params = {"client": _PinnedReads(self.client, item, self.pace)}
 
         def get() -> BinaryIO:
             stream: BinaryIO = smart_open.open(f"s3://{self.bucket}/{key}", "rb",
@@ -175,41 +241,16 @@ class S3Storage:
         return _CheckedBody(self._call("read", key, get), item)  # type: ignore[return-value]
 
     def publish(self, local_path: str, relative: str) -> None:
+        """Upload through boto3's managed transfer: one PUT up to `MULTIPART_THRESHOLD`, else
+        a multipart upload of `PART_SIZE` parts, which s3transfer aborts when any step fails
+        (no parts are left behind; a killed run's are aborted by `remove_abandoned`)."""
         key = self._key(relative)
-        size = os.path.getsize(local_path)
-        if size <= MULTIPART_THRESHOLD:
-            with open(local_path, "rb") as body:
-                data = body.read()
-            self._call("upload", key, lambda: self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data))
-            return
-        self._multipart(local_path, key)
-
-    def _multipart(self, local_path: str, key: str) -> None:
-        upload = self._call("upload", key, lambda: self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=key))
-        upload_id = upload["UploadId"]
-        try:
-            parts = []
-            with open(local_path, "rb") as body:
-                number = 1
-                while chunk := body.read(PART_SIZE):
-                    part = self._call("upload part", key, functools.partial(
-                        self.client.upload_part, Bucket=self.bucket, Key=key, UploadId=upload_id,
-                        PartNumber=number, Body=chunk))
-                    parts.append({"ETag": part["ETag"], "PartNumber": number})
-                    number += 1
-            self._call("complete upload", key, lambda: self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id,
-                MultipartUpload={"Parts": parts}))
-        except BaseException:
-            # Never leave parts behind: they cost money and confuse the next run.
-            try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key,
-                                                   UploadId=upload_id)
-            except Exception:  # noqa: BLE001 - the original error is the one to report
-                pass
-            raise
+        # One part in memory at a time, as the memory budget assumes: no upload threads.
+        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
+                                multipart_chunksize=PART_SIZE, use_threads=False)
+        with open(local_path, "rb") as body:
+            self._call("upload", key, lambda: self.client.upload_fileobj(
+                body, self.bucket, key, Config=config))
 
     def remove_abandoned(self, relatives: list[str], *, older_than: float) -> list[str]:
         """Abort multipart uploads to ``relatives`` begun over ``older_than`` seconds ago.
@@ -257,6 +298,143 @@ class S3Storage:
                 raise
 
         return self._call("read", key, get)
+
+
+@dataclass(frozen=True)
+class Pace:
+    """The slowest an object's body may arrive: ``min_rate`` bytes a second on average over
+    every ``window`` seconds spent waiting for it.
+
+    The read timeout bounds one wait for one packet; this bounds a body that keeps sending a
+    byte now and then (each wait beats the timeout, the whole never ends). Only time spent
+    waiting on the network counts, so a busy consumer never makes a fast store look slow.
+    """
+
+    min_rate: int = DEFAULT_MIN_RATE
+    window: float = DEFAULT_SLOW_SECONDS
+
+    @classmethod
+    def from_environment(cls) -> Pace:
+        """Defaults, or ``STREAMAGG_S3_MIN_RATE`` (a size a second) and
+        ``STREAMAGG_S3_SLOW_SECONDS``, read when a storage is made (exit 2 when invalid)."""
+        env = os.environ
+        rate, window = DEFAULT_MIN_RATE, DEFAULT_SLOW_SECONDS
+        if env.get(MIN_RATE_VARIABLE):
+            text = env[MIN_RATE_VARIABLE].strip().removesuffix("/s")
+            try:
+                rate = parse_size(text)
+            except UsageError:
+                raise UsageError(f"invalid {MIN_RATE_VARIABLE} {text!r}: expected a size a "
+                                 "second, e.g. 32KB or 0 for no minimum") from None
+        if env.get(SLOW_SECONDS_VARIABLE):
+            try:
+                window = float(env[SLOW_SECONDS_VARIABLE])
+            except ValueError:
+                window = -1.0
+            if not window > 0 or window == float("inf"):
+                raise UsageError(f"invalid {SLOW_SECONDS_VARIABLE} "
+                                 f"{env[SLOW_SECONDS_VARIABLE]!r}: expected seconds > 0")
+        return cls(rate, window)
+
+
+class _PinnedReads:
+    """The S3 client as smart_open sees it while reading one object.
+
+    Each GET carries ``If-Match`` with the listed ETag, and its answer's ETag is compared with
+    the listed one too: some S3-compatible stores ignore ``If-Match`` and would serve a
+    replaced object of the same size silently. Either way the read fails as for a changed
+    object. Each body is wrapped in `_PacedBody`.
+    """
+
+    def __init__(self, client: Any, item: InputFile, pace: Pace) -> None:
+        self._client = client
+        self._item = item
+        self._pace = pace
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_object(self, **params: Any) -> dict[str, Any]:
+        params["IfMatch"] = self._item.version
+        response: dict[str, Any] = self._client.get_object(**params)
+        etag = response.get("ETag")
+        if etag is not None and _bare(etag) != _bare(self._item.version):
+            response["Body"].close()
+            raise botocore.exceptions.ClientError({"Error": {
+                "Code": "PreconditionFailed",
+                "Message": f"answered ETag {etag}, listed {self._item.version}"}}, "GetObject")
+        response["Body"] = _PacedBody(response["Body"], self._item, self._pace,
+                                      response.get("ContentLength"))
+        return response
+
+
+def _bare(etag: str) -> str:
+    """An ETag without its quotes or weak marker: stores differ in how they write it."""
+    return etag.strip().removeprefix("W/").strip('"')
+
+
+class _PacedBody:
+    """A GET's body, read like botocore's ``StreamingBody``, that fails when it trickles.
+
+    It reads one network packet at a time (urllib3's ``read1``) so that the pace is checked
+    after every packet, not after a whole buffer that may take hours to fill.
+    """
+
+    def __init__(self, body: Any, item: InputFile, pace: Pace, length: int | None) -> None:
+        self._body = body
+        self._length = length  # the answer's Content-Length, when it had one
+        self._total = 0
+        raw = getattr(body, "_raw_stream", None)  # botocore keeps the urllib3 response here
+        self._read1: Callable[[int], bytes] | None = getattr(raw, "read1", None)
+        self._item = item
+        self._pace = pace
+        self._waited = 0.0  # seconds spent waiting in the current window
+        self._got = 0  # bytes received in it
+
+    def read(self, amt: int | None = None) -> bytes:
+        if self._read1 is None:  # not a urllib3 body: botocore's own reads, unpaced
+            return bytes(self._body.read(amt))
+        chunks = []
+        wanted = -1 if amt is None or amt < 0 else amt
+        while wanted != 0:
+            chunk = self._step(PACE_STEP if wanted < 0 else min(wanted, PACE_STEP))
+            if not chunk:
+                # As StreamingBody does: a body short of its Content-Length is an error that
+                # smart_open retries (a bounded number of times), not an end.
+                if self._length is not None and self._total != self._length:
+                    raise botocore.exceptions.IncompleteReadError(
+                        actual_bytes=self._total, expected_bytes=self._length)
+                break
+            chunks.append(chunk)
+            if wanted > 0:
+                wanted -= len(chunk)
+        return b"".join(chunks)
+
+    def _step(self, amt: int) -> bytes:
+        assert self._read1 is not None
+        began = time.monotonic()
+        try:
+            chunk = bytes(self._read1(amt))
+        # Raised as StreamingBody does, so smart_open resumes the read as it would.
+        except urllib3.exceptions.ReadTimeoutError as err:
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url=err.url, error=err) from err
+        except urllib3.exceptions.ProtocolError as err:
+            raise botocore.exceptions.ResponseStreamingError(error=err) from err
+        self._waited += time.monotonic() - began
+        self._got += len(chunk)
+        self._total += len(chunk)
+        if self._waited >= self._pace.window:
+            if self._got < self._pace.min_rate * self._waited:
+                raise StorageError(
+                    f"S3 read failed: too slow, {human_bytes(self._got)} in "
+                    f"{self._waited:.1f} s of waiting, below the minimum of "
+                    f"{human_bytes(self._pace.min_rate)}/s ({MIN_RATE_VARIABLE}, "
+                    f"{SLOW_SECONDS_VARIABLE})", uri=self._item.uri)
+            self._waited, self._got = 0.0, 0
+        return chunk
+
+    def close(self) -> None:
+        self._body.close()
 
 
 def _server_time(response: dict[str, Any]) -> dt.datetime:

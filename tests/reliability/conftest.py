@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.reliability.faults import FaultProxy
-from tests.reliability.helpers import LAUNCHER, REPO, Child, child_env
+from tests.reliability.helpers import LAUNCHER, REPO, Child, allow_small_parts, child_env
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +47,7 @@ def small_parts(monkeypatch: pytest.MonkeyPatch) -> int:
     monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 1024)
     monkeypatch.setattr(s3_module, "PART_SIZE", 1024)
     monkeypatch.setattr(moto.s3.models, "S3_UPLOAD_PART_MIN_SIZE", 256)
+    allow_small_parts(monkeypatch.setattr)
     return 1024
 
 

@@ -21,7 +21,11 @@ from urllib.parse import urlsplit
 #   stall         set ``reached``, hold the request until ``release`` is set, then drop it
 #   hook          call ``hook`` first, then forward (e.g. replace an object mid-run)
 #   ok200error    answer 200 OK with an S3 error body (how S3 fails CompleteMultipartUpload)
-ACTIONS = ("status", "reset", "cut", "cut_unframed", "stall", "hook", "ok200error")
+#   trickle       forward, then send the headers and one body byte every ``interval`` seconds
+#                 (an endpoint that beats every read timeout yet never finishes)
+# and, for any action that forwards, ``drop`` names request headers removed first (a store
+# that ignores ``If-Match``: drop=("If-Match",)).
+ACTIONS = ("status", "reset", "cut", "cut_unframed", "stall", "hook", "ok200error", "trickle")
 
 
 @dataclass
@@ -37,6 +41,8 @@ class Fault:
     code: str = "SlowDown"
     fraction: float = 0.5
     hook: Callable[[], None] | None = None
+    interval: float = 20.0
+    drop: tuple[str, ...] = ()
     hits: int = 0
     reached: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
@@ -220,17 +226,22 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and action == "hook" and fault.hook is not None:
             fault.hook()
-        status, reason, headers, payload = self._forward(body)
+        status, reason, headers, payload = self._forward(body, fault.drop if fault else ())
         payload = self.owner._true_upload_times(self.command, query, payload)
+        if fault is not None and action == "trickle":
+            self._send_trickle(status, reason, headers, payload, fault)
+            return
         if fault is not None and action in ("cut", "cut_unframed"):
             self._send_cut(status, reason, headers, payload, fault.fraction,
                            framed=action == "cut")
             return
         self._send(status, reason, headers, payload)
 
-    def _forward(self, body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    def _forward(self, body: bytes, drop: tuple[str, ...] = ()
+                 ) -> tuple[int, str, list[tuple[str, str]], bytes]:
         conn = http.client.HTTPConnection(*self.owner.upstream, timeout=60)
         skip = {"transfer-encoding", "expect", "connection", "content-length"}
+        skip |= {name.lower() for name in drop}
         headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
         if body or self.command in ("PUT", "POST"):
             headers["Content-Length"] = str(len(body))
@@ -281,6 +292,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def _send_trickle(self, status: int, reason: str, headers: list[tuple[str, str]],
+                      payload: bytes, fault: Fault) -> None:
+        self.wfile.write(self._head_lines(status, reason, headers, len(payload)))
+        self.wfile.flush()
+        self.close_connection = True
+        for byte in payload:
+            if fault.release.wait(timeout=fault.interval):
+                break  # the test is over
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:
+                return  # the client gave up: what the test wants
 
     def _reset(self) -> None:
         """Close with RST (SO_LINGER 0): the client sees 'connection reset by peer'."""

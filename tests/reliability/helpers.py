@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -17,6 +18,16 @@ REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = Path(__file__).with_name("launcher.py")
 H = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
 PART = "2021/01/30"
+
+
+def allow_small_parts(setattr_: Callable[[object, str, object], None] = setattr) -> None:
+    """Let s3transfer make parts under S3's 5 MiB floor (it enlarges smaller ones), so a test
+    can upload KiB parts to moto; ``setattr_`` may be a monkeypatch's, to undo it after."""
+    import s3transfer.upload
+    from s3transfer.utils import ChunksizeAdjuster
+
+    setattr_(s3transfer.upload, "ChunksizeAdjuster", functools.partial(ChunksizeAdjuster,
+                                                                       min_size=1))
 
 
 def rows(n: int, prefix: str = "i", campaigns: int = 7) -> str:

@@ -112,6 +112,10 @@ def main() -> None:
         target, value = setting.split("=", 1)
         module, name = target.split(":")
         setattr(importlib.import_module(module), name, int(value))
+        if name == "PART_SIZE":  # parts below S3's 5 MiB floor: s3transfer must follow
+            from tests.reliability.helpers import allow_small_parts
+
+            allow_small_parts()
     if options.pause:
         install(options.pause, options.marker)
     if options.peak_file:

@@ -6,7 +6,9 @@ import gzip
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from click.testing import Result
@@ -262,3 +264,119 @@ def test_an_upload_whose_abort_fails_too_is_aborted_by_a_later_run(
     assert again.exit_code == 0, again.output
     assert s3.pending_uploads() == []
     assert s3.get(f"out/{PART}/{OUTPUT_NAME}") == expected_day(stored, DAY).output
+
+
+def test_a_store_ignoring_if_match_still_cannot_serve_a_replaced_object(
+    cli: Cli, s3: S3, proxy: FaultProxy
+) -> None:
+    # Some S3-compatible stores ignore If-Match. The replacement has the listed size, so only
+    # the ETag of the GET's answer tells the versions apart.
+    put_day(s3, "in", {"a.csv": H + rows(10), "b.csv": H + rows(10, prefix="b")})
+    key = f"in/{PART}/b.csv"
+    replacement = H + rows(10, prefix="c")
+    assert len(replacement) == len(H + rows(10, prefix="b"))
+    proxy.add("hook", method="GET", path=rf"/{key}$", times=-1, drop=("If-Match",),
+              hook=lambda: s3.put(key, replacement))
+    result = run(cli, s3, proxy.url)
+    assert result.exit_code == 1, result.output
+    message = error_line(result.stderr)
+    assert "changed since it was listed" in message and f"s3://{s3.bucket}/{key}" in message
+    assert results(s3, "out") == {}
+
+
+def test_an_etag_written_differently_by_the_store_is_the_same_version() -> None:
+    from streamagg.sources.s3 import _bare
+
+    assert _bare('"abc-2"') == _bare("abc-2") == _bare('W/"abc-2"') == "abc-2"
+
+
+@pytest.mark.parametrize("gzip_input", [False, True])
+def test_a_body_trickling_one_byte_at_a_time_is_given_up_on_naming_the_object(
+    cli: Cli, s3: S3, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, gzip_input: bool
+) -> None:
+    # 200 OK, then a byte now and then: every read beats the read timeout, and without a pace
+    # the read would never end. Shipped: 32 KiB/s over 60 s of waiting; here 1 KiB/s over 1 s.
+    import time
+
+    monkeypatch.setenv("STREAMAGG_S3_MIN_RATE", "1KB")
+    monkeypatch.setenv("STREAMAGG_S3_SLOW_SECONDS", "1")
+    name = "b.csv.gz" if gzip_input else "b.csv"
+    put_day(s3, "in", {"a.csv": H + rows(10), name: H + rows(2000, prefix="b")})
+    key = f"in/{PART}/{name}"
+    trickle = proxy.add("trickle", method="GET", path=rf"/{re.escape(key)}$", times=-1,
+                        interval=0.2)
+    began = time.monotonic()
+    result = run(cli, s3, proxy.url)
+    elapsed = time.monotonic() - began
+    assert result.exit_code == 1, result.output
+    message = error_line(result.stderr)
+    assert "too slow" in message and f"s3://{s3.bucket}/{key}" in message, message
+    assert "STREAMAGG_S3_MIN_RATE" in message
+    assert trickle.hits == 1  # not retried: a slow store stays slow
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    assert results(s3, "out") == {}
+
+
+def test_a_slow_consumer_does_not_make_a_fast_store_look_slow(
+    cli: Cli, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only time spent waiting on the network counts: pauses between reads (a busy pipeline)
+    # do not, however strict the minimum.
+    import time
+
+    from streamagg.sources.s3 import S3Storage
+
+    monkeypatch.setenv("STREAMAGG_S3_MIN_RATE", "1MB")
+    monkeypatch.setenv("STREAMAGG_S3_SLOW_SECONDS", "0.05")
+    s3.put(f"in/{PART}/a.csv", H + rows(20_000))
+    storage = S3Storage(f"{s3.uri}/in", endpoint_url=s3.endpoint)
+    (item,), _ = storage.list_partition(PART)
+    got = b""
+    with storage.open_input(item) as body:
+        while chunk := body.read(64 * 1024):
+            got += chunk
+            time.sleep(0.1)  # 640 KiB/s by the wall clock: below the minimum
+    assert got == (H + rows(20_000)).encode()
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("STREAMAGG_S3_MIN_RATE", "fast"), ("STREAMAGG_S3_SLOW_SECONDS", "0"),
+    ("STREAMAGG_S3_SLOW_SECONDS", "soon"),
+])
+def test_an_invalid_pace_setting_is_exit_2_naming_it(
+    cli: Cli, s3: S3, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, variable: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    result = run(cli, s3, proxy.url)
+    assert result.exit_code == 2, result.output
+    assert variable in error_line(result.stderr)
+    assert proxy.requests() == []
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit])
+def test_an_interrupted_multipart_upload_leaves_no_parts(
+    s3: S3, small_parts: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    interruption: type[BaseException],
+) -> None:
+    # Ctrl-C or SIGTERM (raised as an exception in the main thread) between two parts.
+    from botocore.client import BaseClient
+
+    from streamagg.sources.s3 import S3Storage
+
+    storage = S3Storage(f"{s3.uri}/out", endpoint_url=s3.endpoint)
+    local = tmp_path / "output.csv"
+    local.write_bytes(b"x" * (small_parts * 5))
+    original = BaseClient._make_api_call
+
+    def interrupted(self: BaseClient, operation: str, params: dict) -> dict:
+        if operation == "UploadPart" and params.get("PartNumber") == 3:
+            raise interruption()
+        return original(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", interrupted)
+    with pytest.raises(interruption):
+        storage.publish(str(local), "output.csv")
+    monkeypatch.setattr(BaseClient, "_make_api_call", original)
+    assert s3.pending_uploads() == []
+    assert s3.keys("out/") == []

@@ -1,4 +1,5 @@
-"""S3 over HTTP against a local moto server: pagination, gzip, results, multipart, credentials."""
+"""The S3 contract over HTTP, on moto and on a real S3 server (SeaweedFS): pagination, gzip,
+results, multipart output and its abort, If-Match, credentials."""
 
 from __future__ import annotations
 
@@ -16,7 +17,16 @@ from botocore.exceptions import ClientError
 from botocore.httpsession import URLLib3Session
 from click.testing import Result
 
-from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, REJECTS_NAME, S3
+from tests.conftest import (
+    DAY,
+    DAY_ARG,
+    MANIFEST_NAME,
+    ORIGINAL_KEY,
+    ORIGINAL_SECRET,
+    OUTPUT_NAME,
+    REJECTS_NAME,
+    S3,
+)
 from tests.reference import expected_day
 
 pytestmark = pytest.mark.s3
@@ -24,6 +34,12 @@ pytestmark = pytest.mark.s3
 H = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
 PART = "2021/01/30"
 Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def s3(s3_any: S3) -> S3:
+    """Every test of this file runs once on moto and once on SeaweedFS."""
+    return s3_any
 
 
 def lines(text: str) -> list[str]:
@@ -251,7 +267,7 @@ def test_failed_multipart_upload_leaves_no_parts_and_keeps_old_output(
 
 # --- credentials and errors -------------------------------------------------------------------
 
-SECRET = "Sup3r/S3cret+Value0123456789abcdefXYZ"
+SECRET = ORIGINAL_SECRET  # the servers know it, with ORIGINAL_KEY
 
 
 def test_original_job_credential_names(cli: Cli, s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,7 +279,7 @@ def test_original_job_credential_names(cli: Cli, s3: S3, monkeypatch: pytest.Mon
     failed = cli(*args)
     assert failed.exit_code == 1, failed.output
     assert "credential" in lines(failed.stderr)[-1].lower()
-    monkeypatch.setenv("AWS_ACCESS_KEY", "AKIAORIGINALJOB")
+    monkeypatch.setenv("AWS_ACCESS_KEY", ORIGINAL_KEY)
     monkeypatch.setenv("AWS_SECRET", SECRET)
     result = cli(*args)
     assert result.exit_code == 0, result.output
@@ -272,6 +288,7 @@ def test_original_job_credential_names(cli: Cli, s3: S3, monkeypatch: pytest.Mon
 
 
 def test_secrets_never_shown(cli: Cli, s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ORIGINAL_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     put_day(s3, "in", {"a.csv": H + "a,2021-01-30 10:00:00,1\nb,bad,1\n"})
     outputs = []
@@ -362,3 +379,41 @@ def test_transient_errors_are_retried(cli: Cli, s3: S3, monkeypatch: pytest.Monk
     assert sorted(injected) == ["get", "get", "list"]
     assert result.exit_code == 0, result.output
     assert s3.get(f"in/results/{PART}/{OUTPUT_NAME}") == expected_day(stored, DAY).output
+
+
+def test_a_wrong_secret_is_refused_in_one_line(
+    cli: Cli, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not s3.checks_signatures:
+        pytest.skip("moto accepts any credentials: SeaweedFS checks them")
+    put_day(s3, "in", {"a.csv": H + "a,2021-01-30 10:00:00,1\n"})
+    wrong = "Wr0ng/Secret+Value0123456789abcdefXYZ"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
+    result = cli(DAY_ARG, "--source", f"{s3.uri}/in", "--endpoint-url", s3.endpoint)
+    assert result.exit_code == 1, result.output
+    assert len(lines(result.stderr)) == 1, result.stderr
+    assert "S3 list failed: AWS secret key does not match" in result.stderr
+    assert s3.bucket in result.stderr and wrong not in result.output
+
+
+def test_an_object_replaced_after_listing_is_refused_by_if_match(
+    cli: Cli, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The replacement has the listed size: only the version (If-Match, ETag) tells them apart.
+    from streamagg.sources.s3 import S3Storage
+
+    put_day(s3, "in", {"a.csv": H + "a,2021-01-30 10:00:00,1\n"})
+    key = f"in/{PART}/a.csv"
+    original = S3Storage.open_input
+
+    def replaced_first(self: S3Storage, item: object) -> object:
+        s3.put(key, H + "b,2021-01-30 10:00:00,1\n")
+        return original(self, item)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(S3Storage, "open_input", replaced_first)
+    result = cli(DAY_ARG, "--source", f"{s3.uri}/in", "--dest", f"{s3.uri}/out",
+                 "--endpoint-url", s3.endpoint)
+    assert result.exit_code == 1, result.output
+    assert "changed since it was listed" in lines(result.stderr)[-1]
+    assert f"s3://{s3.bucket}/{key}" in lines(result.stderr)[-1]
+    assert s3.keys("out/") == []
