@@ -165,8 +165,10 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory,
         driver_env = {k: v for k, v in os.environ.items()
                       if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "SPARK_HOME",
                                    "SPARK_CONF_DIR")}
+        cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+        xdg = cache.mkdir("xdg-cache") if cache is not None else root / "xdg-cache"
         driver_env.update(SPARK_LOCAL_IP="127.0.0.1", SPARK_CONF_DIR=str(conf),
-                          XDG_CACHE_HOME=str(request.config.cache.mkdir("xdg-cache")))
+                          XDG_CACHE_HOME=str(xdg))
         yield Cluster(f"spark://127.0.0.1:{master_port}", root, work, bare / "bin" / "python",
                       driver_env, processes)
     finally:
