@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -15,6 +16,10 @@ DEFAULT_SOURCE = "./data"
 DEFAULT_INITIALS = "SA"
 DEFAULT_MEMORY_LIMIT = "256MB"
 LOG_FORMATS = ("text", "json")
+# --spark-env: ship the driver's environment to cluster executors (auto), never (none), or a
+# prepared archive; Spark unpacks these archive kinds (spark.archives).
+SPARK_ENV_CHOICES = ("auto", "none")
+SPARK_ENV_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 # Instants are nanoseconds since 1970 in 64 bits (as in pyarrow and the output's sort): a day
 # outside these can hold no impression, so it is refused rather than read as all bad rows.
@@ -49,6 +54,21 @@ def check_day(day: dt.date) -> None:
 def day_stamp(day: dt.date, separator: str = "") -> str:
     """``YYYY<sep>MM<sep>DD`` with a four-digit year whatever the platform's ``strftime``."""
     return f"{day.year:04d}{separator}{day.month:02d}{separator}{day.day:02d}"
+
+
+def check_spark_env(value: object) -> None:
+    """``auto``, ``none`` or the path of an existing archive Spark can unpack (usage error else)."""
+    if value in SPARK_ENV_CHOICES:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"invalid spark-env {value!r}: expected auto, none or an archive's path")
+    if "\n" in value or "\r" in value or "\x00" in value:
+        raise UsageError("invalid spark-env: control characters in the value")
+    if not value.endswith(SPARK_ENV_SUFFIXES):
+        raise UsageError(f"invalid spark-env {value!r}: expected auto, none or an archive ending "
+                         f"in {', '.join(SPARK_ENV_SUFFIXES)}")
+    if not os.path.isfile(value):
+        raise UsageError(f"invalid spark-env {value!r}: no such file")
 
 
 def parse_size(text: str | int) -> int:
@@ -144,6 +164,7 @@ class Config:
     schema: Schema = field(default_factory=Schema)
     workers: int | None = None
     spark_master: str = "local[*]"  # ignored when a Spark session is already running
+    spark_env: str = "auto"  # what the executors run: auto, none or an archive's path
     plot: bool = False  # also write a PNG picture of the day beside the output
     incremental: bool = False  # fold only new files into the day's kept state
     state: str | None = None  # root of the kept states; default: beside the results
@@ -177,6 +198,7 @@ class Config:
             raise UsageError(f"invalid log format {self.log_format!r}: expected text or json")
         if self.workers is not None and self.workers < 1:
             raise UsageError("workers must be >= 1")
+        check_spark_env(self.spark_env)
         for name in ("source", "dest", "tmp_dir", "endpoint_url", "state"):
             value = getattr(self, name)
             if value is not None and ("\n" in value or "\r" in value or "\x00" in value):

@@ -18,6 +18,7 @@ from .columns import BadRow
 from .config import Config
 from .engines import DayCounts, FileResult, ProgressCallback, RunContext, engine_for
 from .errors import NoInputError, StorageError, UsageError
+from .memory import process_peak_memory
 from .observer import ProgressSink
 from .outputs.csv import publish, write_output
 from .outputs.hourly import TallyingRejects, hourly_section
@@ -196,6 +197,7 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
             setattr(manifest, name, {"path": uri, **facts})
         manifest.finished = dt.datetime.now(dt.UTC)
         manifest.peak_memory_bytes = peak_memory_bytes()
+        manifest.jvm_peak_memory_bytes = day.jvm_peak_memory_bytes
         manifest_path = os.path.join(work, config.manifest_name)
         with open(manifest_path, "w", encoding="utf-8") as out_manifest:
             out_manifest.write(manifest.to_json())
@@ -310,11 +312,8 @@ def peak_memory_bytes() -> int:
     VmHWM, where Linux has it: ru_maxrss survives exec, so a process started by fork from a
     large parent would report the parent's size as its own peak.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    peak = process_peak_memory("self")
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+

@@ -66,6 +66,8 @@ class DayCounts:
     # Rows that passed validation, per time bucket (instant // grain): with the counts this
     # gives duplicates per bucket for the manifest's hourly section.
     clean_per_bucket: dict[int, int] = field(default_factory=dict)
+    # The peak resident memory of a JVM the engine drove (Spark's driver), when it has one.
+    jvm_peak_memory_bytes: int | None = None
 
 
 class Engine(Protocol):

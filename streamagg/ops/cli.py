@@ -104,6 +104,10 @@ def _fail(message: str, code: int, log_format: str) -> None:
 @click.option("--spark-master", default="local[*]", show_default=True,
               help="Spark master for --engine spark: local[N], yarn, spark://host:port. "
                    "A running session (spark-submit) is used as it is.")
+@click.option("--spark-env", default="auto", show_default=True, metavar="auto|PATH|none",
+              help="What cluster executors run: auto ships an archive of this Python "
+                   "environment (built once, cached) unless PYSPARK_PYTHON is set; PATH ships "
+                   "that archive; none ships only the streamagg package.")
 @click.option("--endpoint-url", default=None,
               help="An S3-compatible endpoint. [env: AWS_ENDPOINT_URL]")
 @click.option("--max-bad-rows", default="1%", show_default=True,
@@ -132,9 +136,9 @@ def _fail(message: str, code: int, log_format: str) -> None:
 def main(date: str, source: str, dest: str | None, initials: str, chunk_size: int,
          memory_limit: str, dedupe: str, tmp_dir: str | None, engine: str,
          endpoint_url: str | None, max_bad_rows: str, dry_run: bool, log_format: str,
-         progress: bool | None, spark_master: str, to: str | None, keep_going: bool,
-         skip_unchanged: bool, check: bool, incremental: bool, state: str | None,
-         plot: bool) -> int:
+         progress: bool | None, spark_master: str, spark_env: str, to: str | None,
+         keep_going: bool, skip_unchanged: bool, check: bool, incremental: bool,
+         state: str | None, plot: bool) -> int:
     """Aggregate one day of ad impressions: DATE is YYYY-MM-DD (with --to, a range of days)."""
     if engine == "local":  # pyspark's Arrow functions need pandas on the Spark engine's driver
         keep_pandas_out()
@@ -149,7 +153,7 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
         chunk_size=chunk_size, memory_limit=parse_size(memory_limit), dedupe=dedupe,
         tmp_dir=tmp_dir, engine=engine, endpoint_url=endpoint_url,
         max_bad_rows=BadRowLimit.parse(max_bad_rows), dry_run=dry_run, log_format=log_format,
-        spark_master=spark_master, plot=plot,
+        spark_master=spark_master, spark_env=spark_env, plot=plot,
         incremental=incremental, state=state or None,
     )
     tune_allocators(memory_limit=config.memory_limit)

@@ -63,6 +63,7 @@ class Manifest:
     mode: str = "full"  # "incremental" when only new files were read into the kept state
     mode_reason: str = ""
     state: dict[str, Any] | None = None  # the kept state's generation, when one was kept
+    jvm_peak_memory_bytes: int | None = None  # the Spark engine's driver JVM; None otherwise
 
     def parameters(self) -> dict[str, Any]:
         c = self.config
@@ -94,6 +95,7 @@ class Manifest:
             "finished": finished.isoformat(),
             "elapsed_seconds": round((finished - self.started).total_seconds(), 3),
             "peak_memory_bytes": self.peak_memory_bytes,
+            "jvm_peak_memory_bytes": self.jvm_peak_memory_bytes,
         }
 
     def to_json(self) -> str:

@@ -57,7 +57,8 @@ def assert_same(local: Outcome, on_spark: Outcome) -> None:
 def comparable(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest without what names the run rather than the day: times, paths, engine."""
     kept = {k: v for k, v in manifest.items()
-            if k not in ("started", "finished", "elapsed_seconds", "peak_memory_bytes")}
+            if k not in ("started", "finished", "elapsed_seconds", "peak_memory_bytes",
+                         "jvm_peak_memory_bytes")}
     kept["parameters"] = {k: v for k, v in manifest["parameters"].items()
                           if k not in ("engine", "dest")}
     for part in ("output", "rejects"):

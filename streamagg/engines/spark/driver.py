@@ -31,7 +31,14 @@ from .executor import (
     FileReader,
     decode_error,
 )
-from .session import JVM_ERRORS, quiet_pyspark_warnings, require_spark, spark_errors, spark_session
+from .session import (
+    JVM_ERRORS,
+    jvm_peak_memory,
+    quiet_pyspark_warnings,
+    require_spark,
+    spark_errors,
+    spark_session,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -51,7 +58,8 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
     from pyspark import StorageLevel
 
     jvm_log = os.path.join(work, JVM_ERRORS)
-    with spark_session(config.spark_master, work) as spark, spark_errors(jvm_log):
+    session = spark_session(config.spark_master, work, config.spark_env)
+    with session as spark, spark_errors(jvm_log):
         # On disk, not MEMORY_AND_DISK: in local mode the cache shares the driver's heap (1g by
         # default) with the tasks, and a day of cached partitions there ran it out of memory.
         rows = read_inputs(spark, config, inputs).persist(StorageLevel.DISK_ONLY)
@@ -60,6 +68,7 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
             take_notes(rows, inputs, books)
             books.all_read()
             fold_first_occurrences(rows, config, result)
+            result.jvm_peak_memory_bytes = jvm_peak_memory(spark)
         finally:
             with contextlib.suppress(Exception):  # a dead session must not hide the real error
                 rows.unpersist(blocking=True)

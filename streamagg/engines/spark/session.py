@@ -12,10 +12,12 @@ import sys
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...errors import StreamaggError, UsageError
+from ...memory import process_peak_memory
 from ...pandas_guard import let_pandas_in
+from .shipping import environment_to_ship, executor_python, is_local_master, ship_package
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -86,14 +88,19 @@ def running_session() -> SparkSession | None:
 
 
 @contextlib.contextmanager
-def spark_session(master: str, work: str) -> Iterator[SparkSession]:
+def spark_session(master: str, work: str, spark_env: str = "none") -> Iterator[SparkSession]:
     """The running session when there is one, left as it is; otherwise a new one on ``master``,
-    quiet, stopped afterwards."""
+    quiet, stopped afterwards.
+
+    Cluster executors get this streamagg as a zip either way, and with ``spark_env`` (auto or an
+    archive's path) a Python environment to run it in (see `shipping`).
+    """
     from pyspark.sql import SparkSession
 
     running = running_session()
     if running is not None:
         log.info("using the running Spark session; --spark-master does not apply")
+        ship_package_to(running, work)
         yield running
         return
     if not master.strip():
@@ -110,12 +117,17 @@ def spark_session(master: str, work: str) -> Iterator[SparkSession]:
     if memory is not None:
         log.debug("spark.driver.memory=%s (local mode: the tasks share the driver's heap)", memory)
         builder = builder.config("spark.driver.memory", memory)
+    archive = environment_to_ship(spark_env, master, os.environ)
     try:
-        with quiet_pyspark_warnings(), local_python(master):
+        with quiet_pyspark_warnings(), local_python(master), executor_python(archive) as conf:
+            for name, value in conf.items():
+                log.debug("%s=%s", name, value)
+                builder = builder.config(name, value)
             session = builder.getOrCreate()
     except Exception as err:  # noqa: BLE001 - any failure to start is one line, exit 1
         raise StreamaggError(f"cannot start Spark on {master}: {failure_summary(err)}") from err
     session.sparkContext.setLogLevel("WARN")
+    ship_package_to(session, work)
     with quiet_dead_jvm(session):
         try:
             yield session
@@ -124,6 +136,29 @@ def spark_session(master: str, work: str) -> Iterator[SparkSession]:
                 session.stop()
             raise
         session.stop()
+
+
+def jvm_peak_memory(session: SparkSession) -> int | None:
+    """The driver JVM's peak memory: its peak resident set (VmHWM; pyspark starts it on this
+    host, or spark-submit runs this Python under it), else the JVM's own peak use of its memory
+    pools (heap and non-heap, as its MemoryMXBean's pools count it); None if the JVM is gone."""
+    try:
+        jvm: Any = session.sparkContext._jvm  # None once the context stopped: an error below
+        peak = process_peak_memory(int(jvm.java.lang.ProcessHandle.current().pid()))
+        if peak is not None:
+            return peak
+        pools = jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans()
+        return sum(int(pool.getPeakUsage().getUsed()) for pool in pools)
+    except Exception:  # noqa: BLE001 - a figure for the manifest must not fail the run
+        log.debug("cannot read the driver JVM's peak memory", exc_info=True)
+        return None
+
+
+def ship_package_to(session: SparkSession, work: str) -> None:
+    """streamagg for a cluster's executors; a local master's run this process's own import."""
+    master = session.sparkContext.master or ""
+    if not is_local_master(master):
+        ship_package(session.sparkContext, work)
 
 
 def log4j_config(errors_path: str) -> str:
