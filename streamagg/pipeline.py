@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import os
 import resource
@@ -22,7 +21,7 @@ from .memory import process_peak_memory
 from .observer import ProgressSink
 from .outputs.csv import publish, write_output
 from .outputs.hourly import TallyingRejects, hourly_section
-from .outputs.manifest import InputRecord, Manifest
+from .outputs.manifest import InputRecord, Manifest, file_sha256
 from .outputs.plot import render_day, require_matplotlib
 from .sources import InputFile, Storage, redact, storage_for
 from .state import DayState, Decision, Earlier, fold_earlier
@@ -249,14 +248,6 @@ def state_books(day: DayCounts, books: DayBooks) -> dict[str, Any]:
         "first_bad": (None if first is None
                       else {"uri": first.uri, "line": first.line, "reason": first.reason}),
     }
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as src:
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def keep_totals(manifest: Manifest, config: Config, books: DayBooks, day: DayCounts,

@@ -21,7 +21,7 @@ from .columns import GROUP
 from .config import Config
 from .dedup import KeySetState
 from .errors import StorageError
-from .outputs.manifest import MANIFEST_VERSION, InputRecord
+from .outputs.manifest import MANIFEST_VERSION, InputRecord, file_sha256
 from .sources import InputFile, Storage, storage_for
 
 STATE_FORMAT = 1
@@ -184,7 +184,7 @@ class DayState:
         local = os.path.join(work, "earlier-output.csv")
         if not dest.fetch(f"{config.day_path}/{config.output_name}", local):
             raise StateMismatch("the published output is missing")
-        if _sha256(local) != output.get("sha256"):
+        if file_sha256(local) != output.get("sha256"):
             raise StateMismatch("the published output does not match its manifest")
         earlier.counts = read_counts(local, config)
         os.unlink(local)
@@ -194,7 +194,7 @@ class DayState:
                 raise StateMismatch("the earlier manifest lists bad rows but no rejects file")
             local = os.path.join(work, "earlier-rejects.csv")
             if (not dest.fetch(f"{config.day_path}/{config.rejects_name}", local)
-                    or _sha256(local) != rejects.get("sha256")):
+                    or file_sha256(local) != rejects.get("sha256")):
                 raise StateMismatch("the published rejects do not match their manifest")
             earlier.rejects_path = local
 
@@ -237,7 +237,7 @@ class DayState:
         files = {}
         for name in keys.written:
             path = os.path.join(keys.folder, name)
-            files[name] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+            files[name] = {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
             self.storage.publish(path, f"{self.folder}/{SEGMENTS}/{name}")
             os.unlink(path)
         referenced = _referenced(keys.record)
@@ -281,14 +281,6 @@ def _referenced(record: dict[str, Any]) -> list[str]:
     if "file" in record:
         return [str(record["file"])]
     return sorted({str(run[0]) for runs in record.get("segments", {}).values() for run in runs})
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as src:
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_counts(path: str, config: Config) -> pa.Table:

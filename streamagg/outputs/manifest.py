@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,3 +169,12 @@ def _json_type(value: object) -> str:
     if isinstance(value, bool):
         return "true/false"
     return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a local file, read in 1 MiB pieces (the manifest records files by it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -16,6 +16,7 @@ import pytest
 from streamagg.testing.generate import generate_day
 from tests.cluster.conftest import Cluster
 from tests.conftest import DAY, DAY_ARG, Outcome, collect, day_path, run_api, to_bytes
+from tests.engines.test_spark import comparable
 
 pytest.importorskip("pyspark.sql", reason="the spark extra is not installed")
 pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
@@ -32,19 +33,6 @@ def write_day(root: Path, files: dict[str, str | bytes]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(to_bytes(name, content))
     return root
-
-
-def comparable(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest without what names the run rather than the day."""
-    kept = {k: v for k, v in manifest.items()
-            if k not in ("started", "finished", "elapsed_seconds", "peak_memory_bytes",
-                         "jvm_peak_memory_bytes")}
-    kept["parameters"] = {k: v for k, v in manifest["parameters"].items()
-                          if k not in ("engine", "dest")}
-    for part in ("output", "rejects"):
-        if kept.get(part):
-            kept[part] = {k: v for k, v in kept[part].items() if k != "path"}
-    return kept
 
 
 def assert_same(local: Outcome, on_cluster: Outcome) -> None:
