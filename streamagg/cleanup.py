@@ -12,7 +12,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
 
 from .errors import StorageError
 from .sources import Storage
@@ -29,11 +28,6 @@ UNLOCKED_GRACE_SECONDS = 60.0
 # to a concurrent run and is left alone (a bucket lifecycle rule removes the rest).
 STALE_UPLOAD_SECONDS = 600.0
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-@runtime_checkable
-class _Sweepable(Protocol):
-    def remove_abandoned(self, relatives: list[str], *, older_than: float) -> list[str]: ...
 
 
 @contextlib.contextmanager
@@ -135,11 +129,10 @@ def remove_leftovers(dest: Storage, relatives: list[str], tmp_dir: str | None) -
     """Before a run: remove what killed runs left (work folders, temp files beside the
     outputs, pending multipart uploads to them). Never fails the run: it only tidies."""
     removed = remove_stale_work_folders(tmp_dir)
-    if isinstance(dest, _Sweepable):
-        try:
-            removed += dest.remove_abandoned(relatives, older_than=STALE_UPLOAD_SECONDS)
-        except StorageError as err:
-            log.warning("could not look for leftovers of interrupted runs: %s", err)
+    try:
+        removed += dest.remove_abandoned(relatives, older_than=STALE_UPLOAD_SECONDS)
+    except StorageError as err:
+        log.warning("could not look for leftovers of interrupted runs: %s", err)
     for item in removed:
         log.info("removed a leftover of an interrupted run: %s", item)
     return removed

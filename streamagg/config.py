@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from dataclasses import dataclass, field
 
+from .budget import MIN_MEMORY_LIMIT
 from .errors import UsageError
+from .registry import DEDUPE_BACKENDS, ENGINES
 from .units import human_bytes
 
 DEFAULT_SOURCE = "./data"
 DEFAULT_INITIALS = "SA"
 DEFAULT_MEMORY_LIMIT = "256MB"
-DEDUPE_BACKENDS = ("spill", "sqlite")
-ENGINES = ("local", "spark")
 LOG_FORMATS = ("text", "json")
-# Python, pyarrow and numpy alone take about 90 MB resident: below this no working set is left.
-MIN_MEMORY_LIMIT = 128 * 2**20
+# --spark-env: ship the driver's environment to cluster executors (auto), never (none), or a
+# prepared archive; Spark unpacks these archive kinds (spark.archives).
+SPARK_ENV_CHOICES = ("auto", "none")
+SPARK_ENV_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 # Instants are nanoseconds since 1970 in 64 bits (as in pyarrow and the output's sort): a day
 # outside these can hold no impression, so it is refused rather than read as all bad rows.
@@ -51,6 +54,21 @@ def check_day(day: dt.date) -> None:
 def day_stamp(day: dt.date, separator: str = "") -> str:
     """``YYYY<sep>MM<sep>DD`` with a four-digit year whatever the platform's ``strftime``."""
     return f"{day.year:04d}{separator}{day.month:02d}{separator}{day.day:02d}"
+
+
+def check_spark_env(value: object) -> None:
+    """``auto``, ``none`` or the path of an existing archive Spark can unpack (usage error else)."""
+    if value in SPARK_ENV_CHOICES:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"invalid spark-env {value!r}: expected auto, none or an archive's path")
+    if "\n" in value or "\r" in value or "\x00" in value:
+        raise UsageError("invalid spark-env: control characters in the value")
+    if not value.endswith(SPARK_ENV_SUFFIXES):
+        raise UsageError(f"invalid spark-env {value!r}: expected auto, none or an archive ending "
+                         f"in {', '.join(SPARK_ENV_SUFFIXES)}")
+    if not os.path.isfile(value):
+        raise UsageError(f"invalid spark-env {value!r}: no such file")
 
 
 def parse_size(text: str | int) -> int:
@@ -143,11 +161,13 @@ class Config:
     max_bad_rows: BadRowLimit = field(default_factory=lambda: BadRowLimit(fraction=0.01))
     dry_run: bool = False
     log_format: str = "text"
-    progress: bool = False
     schema: Schema = field(default_factory=Schema)
     workers: int | None = None
     spark_master: str = "local[*]"  # ignored when a Spark session is already running
+    spark_env: str = "auto"  # what the executors run: auto, none or an archive's path
     plot: bool = False  # also write a PNG picture of the day beside the output
+    incremental: bool = False  # fold only new files into the day's kept state
+    state: str | None = None  # root of the kept states; default: beside the results
 
     def __post_init__(self) -> None:
         if isinstance(self.day, str):
@@ -169,15 +189,17 @@ class Config:
                 f"{human_bytes(MIN_MEMORY_LIMIT)} (--memory-limit {MIN_MEMORY_LIMIT // 2**20}MB)"
             )
         if self.dedupe not in DEDUPE_BACKENDS:
-            raise UsageError(f"invalid dedupe backend {self.dedupe!r}: expected spill or sqlite")
+            raise UsageError(f"invalid dedupe backend {self.dedupe!r}: expected "
+                             f"{DEDUPE_BACKENDS.expected()}")
         if self.engine not in ENGINES:
             raise UsageError(
-                f"engine {self.engine!r} is not available: expected {' or '.join(ENGINES)}")
+                f"engine {self.engine!r} is not available: expected {ENGINES.expected()}")
         if self.log_format not in LOG_FORMATS:
             raise UsageError(f"invalid log format {self.log_format!r}: expected text or json")
         if self.workers is not None and self.workers < 1:
             raise UsageError("workers must be >= 1")
-        for name in ("source", "dest", "tmp_dir", "endpoint_url"):
+        check_spark_env(self.spark_env)
+        for name in ("source", "dest", "tmp_dir", "endpoint_url", "state"):
             value = getattr(self, name)
             if value is not None and ("\n" in value or "\r" in value or "\x00" in value):
                 raise UsageError(
@@ -203,6 +225,10 @@ class Config:
     @property
     def rejects_name(self) -> str:
         return f"_daily_agg_{day_stamp(self.day)}_{self.initials}.rejects.csv"
+
+    @property
+    def state_name(self) -> str:
+        return f"_daily_agg_{day_stamp(self.day)}_{self.initials}.state"
 
     @property
     def plot_name(self) -> str:

@@ -7,23 +7,27 @@ import datetime as dt
 import logging
 import os
 import resource
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .aggregate import HourlyRow
 from .cleanup import remove_leftovers, work_folder
+from .columns import BadRow
 from .config import Config
-from .engines import ProgressCallback, engine_for
+from .engines import DayCounts, FileResult, ProgressCallback, RunContext, engine_for
 from .errors import NoInputError, StorageError, UsageError
+from .memory import process_peak_memory
 from .observer import ProgressSink
 from .outputs.csv import publish, write_output
 from .outputs.hourly import TallyingRejects, hourly_section
-from .outputs.manifest import Manifest
+from .outputs.manifest import InputRecord, Manifest, file_sha256
 from .outputs.plot import render_day, require_matplotlib
 from .sources import InputFile, Storage, redact, storage_for
+from .state import DayState, Decision, Earlier, fold_earlier
 from .units import human_bytes
 
 log = logging.getLogger("streamagg")
-
 
 
 @dataclass
@@ -38,18 +42,59 @@ class RunReport:
     plot_uri: str | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
+    mode: str = "full"  # or "incremental": only new files were read
+    mode_reason: str = ""
 
     @property
     def totals(self) -> dict[str, int]:
         return dict(self.manifest.get("totals", {}))
 
 
-def plan(config: Config) -> tuple[Storage, Storage, list[InputFile], int]:
+@dataclass(frozen=True)
+class DayLayout:
+    """The day's files, relative to the destination's root; built once, read everywhere."""
+
+    folder: str  # YYYY/MM/DD: the partition below the source, the results below the destination
+    output: str
+    manifest: str
+    rejects: str
+    plot: str
+
+    @classmethod
+    def of(cls, config: Config) -> DayLayout:
+        folder = config.day_path
+        return cls(folder=folder, output=f"{folder}/{config.output_name}",
+                   manifest=f"{folder}/{config.manifest_name}",
+                   rejects=f"{folder}/{config.rejects_name}", plot=f"{folder}/{config.plot_name}")
+
+    def under(self, name: str) -> str:
+        """Another path in the day's folder (a state folder, say)."""
+        return f"{self.folder}/{name}"
+
+    @property
+    def published(self) -> tuple[str, ...]:
+        """Every file a run may publish, the manifest last."""
+        return (self.output, self.rejects, self.plot, self.manifest)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `plan` found: the two storages, the day's inputs and where its files go."""
+
+    source: Storage
+    dest: Storage
+    inputs: list[InputFile]
+    empty: int  # zero-byte inputs, counted but never read
+    layout: DayLayout
+
+
+def plan(config: Config) -> Plan:
     """List the day's inputs and check where the results go, before anything is read."""
+    layout = DayLayout.of(config)
     source = storage_for(config.source, endpoint_url=config.endpoint_url)
     dest = storage_for(config.resolved_dest, endpoint_url=config.endpoint_url)
-    partition = source.uri_of(config.day_path)
-    out_dir = dest.uri_of(config.day_path)
+    partition = source.uri_of(layout.folder)
+    out_dir = dest.uri_of(layout.folder)
     if out_dir == partition or out_dir.startswith(partition.rstrip("/") + "/"):
         raise UsageError("destination lies inside the source partition; its output would be "
                          "read as input", uri=redact(out_dir))
@@ -61,10 +106,35 @@ def plan(config: Config) -> tuple[Storage, Storage, list[InputFile], int]:
             # A killed run's work files there would be listed as inputs of the next run.
             raise UsageError("--tmp-dir lies inside the source partition; its work files "
                              "would be read as input", uri=work)
-    inputs, empty = source.list_partition(config.day_path)
+    inputs, empty = source.list_partition(layout.folder)
     if not inputs and not empty:
         raise NoInputError("no input files in the partition", uri=partition)
-    return source, dest, inputs, empty
+    return Plan(source, dest, inputs, empty, layout)
+
+
+class DayBooks:
+    """The books every engine reports to: files read, rows read, bad rows, progress."""
+
+    def __init__(self, rejects: TallyingRejects, on_file_done: ProgressCallback | None) -> None:
+        self.rejects = rejects
+        self.on_file_done = on_file_done
+        self.files: list[InputRecord] = []
+        self.rows_read = 0
+        self.empty_files = 0  # non-empty objects holding no header
+
+    def bad_rows(self, rows: Iterable[BadRow], *, read_so_far: int = 0) -> None:
+        # Streamed: a file's bad rows may be kept on disk (`BadRows`), never all in memory.
+        self.rejects.write(rows, self.rows_read + read_so_far)
+
+    def file_done(self, item: InputFile, result: FileResult) -> None:
+        self.rows_read += result.rows_read
+        self.empty_files += result.empty
+        self.files.append(InputRecord(item, result.rows_read, result.bad_rows))
+        if self.on_file_done is not None:
+            self.on_file_done(item)
+
+    def all_read(self) -> None:
+        self.rejects.check(self.rows_read)
 
 
 def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
@@ -73,79 +143,158 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
     started = dt.datetime.now(dt.UTC)
     if config.plot:
         require_matplotlib()
-    source, dest, inputs, empty = plan(config)
-    relative = f"{config.day_path}/{config.output_name}"
-    report = RunReport(config=config, inputs=inputs, output_uri=dest.uri_of(relative))
+    planned = plan(config)
+    source, dest, inputs, layout = planned.source, planned.dest, planned.inputs, planned.layout
+    report = RunReport(config=config, inputs=inputs, output_uri=dest.uri_of(layout.output))
     if config.dry_run:
         report.dry_run = True
         return report
-    remove_leftovers(dest, [relative, f"{config.day_path}/{config.manifest_name}",
-                            f"{config.day_path}/{config.rejects_name}",
-                            f"{config.day_path}/{config.plot_name}"], config.tmp_dir)
-
+    remove_leftovers(dest, list(layout.published), config.tmp_dir)
     manifest = Manifest(config=config, started=started)
-    totals = manifest.totals
-    totals.empty_files = empty
-    log.info("reading %d files (%s) from %s with the %s engine", len(inputs),
-             human_bytes(sum(i.size for i in inputs)), source.uri_of(config.day_path),
-             config.engine)
-    if progress is not None:
-        source, on_file_done = progress.attach(source, inputs, on_file_done)
+    kept = DayState.of(config, dest)
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(work_folder(config.tmp_dir))
+        decision = (kept.decide(dest, inputs, work) if config.incremental
+                    else Decision("full", "--incremental not given"))
+        earlier = decision.earlier
+        report.mode = manifest.mode = decision.mode
+        report.mode_reason = manifest.mode_reason = decision.reason
+        if config.incremental:
+            log.info("%s run: %s", decision.mode, decision.reason,
+                     extra={"mode": decision.mode, "reason": decision.reason})
+        reading = earlier.new_inputs if earlier is not None else inputs
+        log.info("reading %d files (%s) from %s with the %s engine", len(reading),
+                 human_bytes(sum(i.size for i in reading)), source.uri_of(layout.folder),
+                 config.engine)
+        if progress is not None:
+            source, on_file_done = progress.attach(source, reading, on_file_done)
         rejects = stack.enter_context(TallyingRejects(
             os.path.join(work, "rejects.csv"), config.max_bad_rows, config.schema.grain_seconds))
-        day = engine_for(config.engine)(config, source, inputs, work, rejects, on_file_done)
-
-        manifest.inputs = day.files
-        totals.rows_read = day.rows_read
-        totals.empty_files += day.empty_files
-        totals.bad_rows = rejects.count
-        totals.duplicates = day.duplicates
-        totals.conflicting_duplicates = day.conflicting_duplicates
+        books = DayBooks(rejects, on_file_done)
+        # Only the local engine keeps the key set; Spark recomputes the day (docs/SPARK.md).
+        keys = (kept.key_set(work, earlier) if config.incremental and config.engine == "local"
+                else None)
+        if earlier is not None:
+            resume_books(books, earlier)
+        day = engine_for(config.engine)(RunContext(config, source, reading, work, keys), books)
+        if earlier is not None:
+            resume_counts(day, earlier)
         rows = day.counts.rows()
-        totals.output_rows = len(rows)
-        totals.impressions = sum(r.count for r in rows)
-        totals.outside_day = day.counts.outside(config.day)
-        if totals.impressions != totals.rows_read - totals.bad_rows - totals.duplicates:
-            raise StorageError("internal check failed: impressions do not add up; nothing written")
-        manifest.hourly = hourly_section(config.day, config.schema.grain_seconds, rows,
-                                         day.clean_per_bucket, totals.duplicates,
-                                         rejects.per_bucket, rejects.without_time)
-
-        out_path = os.path.join(work, config.output_name)
-        with open(out_path, "wb") as out:
-            sha256 = write_output(rows, out, config.schema)
-        plot_path = os.path.join(work, config.plot_name)
-        if config.plot:  # drawn before anything is published: a failure publishes nothing
-            render_day(plot_path, day=config.day, title=f"{config.day} ({config.initials})",
-                       rows=rows, hourly=manifest.hourly, totals=totals.as_dict(),
-                       group_name=config.schema.group_column)
-        report.output_uri = publish(dest, out_path, relative)
-        manifest.output = {"path": report.output_uri, "bytes": os.path.getsize(out_path),
-                           "sha256": sha256}
-        rejects_relative = f"{config.day_path}/{config.rejects_name}"
-        rejects.close()
-        if totals.bad_rows:
-            report.rejects_uri = publish(dest, rejects.path, rejects_relative)
-            manifest.rejects = {"path": report.rejects_uri, "rows": totals.bad_rows}
-        else:
-            dest.remove(rejects_relative)  # a stale one from an earlier run would mislead
-        plot_relative = f"{config.day_path}/{config.plot_name}"
-        if config.plot:
-            report.plot_uri = publish(dest, plot_path, plot_relative)
-            manifest.plot = {"path": report.plot_uri, "bytes": os.path.getsize(plot_path)}
-        else:
-            dest.remove(plot_relative)  # a picture of an earlier result would mislead
+        keep_totals(manifest, config, books, day, rows, planned.empty)
+        written = write_files(work, config, manifest, rows, rejects)
+        if keys is not None:  # the state first, under new names: nothing refers to it yet
+            manifest.state = kept.publish(keys, state_books(day, books))
+        # The manifest goes last: it records the others, and its presence marks a finished run.
+        for name, relative in (("output", layout.output), ("rejects", layout.rejects),
+                               ("plot", layout.plot)):
+            local, facts = written[name]
+            if local is None:
+                dest.remove(relative)  # a stale one from an earlier run would mislead
+                continue
+            uri = publish(dest, local, relative)
+            setattr(report, f"{name}_uri", uri)
+            setattr(manifest, name, {"path": uri, **facts})
         manifest.finished = dt.datetime.now(dt.UTC)
         manifest.peak_memory_bytes = peak_memory_bytes()
+        manifest.jvm_peak_memory_bytes = day.jvm_peak_memory_bytes
         manifest_path = os.path.join(work, config.manifest_name)
         with open(manifest_path, "w", encoding="utf-8") as out_manifest:
             out_manifest.write(manifest.to_json())
-        report.manifest_uri = publish(dest, manifest_path,
-                                      f"{config.day_path}/{config.manifest_name}")
+        report.manifest_uri = publish(dest, manifest_path, layout.manifest)
         report.manifest = manifest.as_dict()
+        # After the commit: the generations the manifest no longer names (all of them without
+        # --incremental: a state the output has moved past would only mislead).
+        try:
+            kept.collect_garbage(keys)
+        except StorageError as err:
+            log.warning("could not remove an earlier state generation: %s", err)
     return report
+
+
+def resume_books(books: DayBooks, earlier: Earlier) -> None:
+    """Start the books where the earlier runs left them, as a full run would have them by now:
+    their inputs, rows and bad rows (the rejects file too)."""
+    totals, noted = earlier.totals, earlier.books
+    books.files = list(earlier.records)
+    books.rows_read = int(totals["rows_read"])
+    books.empty_files = int(noted["headerless_files"])
+    rejects = books.rejects
+    note = noted.get("first_bad")
+    first = (BadRow(uri=note["uri"], record=0, reason=note["reason"], line=note["line"])
+             if note else None)
+    if earlier.rejects_path is not None:
+        rejects.resume(earlier.rejects_path, int(totals["bad_rows"]), first)
+    rejects.per_bucket = {int(b): n for b, n in noted["bad_per_bucket"].items()}
+    rejects.without_time = int(noted["bad_without_time"])
+
+
+def resume_counts(day: DayCounts, earlier: Earlier) -> None:
+    """Add the earlier runs' counts and de-duplication figures to the new files'."""
+    fold_earlier(day.counts, earlier)
+    day.duplicates += int(earlier.totals["duplicates"])
+    day.conflicting_duplicates += int(earlier.totals["conflicting_duplicates"])
+    for bucket, count in earlier.books["clean_per_bucket"].items():
+        day.clean_per_bucket[int(bucket)] = day.clean_per_bucket.get(int(bucket), 0) + count
+
+
+def state_books(day: DayCounts, books: DayBooks) -> dict[str, Any]:
+    """What the next incremental run needs besides the output, manifest and key set."""
+    first = books.rejects.first
+    return {
+        "clean_per_bucket": {str(b): n for b, n in sorted(day.clean_per_bucket.items())},
+        "bad_per_bucket": {str(b): n for b, n in sorted(books.rejects.per_bucket.items())},
+        "bad_without_time": books.rejects.without_time,
+        "headerless_files": books.empty_files,
+        "first_bad": (None if first is None
+                      else {"uri": first.uri, "line": first.line, "reason": first.reason}),
+    }
+
+
+def keep_totals(manifest: Manifest, config: Config, books: DayBooks, day: DayCounts,
+                rows: list[HourlyRow], empty_listed: int) -> None:
+    """The manifest's inputs, totals and hourly section, checked to add up."""
+    totals = manifest.totals
+    manifest.inputs = books.files
+    totals.rows_read = books.rows_read
+    totals.empty_files = empty_listed + books.empty_files
+    totals.bad_rows = books.rejects.count
+    totals.duplicates = day.duplicates
+    totals.conflicting_duplicates = day.conflicting_duplicates
+    totals.output_rows = len(rows)
+    totals.impressions = sum(r.count for r in rows)
+    totals.outside_day = day.counts.outside(config.day)
+    if totals.impressions != totals.rows_read - totals.bad_rows - totals.duplicates:
+        raise StorageError("internal check failed: impressions do not add up; nothing written")
+    manifest.hourly = hourly_section(config.day, config.schema.grain_seconds, rows,
+                                     day.clean_per_bucket, totals.duplicates,
+                                     books.rejects.per_bucket, books.rejects.without_time)
+
+
+Written = dict[str, tuple[str | None, dict[str, Any]]]
+
+
+def write_files(work: str, config: Config, manifest: Manifest, rows: list[HourlyRow],
+                rejects: TallyingRejects) -> Written:
+    """The day's files in the work folder, each with what the manifest says of it; a file
+    the run does not make is None (its stale copy is removed)."""
+    out_path = os.path.join(work, config.output_name)
+    with open(out_path, "wb") as out:
+        sha256 = write_output(rows, out, config.schema)
+    written: Written = {"output": (out_path, {"bytes": os.path.getsize(out_path),
+                                              "sha256": sha256})}
+    plot_path = None
+    if config.plot:  # drawn before anything is published: a failure publishes nothing
+        plot_path = os.path.join(work, config.plot_name)
+        render_day(plot_path, day=config.day, title=f"{config.day} ({config.initials})",
+                   rows=rows, hourly=manifest.hourly or {}, totals=manifest.totals.as_dict(),
+                   group_name=config.schema.group_column)
+    written["plot"] = (plot_path, {"bytes": os.path.getsize(plot_path)} if plot_path else {})
+    rejects.close()
+    # Its checksum lets an incremental run trust it as the start of the day's rejects.
+    written["rejects"] = (rejects.path if rejects.count else None,
+                          {"rows": rejects.count, "sha256": file_sha256(rejects.path)}
+                          if rejects.count else {"rows": 0})
+    return written
 
 
 def peak_memory_bytes() -> int:
@@ -154,11 +303,8 @@ def peak_memory_bytes() -> int:
     VmHWM, where Linux has it: ru_maxrss survives exec, so a process started by fork from a
     large parent would report the parent's size as its own peak.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    peak = process_peak_memory("self")
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+

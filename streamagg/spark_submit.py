@@ -8,7 +8,6 @@ import shutil
 import stat
 import sys
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -58,21 +57,11 @@ def command_args(argv: list[str]) -> list[str]:
 def shipped_package(spark: SparkSession) -> Iterator[None]:
     """Send the driver's own copy of streamagg to the executors, so both run the same code even
     where the cluster has another version installed, or none (its dependencies must be there)."""
-    import streamagg
+    from streamagg.engines.spark.shipping import ship_package
 
-    # The imported package, not this file's folder: spark-submit may run a copy of this file.
-    package = os.path.dirname(os.path.abspath(streamagg.__file__))
     folder = tempfile.mkdtemp(prefix="streamagg-pyfiles-")
-    path = os.path.join(folder, "streamagg.zip")
     try:
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-            for root, dirs, files in os.walk(package):
-                dirs[:] = [d for d in dirs if d != "__pycache__"]
-                for name in sorted(files):
-                    if name.endswith(".py"):
-                        full = os.path.join(root, name)
-                        archive.write(full, os.path.relpath(full, os.path.dirname(package)))
-        spark.sparkContext.addPyFile(path)
+        ship_package(spark.sparkContext, folder)
         yield
     finally:
         shutil.rmtree(folder, ignore_errors=True)

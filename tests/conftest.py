@@ -22,7 +22,7 @@ import boto3
 import pytest
 from click.testing import CliRunner, Result
 
-from streamagg import config as config_module
+from streamagg import registry
 
 DAY = date(2021, 1, 30)
 DAY_ARG = "2021-01-30"
@@ -31,8 +31,8 @@ MANIFEST_NAME = "_daily_agg_20210130_SA.manifest.json"
 REJECTS_NAME = "_daily_agg_20210130_SA.rejects.csv"
 
 # Every engine and backend the package offers runs the contract: "spark" joins by itself.
-ENGINES = list(config_module.ENGINES)
-DEDUPE_BACKENDS = list(config_module.DEDUPE_BACKENDS)
+ENGINES = list(registry.ENGINES.names)
+DEDUPE_BACKENDS = list(registry.DEDUPE_BACKENDS.names)
 
 
 @pytest.fixture(autouse=True)
@@ -462,3 +462,35 @@ def s3_any(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> S
     """A fresh bucket on each S3 server in turn: the S3 contract runs on moto and SeaweedFS."""
     endpoint = request.getfixturevalue(f"{request.param}_server")
     return bucket_on(endpoint, monkeypatch, request.param)
+
+
+def run_on_s3(runner: Callable[..., Outcome], s3: S3, source: Path | str, *,
+              dest: Path | str | None = None, day: date = DAY, **options: Any) -> Outcome:
+    """The same run with its source and destination in a bucket over HTTP.
+
+    The local folders the test prepared go up first (inputs, and any earlier results below
+    them), the day's results come down after, where the test reads them locally.
+    """
+    source = Path(source)
+    keys = {source: "in"} if dest is None else {source: "in", Path(dest): "out"}
+    for root, prefix in keys.items():
+        for path in sorted(root.rglob("*")) if root.exists() else []:
+            if path.is_file():
+                s3.client.put_object(Bucket=s3.bucket, Body=path.read_bytes(),
+                                     Key=f"{prefix}/{path.relative_to(root).as_posix()}")
+    remote_dest = None if dest is None else f"{s3.uri}/out"
+    outcome = runner(f"{s3.uri}/in", dest=remote_dest, day=day, endpoint_url=s3.endpoint,
+                     **options)
+    out_dir = (source / "results" if dest is None else Path(dest)) / day_path(day)
+    prefix = ("in/results/" if dest is None else "out/") + day_path(day) + "/"
+    for path in out_dir.iterdir() if out_dir.exists() else []:
+        if path.is_file():
+            path.unlink()  # what the run left is what the bucket holds now
+    for key in s3.keys(prefix):
+        target = out_dir / key[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(s3.get(key))
+    downloaded = collect(outcome.exit_code, outcome.message, out_dir,
+                         options.get("initials", "SA"), day)
+    downloaded.report = outcome.report
+    return downloaded

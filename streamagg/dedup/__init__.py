@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from ..registry import DEDUPE_BACKENDS
 
 if TYPE_CHECKING:
     from ..aggregate import HourlyCounts
@@ -22,8 +24,31 @@ class DedupStats:
     conflicting_duplicates: int = 0
 
 
+@dataclass
+class KeySetState:
+    """A day's key set kept between runs, in the backend's own on-disk form.
+
+    ``record`` is the backend's own description of its files (for spill: the partition count
+    and each partition's segment files; for sqlite: the database file). Given one from an
+    earlier run (``resume``), the backend starts from those keys and de-duplicates the new rows
+    against them; either way, by the end of `Deduper.fold_into` it has written this run's new
+    files into ``folder`` (named ``written``) and left the next generation's description in
+    ``record``.
+    """
+
+    folder: str
+    generation: str
+    # A stored file's local path (downloaded into the work folder when the state is remote),
+    # and the call that says the backend is done with it.
+    stored_path: Callable[[str], str]
+    release: Callable[[str], None]
+    resume: bool = False
+    record: dict[str, Any] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+
+
 class Deduper(Protocol):
-    """Feed clean batches (key, instant, group) in the day's order; read back the first occurrences.
+    """Feed clean batches (key, instant, group) in the day's order; fold the first occurrences.
 
     Implementations own their temporary files and remove them in `close`, also on failure.
     """
@@ -33,12 +58,9 @@ class Deduper(Protocol):
     def add(self, batch: pa.RecordBatch) -> None:
         """Take the next rows of the day, in file order then row order."""
 
-    def survivors(self) -> Iterator[pa.RecordBatch]:
-        """The first occurrence of every key, as batches of (group, instant), in no set order."""
-
     def fold_into(self, counts: HourlyCounts) -> None:
-        """Add the first occurrences to ``counts``, the way this backend does it fastest, and
-        fill in `stats`; equal to folding every batch of `survivors`."""
+        """Add the first occurrence of every key to ``counts``, the way this backend does it
+        fastest, and fill in `stats`."""
 
     def close(self) -> None:
         """Remove every temporary file."""
@@ -74,17 +96,13 @@ def _empty_binary() -> pa.Scalar:
 
 
 def make_deduper(kind: str, *, tmp_dir: str | None, memory_limit: int,
-                 expected_bytes: int = 0, grain_seconds: int = 3600) -> Deduper:
-    """The backend named ``kind`` (``spill`` or ``sqlite``), working inside ``tmp_dir``;
-    `Deduper.fold_into` takes counts of ``grain_seconds``."""
-    if kind == "spill":
-        from .spill import SpillDeduper
-
-        return SpillDeduper(tmp_dir=tmp_dir, memory_limit=memory_limit,
-                            expected_bytes=expected_bytes)
-    if kind == "sqlite":
-        from .sqlite import SqliteDeduper
-
-        return SqliteDeduper(tmp_dir=tmp_dir, memory_limit=memory_limit,
-                             grain_seconds=grain_seconds)
-    raise ValueError(f"unknown dedupe backend {kind!r}")
+                 expected_bytes: int = 0, grain_seconds: int = 3600,
+                 state: KeySetState | None = None) -> Deduper:
+    """The backend named ``kind`` (see `streamagg.registry.DEDUPE_BACKENDS`), working inside
+    ``tmp_dir``; `Deduper.fold_into` takes counts of ``grain_seconds``. With ``state`` it starts
+    from the keys kept by an earlier run (when ``state.resume``) and keeps the day's keys for
+    the next."""
+    backend = DEDUPE_BACKENDS.load(kind)
+    return cast(Deduper, backend(tmp_dir=tmp_dir, memory_limit=memory_limit,
+                                 expected_bytes=expected_bytes, grain_seconds=grain_seconds,
+                                 state=state))

@@ -8,21 +8,21 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..aggregate import HourlyCounts
+from ..budget import Budget
 from ..columns import CLEAN_SCHEMA, GROUP, INSTANT, KEY
-from . import DedupStats, exact_keys
+from . import DedupStats, KeySetState, exact_keys
 
 # Working memory of one partition's de-duplication per byte spilled (key strings, dictionary
 # hash table, codes, masks), measured on generated days and rounded up.
 WORK_PER_SPILLED_BYTE = 4
 MAX_PARTITIONS = 256
-# Python, pyarrow and numpy loaded, code pages included, before any work (measured: 72 MB).
-RUNTIME_BYTES = 80 * 2**20
 SPLIT_FANOUT = 16
 # Levels split by hashing (instant, then id twice); below them, or when a hash split made no
 # progress, pieces are cut by ranges of the exact key (see `_range_bounds`).
@@ -33,25 +33,37 @@ RANGE_SAMPLE = 4096
 # splitting them one by one cost more than the de-duplication itself on a 100M-row day.
 SPLIT_BATCH_ROWS = 65_536
 _Done = tuple[pa.RecordBatch, int, int]  # first occurrences, duplicates, conflicts
-_GROUP_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])
+_GROUP_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64()), (KEY, pa.string())])
+# A kept partition's segment files: the exact key (see `exact_keys`) and its first group.
+STATE_SCHEMA = pa.schema([("k", pa.binary()), (GROUP, pa.string())])
+# A partition's runs of kept batches are merged into one when a refresh would add one more
+# than this: each refresh reads them all anyway, so the merge costs only the write.
+MAX_SEGMENTS = 8
 
 
 class SpillDeduper:
     """Keys are hash-partitioned on their id into spill files; a partition fits in memory."""
 
-    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0) -> None:
+    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0,
+                 grain_seconds: int = 3600,  # the grain: `fold_into`'s counts carry it
+                 state: KeySetState | None = None) -> None:
         self.stats = DedupStats()
+        self._state = state
+        self._generation: tuple[pa.NativeFile, pa.ipc.RecordBatchFileWriter] | None = None
+        self._batches = 0  # written to this run's state file so far
+        self._ranges: dict[int, list[list[Any]]] = {}  # this run's batches of each partition
+        self._readers: dict[str, tuple[pa.NativeFile, pa.ipc.RecordBatchFileReader]] = {}
+        self._merged: set[int] = set()  # partitions whose new batches hold the stored rows
         # mkdtemp creates the folder 0700: spilled keys are customer data.
         self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
-        # Half of what the runtime leaves for one partition's work; the other half is what the
-        # allocators keep and the hourly counts. A third of the whole budget, as it was, let a
-        # 100M-row day peak at 145 MB under 128MB.
-        # Two partitions at once where the budget allows (each gets half of its share).
-        self.threads = max(1, min(2, os.cpu_count() or 1)) if memory_limit >= 256 * 2**20 else 1
-        working = max(memory_limit - RUNTIME_BYTES, memory_limit // 4)
-        self.partition_budget = max(working // 2 // self.threads, 8 * 2**20)
+        budget = Budget.of(memory_limit)
+        self.threads = budget.spill_threads
+        self.partition_budget = budget.spill_partition_bytes
         wanted = expected_bytes * WORK_PER_SPILLED_BYTE // self.partition_budget + 1
         self.partitions = min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length()))
+        if state is not None and state.resume:
+            # New keys must meet the stored ones: the stored partitioning decides.
+            self.partitions = int(state.record["partitions"])
         self._writers = _PartitionWriters(self.folder, "p", self.partitions, CLEAN_SCHEMA)
 
     def __enter__(self) -> SpillDeduper:
@@ -64,29 +76,194 @@ class SpillDeduper:
         self._writers.write(batch, partition_by_instant(batch.column(INSTANT), self.partitions))
 
     def survivors(self) -> Iterator[pa.RecordBatch]:
+        if self._state is not None and self._state.resume:
+            yield from self._resumed_survivors(self._state)
+            return
         paths = self._writers.close()
         # Partitions are independent and Arrow's kernels release the GIL: a few at once, in a
         # window as wide as the pool so no more than that are in memory.
         with ThreadPoolExecutor(max_workers=self.threads,
                                 thread_name_prefix="streamagg-dedup") as pool:
-            window: deque[Future[list[_Done]]] = deque()
+            window: deque[tuple[str, Future[list[_Done]]]] = deque()
             for path in paths:
-                window.append(pool.submit(self._partition_survivors, path, 1))
+                window.append((path, pool.submit(self._partition_survivors, path, 1)))
                 if len(window) >= self.threads:
-                    yield from self._collect(window.popleft().result())
+                    done_path, done = window.popleft()
+                    yield from self._collect(done.result(), done_path)
             while window:
-                yield from self._collect(window.popleft().result())
+                done_path, done = window.popleft()
+                yield from self._collect(done.result(), done_path)
+        if self._state is not None:
+            self._finish_kept(self._state, {})
 
     def fold_into(self, counts: HourlyCounts) -> None:
         for batch in self.survivors():
             counts.fold(batch)
 
-    def _collect(self, done: list[_Done]) -> Iterator[pa.RecordBatch]:
+    def _collect(self, done: list[_Done], path: str) -> Iterator[pa.RecordBatch]:
         for batch, duplicates, conflicts in done:
             self.stats.duplicates += duplicates
             self.stats.conflicting_duplicates += conflicts
             if batch.num_rows:
+                if self._state is not None:
+                    self._keep(_partition_index(path), batch)
                 yield batch
+
+    # The kept state: each partition's first occurrences as (exact key, group) batches. A run
+    # writes one Arrow file (one upload, one fsync); the record lists, per partition, its runs
+    # of batches in such files: [file, first batch, batch count].
+
+    def _write_kept(self, index: int, batch: pa.RecordBatch) -> None:
+        """Add rows of partition ``index``, in the state's form, to this run's file."""
+        state = self._state
+        assert state is not None
+        name = f"{state.generation}.arrow"
+        if self._generation is None:
+            sink = _private_file(os.path.join(state.folder, name))
+            self._generation = (sink, pa.ipc.new_file(sink, STATE_SCHEMA))
+            state.written.append(name)
+        ranges = self._ranges.setdefault(index, [])
+        if not ranges or ranges[-1][0] != name or ranges[-1][1] + ranges[-1][2] != self._batches:
+            ranges.append([name, self._batches, 0])
+        self._generation[1].write_batch(batch)
+        ranges[-1][2] += 1
+        self._batches += 1
+
+    def _keep(self, index: int, batch: pa.RecordBatch) -> None:
+        """Add first occurrences of partition ``index`` to the kept state."""
+        self._write_kept(index, _state_batch(batch))
+
+    def _finish_kept(self, state: KeySetState, stored: dict[int, list[list[Any]]]) -> None:
+        """Close this run's file; record every partition's batches for the next run."""
+        self._close_kept()
+        segments = dict(stored)
+        for index, ranges in self._ranges.items():
+            # A merged partition's batches hold its stored rows too; else they add to them.
+            segments[index] = (ranges if index in self._merged
+                               else [*segments.get(index, []), *ranges])
+        self._ranges = {}
+        state.record = {"partitions": self.partitions, "seed": 0,
+                        "segments": {str(i): segments[i] for i in sorted(segments)}}
+
+    def _close_kept(self) -> None:
+        if self._generation is not None:
+            sink, writer = self._generation
+            self._generation = None
+            writer.close()
+            sink.close()
+        for path, (source, _) in self._readers.items():
+            source.close()
+            if self._state is not None:
+                self._state.release(path)
+        self._readers = {}
+
+    def _stored_batches(self, state: KeySetState,
+                        ranges: list[list[Any]]) -> Iterator[pa.RecordBatch]:
+        """A partition's stored batches, read (not mapped) one at a time."""
+        for name, first, count in ranges:
+            local = state.stored_path(name)
+            entry = self._readers.get(local)
+            if entry is None:
+                source = pa.OSFile(local)
+                entry = self._readers[local] = (source, pa.ipc.open_file(source))
+            for number in range(first, first + count):
+                yield entry[1].get_batch(number)
+
+    def _resumed_survivors(self, state: KeySetState) -> Iterator[pa.RecordBatch]:
+        """First occurrences among the new rows that no stored key already holds."""
+        stored = {int(i): [list(r) for r in ranges]
+                  for i, ranges in state.record["segments"].items()}
+        for path in self._writers.close():
+            index = _partition_index(path)
+            ranges = stored.get(index, [])
+            merge = len(ranges) + 1 > MAX_SEGMENTS
+            if self._new_rows_fit(os.path.getsize(path)):
+                pieces = [path]
+            else:
+                # More new rows than fit at once (the state's partitions were sized for a
+                # smaller day): cut them by instant, as a full run would, and hold each piece
+                # against the stored keys in turn. Equal keys share an instant, hence a piece.
+                pieces = self._split_on_disk(path, lambda batch: partition_by_instant(
+                    batch.column(INSTANT), SPLIT_FANOUT, seed=1))
+            for piece in pieces:
+                with pa.ipc.open_stream(pa.OSFile(piece)) as stream:
+                    table = stream.read_all()
+                os.unlink(piece)
+                # One piece: the stored batches are merged while they are read anyway.
+                copy = merge and len(pieces) == 1
+                batch, duplicates, conflicts = self._against_stored(state, index, table, ranges,
+                                                                    copy=copy)
+                del table
+                self.stats.duplicates += duplicates
+                self.stats.conflicting_duplicates += conflicts
+                if batch.num_rows:
+                    self._keep(index, batch)
+                    yield batch
+            if merge:
+                if len(pieces) > 1:
+                    for kept in self._stored_batches(state, ranges):
+                        self._write_kept(index, kept)
+                self._merged.add(index)
+        self._finish_kept(state, stored)
+
+    def _new_rows_fit(self, size: int) -> bool:
+        """Whether a partition's new rows (``size`` bytes spilled) can be held at once."""
+        return size * WORK_PER_SPILLED_BYTE <= self.partition_budget
+
+    def _against_stored(self, state: KeySetState, index: int, table: pa.Table,
+                        ranges: list[list[Any]], *, copy: bool = False) -> _Done:
+        """De-duplicate one partition's new rows against themselves and its stored keys
+        (copying the stored batches into this run's file when ``copy``: a merge).
+
+        The hash table is over the new rows only; stored batches are streamed past it, so
+        memory follows the new rows, however large the day's key set has grown. A stored key
+        came first (new files sort after every recorded one), so a new row holding it is a
+        duplicate, conflicting when its group differs from the stored group.
+        """
+        if not table.num_rows:
+            if copy:
+                for kept in self._stored_batches(state, ranges):
+                    self._write_kept(index, kept)
+            return pa.RecordBatch.from_pylist([], schema=_GROUP_OUT), 0, 0
+        encoded = pc.dictionary_encode(exact_keys(table.column(KEY), table.column(INSTANT)))
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        unique = encoded.dictionary
+        _, first_row = np.unique(codes, return_index=True)
+        matched_codes: list[np.ndarray] = []
+        matched_groups: list[pa.Array] = []
+        for stored in self._stored_batches(state, ranges):
+            if copy:
+                self._write_kept(index, stored)
+            found = pc.index_in(stored.column(0), value_set=unique)
+            hit = found.is_valid()
+            if pc.any(hit).as_py():
+                matched_codes.append(
+                    found.filter(hit).to_numpy(zero_copy_only=False).astype(np.int64))
+                matched_groups.append(stored.column(1).filter(hit))
+        groups = table.column(GROUP).combine_chunks()
+        first_group = groups.take(pa.array(first_row))
+        matched = np.zeros(len(unique), dtype=bool)
+        if matched_codes:
+            hits = np.concatenate(matched_codes)
+            matched[hits] = True
+            # The group a key first had: the stored one where the key was stored.
+            where = np.arange(len(unique), dtype=np.int64)
+            where[hits] = len(unique) + np.arange(len(hits), dtype=np.int64)
+            first_group = pa.concat_arrays([first_group, *matched_groups]).take(pa.array(where))
+        keep = np.zeros(len(codes), dtype=bool)
+        keep[first_row] = True
+        keep &= ~matched[codes]
+        dropped = ~keep
+        duplicates = int(dropped.sum())
+        conflicts = 0
+        if duplicates:
+            mask = pa.array(dropped)
+            conflicts = int(pc.sum(pc.not_equal(
+                groups.filter(mask), first_group.take(pa.array(codes[dropped])))).as_py() or 0)
+        kept = table.select([GROUP, INSTANT, KEY]).filter(pa.array(keep)).combine_chunks()
+        batch = (kept.to_batches()[0] if kept.num_rows
+                 else pa.RecordBatch.from_pylist([], schema=_GROUP_OUT))
+        return batch, duplicates, conflicts
 
     def _partition_survivors(self, path: str, depth: int) -> list[_Done]:
         size = os.path.getsize(path)
@@ -168,7 +345,8 @@ class SpillDeduper:
                 seen_keys = pa.concat_arrays([seen_keys, keys.filter(mask)])
                 seen_groups = pa.concat_arrays([seen_groups, groups.filter(mask)])
                 kept.append(pa.RecordBatch.from_arrays(
-                    [groups.filter(mask), rows.column(INSTANT).filter(mask)], schema=_GROUP_OUT))
+                    [groups.filter(mask), rows.column(INSTANT).filter(mask),
+                     rows.column(KEY).filter(mask)], schema=_GROUP_OUT))
         os.unlink(path)
         batch = (pa.Table.from_batches(kept, schema=_GROUP_OUT).combine_chunks().to_batches()[0]
                  if kept
@@ -210,6 +388,10 @@ class SpillDeduper:
 
     def close(self) -> None:
         try:
+            self._close_kept()
+        except OSError:
+            pass  # the run failed; its state file is never published
+        try:
             self._writers.close()
         except OSError:
             pass  # the files are discarded anyway (a full disk fails here too)
@@ -223,10 +405,22 @@ def _survivors_of(table: pa.Table) -> _Done:
         return pa.RecordBatch.from_pylist([], schema=_GROUP_OUT), 0, 0
     keep, duplicates, conflicts = first_occurrences(
         table.column(KEY), table.column(INSTANT), table.column(GROUP))
-    kept = table.select([GROUP, INSTANT]).filter(pa.array(keep)).combine_chunks()
+    kept = table.select([GROUP, INSTANT, KEY]).filter(pa.array(keep)).combine_chunks()
     batch = (kept.to_batches()[0] if kept.num_rows
              else pa.RecordBatch.from_pylist([], schema=_GROUP_OUT))
     return batch, duplicates, conflicts
+
+
+def _partition_index(path: str) -> int:
+    """The top-level partition of a spill file named ``pNNNN.arrow``."""
+    return int(os.path.basename(path)[1:5])
+
+
+def _state_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """First occurrences as a kept segment's rows: exact key and group."""
+    return pa.RecordBatch.from_arrays(
+        [exact_keys(batch.column(KEY), batch.column(INSTANT)), batch.column(GROUP)],
+        schema=STATE_SCHEMA)
 
 
 def _by_partition(batch: pa.RecordBatch, partition: np.ndarray,

@@ -6,17 +6,16 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from ..aggregate import HourlyCounts, sum_per_pair
+from ..budget import Budget
 from ..columns import GROUP, INSTANT, KEY
 from ..errors import StorageError
-from . import DedupStats, exact_keys
+from . import DedupStats, KeySetState, exact_keys
 
-_OUT = pa.schema([(GROUP, pa.string()), (INSTANT, pa.int64())])
 _FETCH = 20_000
 _SLICE = 8_192
 
@@ -32,29 +31,46 @@ class SqliteDeduper:
     end (a GROUP BY over it took a fifth of the run).
     """
 
-    def __init__(self, *, tmp_dir: str | None, memory_limit: int,
-                 grain_seconds: int = 3600) -> None:
+    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0,
+                 grain_seconds: int = 3600, state: KeySetState | None = None) -> None:
+        # sqlite grows as it needs: no size hint
         self.stats = DedupStats()
+        self._state = state
         self.folder = tempfile.mkdtemp(prefix="streamagg-sqlite-", dir=tmp_dir)
         self.path = os.path.join(self.folder, "keys.sqlite")
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # sqlite keeps the mode
+        resume = state is not None and state.resume
+        if state is not None and resume:
+            # The kept key table, copied: the stored generation stays as it was until this
+            # run's is published.
+            stored = state.stored_path(str(state.record["file"]))
+            try:
+                with open(stored, "rb") as src, open(self.path, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            finally:
+                state.release(stored)
         self._arrived = HourlyCounts(grain_seconds)
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        # The page cache is the only large allocation. A thirty-second of the budget: on a
-        # 10M-row day a cache of 4 to 32 MB made no difference to the time (the kernel's page
-        # cache serves the rest), and a larger one cost the 128 MB limit. The database is
-        # scratch: no journal, no fsync.
-        cache_kib = max(memory_limit // 32 // 1024, 2048)
+        # The page cache is the only large allocation (its share: `Budget.sqlite_cache_kib`).
+        # The database is scratch: no journal, no fsync.
+        cache_kib = Budget.of(memory_limit).sqlite_cache_kib
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE",
                        "locking_mode=EXCLUSIVE", f"cache_size=-{cache_kib}"):
             self._db.execute(f"PRAGMA {pragma}")
-        self._db.execute("CREATE TABLE keys (k BLOB PRIMARY KEY, grp TEXT NOT NULL, later TEXT)"
-                         " WITHOUT ROWID")
-        self._db.execute("CREATE TABLE dropped (k BLOB NOT NULL, grp TEXT NOT NULL,"
-                         " conflict INTEGER NOT NULL)")
-        self._db.execute(
-            "CREATE TRIGGER drop_later AFTER UPDATE OF later ON keys BEGIN"
-            " INSERT INTO dropped VALUES (NEW.k, NEW.later, NEW.later <> NEW.grp); END")
+        if resume:
+            try:
+                self._db.execute("DELETE FROM dropped")  # the earlier runs' are counted already
+            except sqlite3.Error as err:
+                raise StorageError(f"kept sqlite key table unusable: {err}",
+                                   uri=self.path) from err
+        else:
+            self._db.execute("CREATE TABLE keys (k BLOB PRIMARY KEY, grp TEXT NOT NULL,"
+                             " later TEXT) WITHOUT ROWID")
+            self._db.execute("CREATE TABLE dropped (k BLOB NOT NULL, grp TEXT NOT NULL,"
+                             " conflict INTEGER NOT NULL)")
+            self._db.execute(
+                "CREATE TRIGGER drop_later AFTER UPDATE OF later ON keys BEGIN"
+                " INSERT INTO dropped VALUES (NEW.k, NEW.later, NEW.later <> NEW.grp); END")
         self._insert = ("INSERT INTO keys (k, grp) VALUES (?, ?)"
                         " ON CONFLICT (k) DO UPDATE SET later = excluded.grp")
 
@@ -81,26 +97,25 @@ class SqliteDeduper:
         except sqlite3.Error as err:
             raise StorageError(f"sqlite key table failed: {err}", uri=self.path) from err
 
-    def survivors(self) -> Iterator[pa.RecordBatch]:
-        try:
-            self._read_dropped(None)
-            cursor = self._db.execute("SELECT grp, substr(k, 1, 8) FROM keys")
-            while rows := cursor.fetchmany(_FETCH):
-                groups, prefixes = zip(*rows, strict=True)
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(groups, pa.string()), pa.array(_instants(prefixes), pa.int64())],
-                    schema=_OUT)
-        except sqlite3.Error as err:
-            raise StorageError(f"sqlite key table failed: {err}", uri=self.path) from err
-
     def fold_into(self, counts: HourlyCounts) -> None:
         if counts.grain_ns != self._arrived.grain_ns:
             raise ValueError("fold_into: counts of another grain than this key table's")
         counts.fold_counts(self._arrived.table())
         try:
             self._read_dropped(counts)
+            if self._state is not None:
+                self._save_state(self._state)
         except sqlite3.Error as err:
             raise StorageError(f"sqlite key table failed: {err}", uri=self.path) from err
+
+    def _save_state(self, state: KeySetState) -> None:
+        """Hand the key table over as the next generation's: its dropped rows are counted."""
+        self._db.execute("DELETE FROM dropped")
+        self._db.close()
+        name = f"{state.generation}-keys.sqlite"
+        os.replace(self.path, os.path.join(state.folder, name))
+        state.written.append(name)
+        state.record = {"file": name}
 
     def _read_dropped(self, counts: HourlyCounts | None) -> None:
         """Fill in `stats` from the dropped rows and, given counts, take them out of them."""

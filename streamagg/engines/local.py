@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -12,25 +11,27 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from ..aggregate import HourlyCounts
+from ..budget import Budget
 from ..columns import INSTANT, BadRows, FileStats
 from ..config import Config
 from ..dedup import make_deduper
 from ..errors import StorageError
 from ..outputs.hourly import tally_buckets
-from ..outputs.manifest import InputRecord
-from ..outputs.rejects import RejectsFile
 from ..read import locate_bad_rows, open_decompressed, read_batches
 from ..sources import InputFile, Storage
-from . import DayCounts, ProgressCallback
+from . import Books, DayCounts, FileResult, RunContext
 from .prefetch import ordered_prefetch
 
 # gzip typically shrinks these logs about 5x; the spill backend sizes its partitions from this.
 GZIP_RATIO = 5
 
 
-def count_day(config: Config, source: Storage, inputs: list[InputFile], work: str,
-              rejects: RejectsFile, on_file_done: ProgressCallback | None = None) -> DayCounts:
-    """Read, de-duplicate and count the day on this machine, within ``config.memory_limit``."""
+def count_day(run: RunContext, books: Books) -> DayCounts:
+    """Read, de-duplicate and count the day on this machine, within ``config.memory_limit``.
+
+    With ``run.keys`` the key set starts from (and is kept as) the day's state: ``run.inputs``
+    are then the new files only, and the result counts them alone."""
+    config, source, inputs, work = run.config, run.source, run.inputs, run.work
     expected = sum(i.size * (GZIP_RATIO if i.gzip else 1) for i in inputs)
     result = DayCounts(HourlyCounts(config.schema.grain_seconds))
 
@@ -41,13 +42,13 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
 
     with make_deduper(config.dedupe, tmp_dir=work, memory_limit=config.memory_limit,
                       expected_bytes=expected,
-                      grain_seconds=config.schema.grain_seconds) as dedup:
+                      grain_seconds=config.schema.grain_seconds, state=run.keys) as dedup:
         # Files are parsed on reader threads (Arrow releases the GIL) but reach the
         # de-duplication strictly in file order, so the first occurrence stays first.
-        workers = config.workers or default_workers(config.memory_limit)
-        depth = queue_depth(config.memory_limit)
-        for item, batch_or_stats in ordered_prefetch(batches_then_stats, inputs,
-                                                      workers=workers, depth=depth):
+        budget = Budget.of(config.memory_limit)
+        for item, batch_or_stats in ordered_prefetch(
+                batches_then_stats, inputs, workers=config.workers or budget.reader_threads,
+                depth=budget.queue_depth):
             if isinstance(batch_or_stats, pa.RecordBatch):
                 try:
                     dedup.add(batch_or_stats)
@@ -60,14 +61,11 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
                               config.schema.grain_seconds)
             elif isinstance(batch_or_stats, FileStats):
                 stats = batch_or_stats
-                result.rows_read += stats.rows_read
-                result.empty_files += stats.empty
-                result.files.append(InputRecord(item, stats.rows_read, len(stats.bad_rows)))
-                rejects.write(stats.bad_rows, result.rows_read)
+                books.bad_rows(stats.bad_rows, read_so_far=stats.rows_read)
+                books.file_done(item, FileResult(stats.rows_read, len(stats.bad_rows),
+                                                 stats.empty))
                 stats.bad_rows.close()
-            elif on_file_done:
-                on_file_done(item)
-        rejects.check(result.rows_read)
+        books.all_read()
         try:
             dedup.fold_into(result.counts)
         except OSError as err:
@@ -80,43 +78,16 @@ def count_day(config: Config, source: Storage, inputs: list[InputFile], work: st
 def read_file(config: Config, source: Storage, item: InputFile,
               stats: FileStats) -> Iterator[pa.RecordBatch]:
     """One input's clean batches, in order; its bad rows, located, end up in ``stats``."""
+    budget = Budget.of(config.memory_limit)
     with open_input(source, item) as stream:
         yield from read_batches(stream, item.uri, schema=config.schema,
                                 chunk_size=config.chunk_size,
-                                block_size=reader_block_size(config.memory_limit), stats=stats,
+                                block_size=budget.reader_block_size, stats=stats,
                                 reopen=functools.partial(open_input, source, item),
-                                gather_rows=gather_rows(config.memory_limit),
+                                gather_rows=budget.gather_rows,
                                 stop_after_bad=config.max_bad_rows.count)
     if stats.bad_rows:
         locate_bad_rows(functools.partial(open_input, source, item), stats)
-
-
-def default_workers(memory_limit: int) -> int:
-    """Reader threads: one per core up to four, but one below 256 MB: a reader holds about
-    30 MB (pyarrow's read-ahead, gathered rows, the batches queued for the consumer)."""
-    if memory_limit < 256 * 2**20:
-        return 1
-    return max(1, min(4, os.cpu_count() or 1, memory_limit // (96 * 2**20)))
-
-
-def queue_depth(memory_limit: int) -> int:
-    """Clean batches a reader may hold for the consumer: a thirty-second of the budget (a batch
-    is ~64 B a row), two at 128 and 256 MB. Deeper queues bought no speed on a 10M-row day, and
-    when the consumer is the slower side (the sqlite backend) they fill and cost the budget."""
-    return max(2, memory_limit // 32 // (gather_rows(memory_limit) * 64))
-
-
-def gather_rows(memory_limit: int) -> int:
-    """Rows a reader gathers before cleaning: 65,536 at 256 MB, fewer under tighter limits."""
-    return max(8_192, memory_limit // 4096)
-
-
-def reader_block_size(memory_limit: int) -> int:
-    """CSV bytes pyarrow parses at once: 256 KiB up to a 256 MB budget. pyarrow reads about a
-    dozen blocks ahead per file, so the block is what bounds a reader's memory (1 MiB blocks
-    cost 60 MB more peak on a 10M-row day than 256 KiB, for no speed); it also caps the
-    longest row pyarrow can take (longer rows go through the slower csv fallback)."""
-    return max(256 << 10, min(4 << 20, memory_limit // 1024))
 
 
 @contextlib.contextmanager

@@ -8,7 +8,11 @@ import logging
 import os
 import sys
 
+from ..budget import Budget
+
 log = logging.getLogger("streamagg")
+
+DEFAULT_TRIM_THRESHOLD = 8 << 20  # without a limit: `Budget`'s for 256 MB and up
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -50,8 +54,8 @@ def tune_allocators(*, memory_limit: int | None = None, arena_max: int = 2,
             pa.jemalloc_set_decay_ms(arrow_decay_ms)
         except (NotImplementedError, pa.ArrowNotImplementedError):
             pass
-    small = memory_limit is not None and memory_limit < 256 * 2**20
-    trim_threshold = (2 if small else 8) << 20
+    trim_threshold = (Budget.of(memory_limit).heap_trim_threshold if memory_limit is not None
+                      else DEFAULT_TRIM_THRESHOLD)
     name = ctypes.util.find_library("c")
     if not name:
         return

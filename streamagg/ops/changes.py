@@ -91,11 +91,11 @@ def inspect_day(config: Config) -> Changes:
     Reads only listings, the manifest and the output (to check its sha256); writes nothing.
     A partition with no input files raises `NoInputError`, as a run would.
     """
-    _, dest, inputs, _ = plan(config)
-    relative = f"{config.day_path}/{config.manifest_name}"
-    changes = Changes(day=config.day.isoformat(), manifest_uri=dest.uri_of(relative),
+    planned = plan(config)
+    dest, inputs, layout = planned.dest, planned.inputs, planned.layout
+    changes = Changes(day=config.day.isoformat(), manifest_uri=dest.uri_of(layout.manifest),
                       inputs=len(inputs))
-    manifest = _read_manifest(dest, relative, changes)
+    manifest = _read_manifest(dest, layout.manifest, changes)
     if manifest is None:
         changes.new = list(inputs)
         return changes
@@ -104,8 +104,8 @@ def inspect_day(config: Config) -> Changes:
     changes.impressions = manifest["totals"]["impressions"]
     compare_inputs(inputs, manifest["inputs"], changes)
     changes.reasons += changed_parameters(config, manifest["parameters"])
-    changes.output_uri = _check_output(config, dest, manifest, changes)
-    if config.plot and dest.read_bytes(f"{config.day_path}/{config.plot_name}") is None:
+    changes.output_uri = _check_output(dest, layout.output, manifest, changes)
+    if config.plot and dest.read_bytes(layout.plot) is None:
         changes.reasons.append("plot missing")
     return changes
 
@@ -133,9 +133,8 @@ def changed_parameters(config: Config, recorded: dict[str, Any]) -> list[str]:
             for name, value in now.items() if recorded.get(name) != value]
 
 
-def _check_output(config: Config, dest: Storage, manifest: dict[str, Any],
+def _check_output(dest: Storage, relative: str, manifest: dict[str, Any],
                   changes: Changes) -> str:
-    relative = f"{config.day_path}/{config.output_name}"
     # The output is the day's distinct (campaign, hour) pairs: small enough to hash in memory.
     data = dest.read_bytes(relative)
     if data is None:

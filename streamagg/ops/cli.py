@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.abc
 import logging
 import signal
 import sys
@@ -12,16 +11,10 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..config import (
-    DEDUPE_BACKENDS,
-    ENGINES,
-    LOG_FORMATS,
-    BadRowLimit,
-    Config,
-    parse_day,
-    parse_size,
-)
+from ..config import LOG_FORMATS, BadRowLimit, Config, parse_day, parse_size
 from ..errors import StreamaggError, UsageError
+from ..pandas_guard import keep_pandas_out
+from ..registry import DEDUPE_BACKENDS, ENGINES
 from . import logs
 from .allocators import tune_allocators
 from .backfill import run_days
@@ -101,15 +94,20 @@ def _fail(message: str, code: int, log_format: str) -> None:
               help="Target for the peak resident memory of the whole process, e.g. 256MB or "
                    "1GB (binary units; at least 128MB, reliable from 192MB). The summary warns "
                    "when the measured peak passed it.")
-@click.option("--dedupe", type=click.Choice(DEDUPE_BACKENDS), default="spill", show_default=True,
+@click.option("--dedupe", type=click.Choice(DEDUPE_BACKENDS.names), default="spill",
+              show_default=True,
               help="On-disk key set: hash-partitioned spill files or a sqlite key table.")
 @click.option("--tmp-dir", type=click.Path(file_okay=False), default=None,
               help="Where spill files go; removed at exit. [default: system temp]")
-@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES.names), default="local", show_default=True,
               help="Where the work runs.")
 @click.option("--spark-master", default="local[*]", show_default=True,
               help="Spark master for --engine spark: local[N], yarn, spark://host:port. "
                    "A running session (spark-submit) is used as it is.")
+@click.option("--spark-env", default="auto", show_default=True, metavar="auto|PATH|none",
+              help="What cluster executors run: auto ships an archive of this Python "
+                   "environment (built once, cached) unless PYSPARK_PYTHON is set; PATH ships "
+                   "that archive; none ships only the streamagg package.")
 @click.option("--endpoint-url", default=None,
               help="An S3-compatible endpoint. [env: AWS_ENDPOINT_URL]")
 @click.option("--max-bad-rows", default="1%", show_default=True,
@@ -127,17 +125,23 @@ def _fail(message: str, code: int, log_format: str) -> None:
               help="Skip a day whose inputs, output and parameters match its manifest.")
 @click.option("--check", is_flag=True,
               help="Report new, gone and modified inputs since the manifest; write nothing.")
+@click.option("--incremental", is_flag=True,
+              help="Fold only files that arrived since the last run into the day's kept state; "
+                   "recompute the whole day when that is not exact.")
+@click.option("--state", "state", metavar="URI", default=None,
+              help="Root of the kept states for --incremental. [default: beside the results]")
 @click.option("--plot", is_flag=True,
               help="Also write a PNG of the day beside the output (needs the plot extra).")
 @click.version_option(__version__, prog_name="streamagg")
 def main(date: str, source: str, dest: str | None, initials: str, chunk_size: int,
          memory_limit: str, dedupe: str, tmp_dir: str | None, engine: str,
          endpoint_url: str | None, max_bad_rows: str, dry_run: bool, log_format: str,
-         progress: bool | None, spark_master: str, to: str | None, keep_going: bool,
-         skip_unchanged: bool, check: bool, plot: bool) -> int:
+         progress: bool | None, spark_master: str, spark_env: str, to: str | None,
+         keep_going: bool, skip_unchanged: bool, check: bool, incremental: bool,
+         state: str | None, plot: bool) -> int:
     """Aggregate one day of ad impressions: DATE is YYYY-MM-DD (with --to, a range of days)."""
     if engine == "local":  # pyspark's Arrow functions need pandas on the Spark engine's driver
-        _keep_pandas_out()
+        keep_pandas_out()
     _terminate_cleanly()
     _quiet_pyarrow_row_text()
     console = logs.setup(log_format)
@@ -149,19 +153,13 @@ def main(date: str, source: str, dest: str | None, initials: str, chunk_size: in
         chunk_size=chunk_size, memory_limit=parse_size(memory_limit), dedupe=dedupe,
         tmp_dir=tmp_dir, engine=engine, endpoint_url=endpoint_url,
         max_bad_rows=BadRowLimit.parse(max_bad_rows), dry_run=dry_run, log_format=log_format,
-        progress=bool(progress), spark_master=spark_master, plot=plot,
+        spark_master=spark_master, spark_env=spark_env, plot=plot,
+        incremental=incremental, state=state or None,
     )
     tune_allocators(memory_limit=config.memory_limit)
     mode = "check" if check else "skip-unchanged" if skip_unchanged else "run"
     return run_days(config, until=parse_day(to) if to is not None else None, mode=mode,
                     keep_going=keep_going, progress=progress, console=console)
-
-
-class _NoPandas(importlib.abc.MetaPathFinder):
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError("streamagg keeps pandas out of its process")
-        return None
 
 
 class _Terminated(KeyboardInterrupt):
@@ -189,10 +187,3 @@ def _quiet_pyarrow_row_text() -> None:
         default(unraisable)
 
     sys.unraisablehook = hook
-
-
-def _keep_pandas_out() -> None:
-    """pyarrow imports pandas, when installed, on its first conversion of a Python value,
-    which costs about 40 MB of a 256 MB budget for nothing: the command never needs it."""
-    if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoPandas())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
+from ..budget import RELIABLE_MEMORY_LIMIT
 from ..errors import printable
 from ..units import human_bytes
 
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
     from ..pipeline import RunReport
 
 log = logging.getLogger("streamagg")
-
-# The smallest --memory-limit that holds on every machine measured, a fresh install included.
-RELIABLE_MEMORY_LIMIT = 192 * 2**20
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -206,6 +204,7 @@ class Console:
                        "manifest": report.manifest_uri, "rejects": report.rejects_uri,
                        "plot": report.plot_uri, "inputs": len(report.inputs),
                        "input_bytes": input_bytes, "totals": totals,
+                       "mode": report.mode, "mode_reason": report.mode_reason,
                        "elapsed_seconds": round(seconds, 3), "peak_memory_bytes": peak,
                        "memory_limit_bytes": report.config.memory_limit,
                        "warnings": warnings})
@@ -227,6 +226,8 @@ class Console:
         ]
         if report.plot_uri:
             rows.append(("plot", report.plot_uri))
+        if report.config.incremental:
+            rows.insert(0, ("mode", f"{report.mode} ({report.mode_reason})"))
         rows += [("warning", text) for text in warnings]
         self.echo(f"wrote {report.output_uri}")
         for name, value in rows:

@@ -94,7 +94,9 @@ class Progress:
                  interval: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
-        self.mode = mode
+        # A bar needs a terminal: called from Python with stderr elsewhere (a notebook, a
+        # scheduler's log), progress goes to log records instead of control characters.
+        self.mode = "log" if mode == "bar" and stream is None and not stderr_is_terminal() else mode
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval if interval is not None else (
             BAR_INTERVAL if mode == "bar" else LOG_INTERVAL)

@@ -11,6 +11,10 @@ from ..aggregate import HourlyRow
 from ..config import Schema
 from ..sources import Storage
 
+# Written by hand, measured against the libraries on a 24k-row day (2026-12): csv.writer with
+# lineterminator="\n" leaves a field holding a lone CR unquoted (RFC 4180 quotes it, and so did
+# every earlier output: the bytes would change), and was no faster (203 ms against 174 ms);
+# pyarrow's writer quotes every string, the header too.
 _NEEDS_QUOTES = (",", '"', "\r", "\n")
 
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 from ..aggregate import HourlyRow
 from ..columns import BadRow
 from ..config import BadRowLimit
+from ..errors import StorageError
 from ..read import parse_instant
 from .csv import format_bucket
 from .rejects import RejectsFile
@@ -81,24 +82,25 @@ def hourly_section(day: dt.date, grain_seconds: int, rows: Iterable[HourlyRow],
     """The manifest's ``hourly`` object: every bucket of the day, then what fell outside it.
 
     Duplicates per bucket are the rows that passed validation minus the first occurrences
-    counted there (a duplicate shares its key's instant, hence its bucket). They are null when
-    the engine did not report its clean rows per bucket.
+    counted there (a duplicate shares its key's instant, hence its bucket); every engine reports
+    its clean rows per bucket.
     """
     impressions: dict[int, int] = {}
     for row in rows:
         bucket = row.bucket_start // grain_seconds
         impressions[bucket] = impressions.get(bucket, 0) + row.count
-    known = sum(clean_per_bucket.values()) == sum(impressions.values()) + duplicates
+    if sum(clean_per_bucket.values()) != sum(impressions.values()) + duplicates:
+        raise StorageError("internal check failed: clean rows per bucket do not add up; "
+                           "nothing written")
     first = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
     first //= grain_seconds
     inside = range(first, first + 86400 // grain_seconds)
 
-    def figures(buckets: Iterable[int]) -> dict[str, int | None]:
+    def figures(buckets: Iterable[int]) -> dict[str, int]:
         chosen = list(buckets)
         return {
             "impressions": sum(impressions.get(b, 0) for b in chosen),
-            "duplicates": (sum(clean_per_bucket.get(b, 0) - impressions.get(b, 0) for b in chosen)
-                           if known else None),
+            "duplicates": sum(clean_per_bucket.get(b, 0) - impressions.get(b, 0) for b in chosen),
             "bad_rows": sum(bad_per_bucket.get(b, 0) for b in chosen),
         }
 

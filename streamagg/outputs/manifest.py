@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,10 @@ class Manifest:
     plot: dict[str, Any] | None = None
     finished: dt.datetime | None = None
     peak_memory_bytes: int = 0
+    mode: str = "full"  # "incremental" when only new files were read into the kept state
+    mode_reason: str = ""
+    state: dict[str, Any] | None = None  # the kept state's generation, when one was kept
+    jvm_peak_memory_bytes: int | None = None  # the Spark engine's driver JVM; None otherwise
 
     def parameters(self) -> dict[str, Any]:
         c = self.config
@@ -84,10 +89,14 @@ class Manifest:
             "rejects": self.rejects,
             "hourly": self.hourly,
             "plot": self.plot,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
+            "state": self.state,
             "started": self.started.isoformat(),
             "finished": finished.isoformat(),
             "elapsed_seconds": round((finished - self.started).total_seconds(), 3),
             "peak_memory_bytes": self.peak_memory_bytes,
+            "jvm_peak_memory_bytes": self.jvm_peak_memory_bytes,
         }
 
     def to_json(self) -> str:
@@ -160,3 +169,12 @@ def _json_type(value: object) -> str:
     if isinstance(value, bool):
         return "true/false"
     return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a local file, read in 1 MiB pieces (the manifest records files by it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -78,18 +78,14 @@ def draw_day(*, day: dt.date, title: str, rows: Sequence[HourlyRow], hourly: dic
         values = [b[key] for b in buckets]
         step = max(1, len(positions) // 12)
         ticks, names = positions[::step], labels[::step]
-        if any(v is None for v in values):
-            ax.text(0.5, 0.5, "not reported by this engine", ha="center", va="center",
-                    transform=ax.transAxes, color="grey")
-        else:
-            ax.bar(positions, values, color=_COLOURS[key], width=0.8)
-            # Counts the day's hours cannot hold get bars of their own, set apart by a gap.
-            for offset, (name, value) in enumerate(extra, start=1):
-                at = len(positions) + offset
-                ax.bar([at], [value], color="white", edgecolor=_COLOURS[key], hatch="//",
-                       width=0.8, label=name)
-                ax.annotate(f"{value:,}", (at, value), ha="center", va="bottom", fontsize=8)
-                ticks, names = [*ticks, at], [*names, name]
+        ax.bar(positions, values, color=_COLOURS[key], width=0.8)
+        # Counts the day's hours cannot hold get bars of their own, set apart by a gap.
+        for offset, (name, value) in enumerate(extra, start=1):
+            at = len(positions) + offset
+            ax.bar([at], [value], color="white", edgecolor=_COLOURS[key], hatch="//",
+                   width=0.8, label=name)
+            ax.annotate(f"{value:,}", (at, value), ha="center", va="bottom", fontsize=8)
+            ticks, names = [*ticks, at], [*names, name]
         ax.set_title(heading, loc="left")
         ax.set_xticks(ticks, names)
         ax.set_xlabel(f"{'hour' if hourly_grain else 'time'} of {day} (UTC)")

@@ -38,6 +38,16 @@ class RejectsFile:
         if self.limit.count is not None and self.count > self.limit.count:
             raise self.too_many(rows_read)
 
+    def resume(self, earlier: str, count: int, first: BadRow | None) -> None:
+        """Start from the day's earlier rejects file (``count`` rows), so this one holds the
+        whole day's bad rows in file order and a count limit counts the whole day."""
+        with open(earlier, encoding="utf-8", newline="") as src:
+            src.readline()  # the header, written already
+            while chunk := src.read(1 << 20):
+                self._out.write(chunk)
+        self.count = count
+        self.first = first
+
     def tally(self, row: BadRow) -> None:
         """Called for each row written: a subclass's hook for its own figures."""
 

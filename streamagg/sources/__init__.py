@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 from ..errors import UsageError
+from ..registry import STORAGES
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,15 @@ class Storage(Protocol):
     def uri_of(self, relative: str) -> str:
         """The full URI of a path below the root."""
 
+    def remove_abandoned(self, relatives: list[str], *, older_than: float) -> list[str]:
+        """Remove what killed runs left beside ``relatives`` (temp files, pending uploads)
+        untouched for ``older_than`` seconds; return what was removed."""
+    def fetch(self, relative: str, local_path: str) -> bool:
+        """Copy ``relative`` to a local file, streamed; False when it does not exist."""
+
+    def list_below(self, relative: str) -> list[str]:
+        """Every object below the folder ``relative`` (hidden names too), as relative paths."""
+
 
 def is_input_name(relative: str) -> bool:
     """SPEC's input rule: ``.csv``/``.csv.gz``, no part of the path hidden by ``_`` or ``.``."""
@@ -58,19 +68,15 @@ def is_input_name(relative: str) -> bool:
 
 
 def storage_for(uri: str, *, endpoint_url: str | None = None) -> Storage:
-    """The storage for a URI: ``s3://bucket[/prefix]``, ``file://path`` or a plain local path."""
+    """The storage for a URI: ``s3://bucket[/prefix]``, ``file://path`` or a plain local path
+    (see `streamagg.registry.STORAGES`)."""
     scheme, sep, _ = uri.partition("://")
     if not sep:
         scheme = "file"
-    if scheme == "s3":
-        from .s3 import S3Storage
-
-        return S3Storage(uri, endpoint_url=endpoint_url)
-    if scheme == "file":
-        from .local import LocalStorage
-
-        return LocalStorage(uri)
-    raise UsageError(f"unsupported storage scheme {scheme!r} in {redact(uri)}: expected s3:// or file://")
+    if scheme not in STORAGES:
+        raise UsageError(f"unsupported storage scheme {scheme!r} in {redact(uri)}: expected "
+                         f"{' or '.join(f'{name}://' for name in STORAGES)}")
+    return cast(Storage, STORAGES.load(scheme)(uri, endpoint_url=endpoint_url))
 
 
 def redact(uri: str) -> str:

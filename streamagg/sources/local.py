@@ -23,7 +23,7 @@ log = logging.getLogger("streamagg")
 class LocalStorage:
     """A folder on the local file system."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, endpoint_url: str | None = None) -> None:  # endpoint: S3's
         path = uri[len("file://"):] if uri.startswith("file://") else uri
         if not path:
             raise UsageError(f"empty local path in {uri!r}")
@@ -175,6 +175,29 @@ class LocalStorage:
             return None
         except OSError as err:
             raise StorageError(f"cannot read: {err.strerror}", uri=self.uri_of(relative)) from err
+
+    def fetch(self, relative: str, local_path: str) -> bool:
+        try:
+            with open(self.root / relative, "rb") as src, open(local_path, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            raise StorageError(f"cannot read: {err.strerror}", uri=self.uri_of(relative)) from err
+        return True
+
+    def list_below(self, relative: str) -> list[str]:
+        base = self.root / relative
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+
+    def remove_folder(self, relative: str) -> None:
+        """Delete the folder ``relative`` once it is empty (S3 has no folders to delete)."""
+        try:
+            (self.root / relative).rmdir()
+        except OSError:
+            pass  # not empty (a live run's temp file) or gone: harmless either way
 
 
 def _identity(stat: os.stat_result) -> tuple[int, int]:

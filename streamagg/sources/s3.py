@@ -299,6 +299,34 @@ class S3Storage:
 
         return self._call("read", key, get)
 
+    def fetch(self, relative: str, local_path: str) -> bool:
+        key = self._key(relative)
+
+        def get() -> bool:
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            except botocore.exceptions.ClientError as err:
+                if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return False
+                raise
+            with open(local_path, "wb") as out:
+                for chunk in body.iter_chunks(1 << 20):
+                    out.write(chunk)
+            return True
+
+        return self._call("read", key, get)
+
+    def list_below(self, relative: str) -> list[str]:
+        base = self._key(relative).rstrip("/") + "/"
+        cut = len(self.prefix) + 1 if self.prefix else 0
+
+        def listing() -> list[str]:
+            paginator = self.client.get_paginator("list_objects_v2")
+            return [obj["Key"][cut:] for page in paginator.paginate(Bucket=self.bucket, Prefix=base)
+                    for obj in page.get("Contents", [])]
+
+        return sorted(self._call("list", base, listing))
+
 
 @dataclass(frozen=True)
 class Pace:

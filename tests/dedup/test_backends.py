@@ -51,14 +51,16 @@ def expected(rows: list[Row]) -> tuple[Counter, int, int]:
 def run(
     kind: str, batches: list[list[Row]], tmp: Path, memory_limit: int = LIMIT
 ) -> tuple[Counter, int, int]:
-    with make_deduper(kind, tmp_dir=str(tmp), memory_limit=memory_limit) as dedup:
+    """Survivors as folded by the backend itself: instants go in as seconds and come back as
+    one-second buckets, so (group, bucket) is (group, instant)."""
+    with make_deduper(kind, tmp_dir=str(tmp), memory_limit=memory_limit,
+                      grain_seconds=1) as dedup:
         for rows in batches:
-            dedup.add(batch(rows))
-        survivors: Counter = Counter()
-        for out in dedup.survivors():
-            survivors.update(
-                zip(out.column("group").to_pylist(), out.column("instant").to_pylist(), strict=True)
-            )
+            dedup.add(batch([(key, instant * SECOND, group) for key, instant, group in rows]))
+        counts = HourlyCounts(grain_seconds=1)
+        dedup.fold_into(counts)
+        survivors: Counter = Counter({(row.group, row.bucket_start): row.count
+                                      for row in counts.rows()})
         stats = dedup.stats
     return survivors, stats.duplicates, stats.conflicting_duplicates
 

@@ -17,7 +17,7 @@ from streamagg.sources import InputFile
 from streamagg.sources.local import LocalStorage
 from streamagg.units import human_bytes, human_duration
 from tests.conftest import DAY, DAY_ARG, OUTPUT_NAME, day_path
-from tests.operator.helpers import GOOD, H, assert_ok
+from tests.ops.helpers import GOOD, H, assert_ok
 
 Cli = Callable[..., Result]
 
@@ -208,3 +208,32 @@ def test_finishing_counts_the_files_still_open() -> None:
     bar.bytes_read(a, 100)
     bar.bytes_read(b, 100)
     assert "finishing 2 files" in bar.text() and " 99% 0/2 files" in bar.text()
+
+
+def test_a_bar_from_python_draws_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path) -> None:
+    from streamagg import Config, run_day
+
+    monkeypatch.setattr(progress_module, "stderr_is_terminal", lambda: False)
+    day = tmp_path / "in" / "2021" / "01" / "30"
+    day.mkdir(parents=True)
+    (day / "a.csv").write_text("IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
+                               "a,2021-01-30 10:00:00,1\n")
+    bar = Progress("2021-01-30")
+    assert bar.mode == "log"
+    run_day(Config(day="2021-01-30", source=str(tmp_path / "in")), progress=bar)
+    err = capsys.readouterr().err  # log records, if a handler was set up; never a bar
+    assert "\r" not in err and "\x1b" not in err
+    monkeypatch.setattr(progress_module, "stderr_is_terminal", lambda: True)
+    assert Progress("2021-01-30").mode == "bar"
+
+
+def test_the_package_logger_is_quiet_for_a_library_caller() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import logging, streamagg; print([type(h)."
+                           "__name__ for h in logging.getLogger('streamagg').handlers])"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "['NullHandler']"

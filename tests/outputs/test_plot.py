@@ -15,7 +15,7 @@ from click.testing import Result
 from streamagg.columns import BadRow
 from streamagg.outputs.hourly import bad_row_bucket, tally_buckets
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3, day_path
-from tests.operator.helpers import GOOD, MIXED, assert_ok, lines
+from tests.ops.helpers import GOOD, MIXED, assert_ok, lines
 
 Cli = Callable[..., Result]
 PNG_NAME = "_daily_agg_20210130_SA.png"

@@ -16,7 +16,7 @@ from streamagg.config import Config
 from streamagg.errors import UsageError
 from streamagg.ops.backfill import EXIT_PRIORITY, DayResult, days_between, format_table
 from tests.conftest import day_path
-from tests.operator.helpers import H, assert_ok, lines
+from tests.ops.helpers import H, assert_ok, lines
 
 Cli = Callable[..., Result]
 FIRST, LAST = dt.date(2021, 1, 1), dt.date(2021, 1, 4)

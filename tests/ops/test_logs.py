@@ -12,7 +12,7 @@ from click.testing import Result
 
 from streamagg.ops import logs
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, REJECTS_NAME, day_path
-from tests.operator.helpers import GOOD, MIXED, assert_ok, lines
+from tests.ops.helpers import GOOD, MIXED, assert_ok, lines
 
 Cli = Callable[..., Result]
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 from streamagg.testing.generate import main as generate
 from streamagg.units import human_bytes
 from tests.conftest import DAY_ARG
-from tests.operator.helpers import GOOD, assert_ok, lines
+from tests.ops.helpers import GOOD, assert_ok, lines
 
 Cli = Callable[..., Result]
 # A size in decimal units, or a long bare byte count, as a person would misread it.

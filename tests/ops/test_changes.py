@@ -13,7 +13,7 @@ from click.testing import Result
 from streamagg.ops.changes import Changes, compare_inputs
 from streamagg.sources import InputFile
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3, day_path
-from tests.operator.helpers import GOOD, H, assert_ok, lines
+from tests.ops.helpers import GOOD, H, assert_ok, lines
 
 Cli = Callable[..., Result]
 PART = day_path(DAY)

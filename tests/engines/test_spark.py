@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from streamagg.config import Schema
 from streamagg.engines import spark as spark_engine
-from streamagg.errors import BadDataError, UsageError
+from streamagg.engines.spark import driver as spark_driver
+from streamagg.errors import BadDataError, StreamaggError, UsageError
 from tests.conftest import DAY, DAY_ARG, OUTPUT_NAME, S3, Outcome, day_path, run_api, to_bytes
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 pyspark_sql = pytest.importorskip("pyspark.sql", reason="the spark extra is not installed")
 pytestmark = pytest.mark.spark
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 H = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
 LENIENT = {"max_bad_rows": "100%"}
 
@@ -56,7 +57,8 @@ def assert_same(local: Outcome, on_spark: Outcome) -> None:
 def comparable(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest without what names the run rather than the day: times, paths, engine."""
     kept = {k: v for k, v in manifest.items()
-            if k not in ("started", "finished", "elapsed_seconds", "peak_memory_bytes")}
+            if k not in ("started", "finished", "elapsed_seconds", "peak_memory_bytes",
+                         "jvm_peak_memory_bytes")}
     kept["parameters"] = {k: v for k, v in manifest["parameters"].items()
                           if k not in ("engine", "dest")}
     for part in ("output", "rejects"):
@@ -479,13 +481,13 @@ def test_jvm_dead_of_out_of_memory_is_one_line(tmp_path: Path) -> None:
     jvm_log = tmp_path / spark_engine.JVM_ERRORS
     jvm_log.write_text("ERROR Executor: Exception in task 19.0 in stage 0.0 (TID 19)\n"
                        "java.lang.OutOfMemoryError: Java heap space\n\tat java.base/x.y(z)\n")
-    with pytest.raises(spark_engine.StreamaggError) as caught:
+    with pytest.raises(StreamaggError) as caught:
         with spark_engine.spark_errors(str(jvm_log)):
             raise Py4JJavaError(None)
     assert caught.value.exit_code == 1
     assert str(caught.value).startswith(OOM_LINE) and "\n" not in str(caught.value)
     # Without the JVM's log, it still says the JVM is gone, not "ConnectionRefusedError".
-    with pytest.raises(spark_engine.StreamaggError, match="the Spark JVM exited unexpectedly"):
+    with pytest.raises(StreamaggError, match="the Spark JVM exited unexpectedly"):
         with spark_engine.spark_errors(str(tmp_path / "missing.log")):
             raise Py4JJavaError(None)
 
@@ -494,7 +496,7 @@ def test_connection_refused_inside_py4j_is_a_dead_jvm(tmp_path: Path) -> None:
     """Calls to a dead JVM end in a plain ConnectionRefusedError raised in py4j's code."""
     in_py4j = compile("raise ConnectionRefusedError(111, 'Connection refused')",
                       os.path.join("site-packages", "py4j", "java_gateway.py"), "exec")
-    with pytest.raises(spark_engine.StreamaggError, match="JVM exited unexpectedly"):
+    with pytest.raises(StreamaggError, match="JVM exited unexpectedly"):
         with spark_engine.spark_errors():
             exec(in_py4j)  # noqa: S102 - a frame that looks like py4j's
     with pytest.raises(ConnectionRefusedError):  # elsewhere (e.g. storage) it is not Spark's
@@ -518,7 +520,7 @@ def test_cli_says_out_of_memory_in_one_line(spark: SparkSession, cli: Callable[.
     def crash(*args: Any) -> None:
         raise Py4JJavaError("Job aborted: java.lang.OutOfMemoryError: Java heap space\n\tat x")
 
-    monkeypatch.setattr(spark_engine, "take_notes", crash)
+    monkeypatch.setattr(spark_driver, "take_notes", crash)
     source = partition({"a.csv": H + "a,2021-01-30 10:00:00,1\n"})
     result = cli(DAY_ARG, "--source", source, "--engine", "spark", "--no-progress")
     assert result.exit_code == 1

@@ -1,0 +1,79 @@
+"""Every share of ``--memory-limit``, derived in one place: one frozen table per limit."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+MiB = 2**20
+# Python, pyarrow and numpy alone take about 90 MB resident: below this no working set is left.
+MIN_MEMORY_LIMIT = 128 * MiB
+# The smallest --memory-limit that holds on every machine measured, a fresh install included.
+RELIABLE_MEMORY_LIMIT = 192 * MiB
+# Below this the run uses one reader thread and one de-duplication thread, and trims the heap
+# tighter: at 128 and 192 MB those megabytes decide whether the limit holds.
+SMALL_LIMIT = 256 * MiB
+# Python, pyarrow and numpy loaded, code pages included, before any work (measured: 72 MB).
+RUNTIME_BYTES = 80 * MiB
+# A reader thread holds about 30 MB (pyarrow's read-ahead, gathered rows, queued batches); one
+# more thread per 96 MB of budget, up to four.
+PER_READER_BYTES = 96 * MiB
+MAX_READERS = 4
+CLEAN_ROW_BYTES = 64  # a clean batch's bytes per row (key, instant, group)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What each part of a run may hold under ``memory_limit`` bytes."""
+
+    memory_limit: int
+    # Reader threads: one per core up to four, but one below 256 MB.
+    reader_threads: int
+    # Rows a reader gathers before cleaning: 65,536 at 256 MB, fewer under tighter limits.
+    gather_rows: int
+    # Clean batches a reader may hold for the consumer: a thirty-second of the budget, two at
+    # 128 and 256 MB. Deeper queues bought no speed on a 10M-row day, and when the consumer is
+    # the slower side (the sqlite backend) they fill and cost the budget.
+    queue_depth: int
+    # CSV bytes pyarrow parses at once: 256 KiB up to a 256 MB budget. pyarrow reads about a
+    # dozen blocks ahead per file, so the block is what bounds a reader's memory (1 MiB blocks
+    # cost 60 MB more peak on a 10M-row day than 256 KiB, for no speed); it also caps the
+    # longest row pyarrow can take (longer rows go through the slower csv fallback).
+    reader_block_size: int
+    # The spill backend: two partitions at once where the budget allows, each getting half of
+    # its share; a partition's work gets half of what the runtime leaves (the other half is what
+    # the allocators keep and the hourly counts). A third of the whole budget, as it was, let a
+    # 100M-row day peak at 145 MB under 128MB.
+    spill_threads: int
+    spill_partition_bytes: int
+    # The sqlite backend's page cache, its only large allocation: a thirty-second of the budget.
+    # On a 10M-row day 4 to 32 MB made no difference to the time (the kernel's page cache serves
+    # the rest), and a larger one cost the 128 MB limit.
+    sqlite_cache_kib: int
+    # glibc trims the heap past this much free memory.
+    heap_trim_threshold: int
+
+    @classmethod
+    def of(cls, memory_limit: int) -> Budget:
+        """The table for ``memory_limit`` bytes on this machine's cores."""
+        return _budget(memory_limit, os.cpu_count() or 1)
+
+
+@functools.cache
+def _budget(limit: int, cpus: int) -> Budget:
+    small = limit < SMALL_LIMIT
+    gather = max(8_192, limit // 4096)
+    spill_threads = 1 if small else max(1, min(2, cpus))
+    working = max(limit - RUNTIME_BYTES, limit // 4)
+    return Budget(
+        memory_limit=limit,
+        reader_threads=1 if small else max(1, min(MAX_READERS, cpus, limit // PER_READER_BYTES)),
+        gather_rows=gather,
+        queue_depth=max(2, limit // 32 // (gather * CLEAN_ROW_BYTES)),
+        reader_block_size=max(256 << 10, min(4 << 20, limit // 1024)),
+        spill_threads=spill_threads,
+        spill_partition_bytes=max(working // 2 // spill_threads, 8 * MiB),
+        sqlite_cache_kib=max(limit // 32 // 1024, 2048),
+        heap_trim_threshold=(2 if small else 8) * MiB,
+    )

@@ -1,0 +1,41 @@
+"""Every share of --memory-limit comes from one table; the numbers are those measured before."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamagg import budget
+from streamagg.budget import Budget
+
+MB = 2**20
+
+# memory limit MB: reader threads, gather rows, queue depth, block bytes, spill threads,
+# spill partition bytes, sqlite cache KiB, heap trim threshold (on four cores)
+TABLE = {
+    128: (1, 32768, 2, 262144, 1, 25165824, 4096, 2097152),
+    192: (1, 49152, 2, 262144, 1, 58720256, 6144, 2097152),
+    256: (2, 65536, 2, 262144, 2, 46137344, 8192, 8388608),
+    512: (4, 131072, 2, 524288, 2, 113246208, 16384, 8388608),
+    1024: (4, 262144, 2, 1048576, 2, 247463936, 32768, 8388608),
+    4096: (4, 1048576, 2, 4194304, 2, 1052770304, 131072, 8388608),
+}
+
+
+@pytest.mark.parametrize("megabytes", sorted(TABLE))
+def test_the_shares_of_a_limit(megabytes: int) -> None:
+    table = budget._budget(megabytes * MB, 4)
+    assert (table.reader_threads, table.gather_rows, table.queue_depth, table.reader_block_size,
+            table.spill_threads, table.spill_partition_bytes, table.sqlite_cache_kib,
+            table.heap_trim_threshold) == TABLE[megabytes]
+
+
+def test_one_core_reads_and_spills_on_one_thread() -> None:
+    table = budget._budget(1024 * MB, 1)
+    assert (table.reader_threads, table.spill_threads) == (1, 1)
+
+
+def test_the_backends_take_their_share(tmp_path: object) -> None:
+    from streamagg.dedup.spill import SpillDeduper
+
+    with SpillDeduper(tmp_dir=str(tmp_path), memory_limit=512 * MB) as dedup:
+        assert dedup.partition_budget == Budget.of(512 * MB).spill_partition_bytes
