@@ -40,6 +40,14 @@ class Dataset:
     params: dict[str, object]
 
 
+def _generator_sha256(package: Path) -> str:
+    """One digest over every module of the generator package (it is split across files)."""
+    digest = hashlib.sha256()
+    for module in sorted(package.glob("*.py")):
+        digest.update(module.name.encode() + b"\0" + module.read_bytes())
+    return digest.hexdigest()
+
+
 def cached_day(rows: int, files: int, seed: int = 0, *, day: dt.date = DEFAULT_DATE,
                duplicate_rate: float = 0.05, bad_row_rate: float = 0.0,
                data_dir: Path = DATA_DIR, shape: str = "mixed") -> Dataset:
@@ -56,7 +64,7 @@ def cached_day(rows: int, files: int, seed: int = 0, *, day: dt.date = DEFAULT_D
         "day": day.isoformat(), "rows": rows, "files": files, "seed": seed,
         "duplicate_rate": duplicate_rate, "bad_row_rate": bad_row_rate,
         "extra_columns": True, "gzip_files": 0, "shape": shape,
-        "generator_sha256": hashlib.sha256(Path(generate.__file__).read_bytes()).hexdigest(),
+        "generator_sha256": _generator_sha256(Path(generate.__file__).parent),
     }
     prefix = "" if shape == "mixed" else f"{shape}_"
     source = data_dir / f"{prefix}{rows}_{files}_{seed}"

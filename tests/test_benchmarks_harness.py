@@ -71,3 +71,19 @@ def test_ratios_are_to_the_fastest_matching_expert_and_the_floor(harness) -> Non
     assert run._ratio(10.0, bases["floor"], "median_wall_seconds") == 5.0
     rows[2]["verdict"] = "failed"
     assert run._baselines(rows)["expert"]["system"] == "duckdb-expert"  # none matched
+
+
+def test_the_data_cache_key_covers_every_generator_module(harness, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # The generator is split across modules: an edit to any of them writes other bytes, so the
+    # cached day must be regenerated, not only when generate.py itself changes.
+    _, common = harness
+    from streamagg.testing import generate
+
+    package = tmp_path / "testing"
+    package.mkdir()
+    for module in Path(generate.__file__).parent.glob("*.py"):
+        (package / module.name).write_bytes(module.read_bytes())
+    before = common._generator_sha256(package)
+    rows = package / "rows.py"
+    rows.write_text(rows.read_text() + "\n# an edit outside generate.py\n")
+    assert common._generator_sha256(package) != before
