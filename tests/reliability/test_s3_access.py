@@ -11,7 +11,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 from click.testing import Result
 
-from streamagg.sources import s3 as s3_module
+from streamagg.sources import s3_client
 from tests.conftest import DAY_ARG, OUTPUT_NAME, S3
 from tests.reliability.faults import FaultProxy
 from tests.reliability.helpers import PART, Child, H, child_env, error_line, put_day, results, rows
@@ -66,7 +66,7 @@ def test_hung_endpoint_is_given_up_on_after_the_attempts(
 ) -> None:
     # Accepts and never answers. With the shipped timeouts (connect 5 s, read 60 s) the bound
     # is 5 attempts of one timeout each; here the read timeout is cut to keep the test short.
-    monkeypatch.setattr(s3_module, "RETRY_CONFIG", BotoConfig(
+    monkeypatch.setattr(s3_client, "RETRY_CONFIG", BotoConfig(
         retries={"total_max_attempts": 5, "mode": "standard"}, connect_timeout=1,
         read_timeout=0.3))
     stall = proxy.add("stall", times=-1)
@@ -193,7 +193,7 @@ def test_the_region_comes_from_boto3s_chain_and_the_profile(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREGIONTEST")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
-    assert s3_module.make_client().meta.region_name == region
+    assert s3_client.make_client().meta.region_name == region
 
 
 def test_no_region_anywhere_is_us_east_1(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,4 +201,4 @@ def test_no_region_anywhere_is_us_east_1(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREGIONTEST")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
-    assert s3_module.make_client().meta.region_name == "us-east-1"
+    assert s3_client.make_client().meta.region_name == "us-east-1"

@@ -15,7 +15,7 @@ from click.testing import Result
 
 from streamagg.errors import StorageError
 from streamagg.sources import InputFile
-from streamagg.sources.s3 import _CheckedBody
+from streamagg.sources.s3_reads import _CheckedBody
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3
 from tests.reference import expected_day
 from tests.reliability.faults import FaultProxy
@@ -285,7 +285,7 @@ def test_a_store_ignoring_if_match_still_cannot_serve_a_replaced_object(
 
 
 def test_an_etag_written_differently_by_the_store_is_the_same_version() -> None:
-    from streamagg.sources.s3 import _bare
+    from streamagg.sources.s3_reads import _bare
 
     assert _bare('"abc-2"') == _bare("abc-2") == _bare('W/"abc-2"') == "abc-2"
 

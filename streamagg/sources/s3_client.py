@@ -1,0 +1,126 @@
+"""The S3 client: endpoint checks, credentials and region, retries, and secret-free error lines."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config as BotoConfig
+from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
+
+from ..errors import UsageError
+from . import redact
+
+# Standard mode retries throttling, 5xx and broken connections with exponential backoff and
+# jitter: 5 attempts in all (botocore's "max_attempts" would count retries, giving 6).
+RETRY_CONFIG = BotoConfig(
+    retries={"total_max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60,
+)
+
+
+def make_client(endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client from the default chain, honouring the original job's variable names.
+
+    The region is ``AWS_REGION`` when set, else boto3's own chain (``AWS_DEFAULT_REGION``, the
+    profile's ``region`` in ``~/.aws/config``), else botocore's default, ``us-east-1``.
+    """
+    env = os.environ
+    kwargs: dict[str, Any] = {}
+    if not env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_ACCESS_KEY") and env.get("AWS_SECRET"):
+        kwargs = {"aws_access_key_id": env["AWS_ACCESS_KEY"],
+                  "aws_secret_access_key": env["AWS_SECRET"]}
+    endpoint = check_endpoint(endpoint_url or env.get("AWS_ENDPOINT_URL") or None)
+    # AWS_REGION is what other AWS SDKs (and Lambda, ECS) set; botocore reads only
+    # AWS_DEFAULT_REGION and the profile. None lets botocore's chain choose (us-east-1 last).
+    region = env.get("AWS_REGION") or None
+    try:
+        session = boto3.session.Session(**kwargs)
+        return session.client("s3", endpoint_url=endpoint, region_name=region,
+                              config=RETRY_CONFIG)
+    except ValueError as err:
+        # botocore puts the whole URL, any user:secret@ included, in this message: never show it.
+        where = (f" {_redact_endpoint(endpoint)!r}" if endpoint
+                 else " (from AWS_ENDPOINT_URL_S3 or the AWS config file)")
+        raise UsageError(f"invalid S3 endpoint URL{where}") from err
+    except botocore.exceptions.BotoCoreError as err:  # e.g. a profile that does not exist
+        raise UsageError(f"cannot set up the S3 client: {describe(err)}") from err
+
+
+def check_endpoint(url: str | None) -> str | None:
+    """The endpoint URL if botocore would accept it; else exit 2 naming it, redacted."""
+    if url is None:
+        return None
+    if "@" in url:
+        # Consistent with s3:// URIs: botocore would not use them, and they must never show.
+        raise UsageError(f"credentials in an S3 endpoint URL are refused "
+                         f"({_redact_endpoint(url)}): use the AWS credential chain")
+    try:
+        host = urllib.parse.urlsplit(url).netloc if "://" in url else ""
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+        host = ""
+    if not host or not (is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url)):
+        raise UsageError(f"invalid S3 endpoint URL {_redact_endpoint(url)!r}: expected "
+                         "http(s)://host[:port] with a valid host name")
+    return url
+
+
+def _redact_endpoint(url: str) -> str:
+    """An endpoint URL with everything up to its last ``@`` hidden: a secret typed into it raw
+    may hold ``/``, which would end the authority early for `redact`."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return redact(url)
+
+
+_CODES = {
+    "NoSuchBucket": "bucket does not exist",
+    "NoSuchKey": "object does not exist (deleted since it was listed?)",
+    "AccessDenied": "access denied",
+    "AllAccessDisabled": "access denied",
+    "InvalidAccessKeyId": "invalid AWS access key",
+    "SignatureDoesNotMatch": "AWS secret key does not match",
+    "ExpiredToken": "AWS session token expired",
+    "PreconditionFailed": "object changed since it was listed",
+    "NoSuchUpload": "multipart upload no longer exists (aborted by another run?)",
+}
+
+
+def failure(operation: str, err: BaseException) -> str:
+    """``S3 <operation> failed[ after N attempts]: <reason>``, without secrets."""
+    backend = getattr(err, "backend_error", err)
+    attempts = 0
+    if isinstance(backend, botocore.exceptions.ClientError):
+        attempts = backend.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+    after = f" after {attempts} attempts" if attempts > 1 else ""
+    return f"S3 {operation} failed{after}: {describe(err)}"
+
+
+def describe(err: BaseException) -> str:
+    """A short, secret-free reason for a failed S3 call."""
+    # smart_open wraps the botocore error of a GET in an OSError and keeps it here.
+    backend = getattr(err, "backend_error", None)
+    if isinstance(backend, botocore.exceptions.ClientError):
+        err = backend
+    if isinstance(err, botocore.exceptions.ClientError):
+        error = err.response.get("Error", {})
+        code = str(error.get("Code", "Error"))
+        return _CODES.get(code) or f"{code}: {error.get('Message') or ''}".strip(": ")
+    if isinstance(err, (botocore.exceptions.EndpointConnectionError,
+                        botocore.exceptions.ConnectTimeoutError)):
+        return "cannot reach the S3 endpoint"
+    if isinstance(err, botocore.exceptions.ReadTimeoutError):
+        return "the S3 endpoint stopped answering (read timeout)"
+    if isinstance(err, (botocore.exceptions.ConnectionClosedError,
+                        botocore.exceptions.ResponseStreamingError, ConnectionError)):
+        return "connection lost"
+    if isinstance(err, botocore.exceptions.BotoCoreError):
+        return type(err).__name__
+    text = str(err)
+    if "failed to read" in text and "attempts" in text:  # smart_open's re-reads ran out
+        return "connection lost mid-read, and re-reading failed on every attempt"
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
