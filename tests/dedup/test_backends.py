@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from streamagg.aggregate import HourlyCounts, HourlyRow
 from streamagg.columns import CLEAN_SCHEMA
 from streamagg.dedup import make_deduper
-from streamagg.dedup import spill as spill_module
+from streamagg.dedup import pieces as pieces_module
 
 BACKENDS = ["spill", "sqlite"]
 LIMIT = 256 * 2**20
@@ -106,7 +106,7 @@ def test_spill_splits_partitions_that_do_not_fit(
 ) -> None:
     # Pretend every spilled byte needs a megabyte of work: each partition is split again and
     # again, and first occurrences must still win.
-    monkeypatch.setattr(spill_module, "WORK_PER_SPILLED_BYTE", 2**20)
+    monkeypatch.setattr(pieces_module, "WORK_PER_SPILLED_BYTE", 2**20)
     rows = [(f"k{i % 150}", i % 3, f"g{i % 7}") for i in range(2000)]
     batches = [rows[i : i + 97] for i in range(0, len(rows), 97)]
     assert run("spill", batches, tmp_path) == expected(rows)
@@ -196,16 +196,17 @@ def test_spill_splits_in_memory_what_fits_as_rows(tmp_path: Path, seconds: int) 
         for start in range(0, len(rows), 500):
             dedup.add(batch(rows[start : start + 500]))
         paths = dedup._writers.close()  # type: ignore[attr-defined]
-        dedup.partition_budget = 3 * max(os.path.getsize(p) for p in paths)  # type: ignore[attr-defined]
+        pieces = dedup._pieces  # type: ignore[attr-defined]
+        pieces.partition_budget = 3 * max(os.path.getsize(p) for p in paths)
         calls: list[bool] = []
-        real = dedup._split_in_memory  # type: ignore[attr-defined]
+        real = pieces._split_in_memory
 
         def spy(path: str, size: int) -> object:
             done = real(path, size)
             calls.append(done is not None)
             return done
 
-        dedup._split_in_memory = spy  # type: ignore[attr-defined]
+        pieces._split_in_memory = spy
         survivors: Counter = Counter()
         for out in dedup.survivors():
             survivors.update(zip(out.column("group").to_pylist(),

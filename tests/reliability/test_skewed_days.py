@@ -98,9 +98,9 @@ def test_pieces_cut_by_key_range_or_streamed_match_the_reference(
 ) -> None:
     # The same days, 100 times smaller, with a budget that fits no piece: every path of the
     # test above (hash splits that make no progress, key ranges, streamed slices) is taken.
-    from streamagg.dedup import spill
+    from streamagg.dedup import pieces
 
-    monkeypatch.setattr(spill, "WORK_PER_SPILLED_BYTE", 2**10)
+    monkeypatch.setattr(pieces, "WORK_PER_SPILLED_BYTE", 2**10)
     source = tmp_path / "source"
     totals = write_day(source, write, scale=100)
     result = cli(DAY_ARG, "--source", source, "--dest", tmp_path / "dest", "--dedupe", "spill",
