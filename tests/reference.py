@@ -1,4 +1,4 @@
-"""A small, obvious, pure-Python implementation of SPEC.md that every engine is held to."""
+"""A small, obvious, pure-Python implementation of docs/CONTRACT.md that every engine must match."""
 
 from __future__ import annotations
 
@@ -233,7 +233,7 @@ def sort_key_for(campaigns: Iterable[str]):  # noqa: ANN201 - a key function
 
 
 def expected_day(files: Iterable[tuple[str, bytes]], day: date) -> Expected:
-    """Run the whole SPEC over one partition's files, given as (relative path, stored bytes)."""
+    """Run the whole contract over one partition's files, given as (relative path, stored bytes)."""
     inputs = sorted((path, data) for path, data in files if is_input(path))
     rejects: list[Reject] = []
     first_campaign: dict[tuple[str, int], str] = {}

@@ -1,4 +1,4 @@
-"""SPEC behaviour through the library and the CLI, for every engine and de-duplication backend."""
+"""docs/CONTRACT.md through the library and the CLI, for every engine and dedupe backend."""
 
 from __future__ import annotations
 
@@ -555,7 +555,7 @@ def test_huge_ignored_field(partition: Callable[..., Path], job: Job) -> None:
 def test_lone_cr_in_quoted_value_is_not_a_line_end(
     partition: Callable[..., Path], job: Job
 ) -> None:
-    # SPEC: line ends are LF or CRLF, so the bad row is on line 3 as editors and `sed -n 3p` show.
+    # Line ends are LF or CRLF, so the bad row is on line 3 as editors and `sed -n 3p` show.
     source = partition({"a.csv": H + 'a,2021-01-30 10:00:00,"x\ry"\nb,bad,1\n'})
     outcome = job(source, **LENIENT)
     agrees(outcome, source)

@@ -23,7 +23,7 @@ log = logging.getLogger("streamagg")
 
 
 class _OneLineErrors(click.Command):
-    """Every failure is one line on stderr and its SPEC exit code; no traceback when expected."""
+    """Every failure: one line on stderr, its exit code (docs/CONTRACT.md), no traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         # click answers a KeyboardInterrupt that reaches its main() with an empty line on

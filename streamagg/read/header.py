@@ -27,7 +27,7 @@ def split_header(stream: BinaryIO, uri: str) -> Header:
     """Read exactly the header record, and no byte more than the returned ``rest``.
 
     Lines before the header that hold
-    nothing but spaces, tabs or a byte-order mark are blank: skipped, as SPEC.md says.
+    nothing but spaces, tabs or a byte-order mark are blank: skipped, as docs/CONTRACT.md says.
     """
     buf = b""
     skipped = 0  # bytes of blank lines before the header

@@ -60,7 +60,7 @@ class Storage(Protocol):
 
 
 def is_input_name(relative: str) -> bool:
-    """SPEC's input rule: ``.csv``/``.csv.gz``, no part of the path hidden by ``_`` or ``.``."""
+    """The input rule: ``.csv``/``.csv.gz``, no part of the path hidden by ``_`` or ``.``."""
     parts = relative.split("/")
     if any(part.startswith(("_", ".")) for part in parts if part):
         return False

@@ -125,7 +125,7 @@ def _corrupt(
     day: dt.date,
     rng: np.random.Generator,
 ) -> npt.NDArray[np.int8]:
-    """Turn the bad rows into one SPEC kind of bad row each; field counts are broken later."""
+    """Turn the bad rows into one contract kind of bad row each; field counts are broken later."""
     damage = np.zeros(len(is_bad), dtype=np.int8)
     if not is_bad.any():
         return damage

@@ -76,7 +76,7 @@ def generate_day(
     - ``duplicate_rate``: share of rows repeating an earlier impression's id and instant, in
       the same file or an earlier one, often rendered in another datetime format;
       ``conflict_rate`` of those carry a different CAMPAIGN_ID.
-    - ``bad_row_rate``: share of rows that are bad under the SPEC (empty id, campaign or
+    - ``bad_row_rate``: share of rows that are bad under the contract (empty id, campaign or
       datetime, unparseable datetime, wrong number of fields).
     - ``late_rate``: share of impressions whose instant falls just outside the day; half of
       them are written with an offset that makes their local time look inside it.
@@ -85,9 +85,9 @@ def generate_day(
     - ``gzip_files``: how many of the files (the last ones) are gzip-compressed.
     - ``extra_columns``: seven columns, else only the three required ones (same relative order).
     - ``vary_layout``: files differ in column order, header case, BOM, CRLF and blank lines,
-      as the SPEC allows.
+      as the contract allows.
     - ``shape``: ``"mixed"`` (the columns of ALL_COLUMNS, long quoted user agents, every rule
-      of the SPEC exercised) or ``"adlog"`` (ADLOG_COLUMNS, about 80 bytes a row, one
+      of the contract exercised) or ``"adlog"`` (ADLOG_COLUMNS, about 80 bytes a row, one
       timestamp form, duplicates that are exact copies of an earlier row). A rate left at
       None takes the shape's default from SHAPES.
 
@@ -213,7 +213,7 @@ def _iter_sizes(paths: Sequence[Path]) -> Iterator[tuple[Path, int]]:
 @click.option("--duplicate-rate", default=0.05, show_default=True,
               type=click.FloatRange(0, 1, max_open=True))
 @click.option("--shape", type=click.Choice(list(SHAPES)), default="mixed", show_default=True,
-              help="mixed: every rule of the SPEC exercised (datetime forms, padding, "
+              help="mixed: every rule of the contract exercised (datetime forms, padding, "
                    "conflicting duplicates, bad and late rows); adlog: like common ad logs, "
                    "short fields, one timestamp form, duplicates that are exact copies.")
 @click.option("--conflict-rate", type=click.FloatRange(0, 1),

@@ -31,7 +31,7 @@ ADLOG_COLUMNS = (
     "COST",
 )
 # Data shapes and the rates they default to (None in generate_day means "the shape's default"):
-# "mixed" exercises every rule of the SPEC (datetime forms, padding, conflicting duplicates,
+# "mixed" exercises every rule of the contract (datetime forms, padding, conflicting duplicates,
 # bad and late rows); "adlog" is what common ad logs look like: one timestamp form, no bad
 # rows, and duplicates that are exact copies of an earlier row (same bytes, same campaign).
 SHAPES: dict[str, dict[str, float]] = {
@@ -102,7 +102,7 @@ _UNPARSEABLE_TIMES = (
     "not-a-date",
     "{y}{m}{d}",
 )
-# Bad-row kinds, in the order of _BAD_KIND_NAMES; each is bad under every rule of the SPEC.
+# Bad-row kinds, in the order of _BAD_KIND_NAMES; each is bad under every rule of the contract.
 _BAD_KIND_NAMES = (
     "empty_id",
     "empty_campaign",

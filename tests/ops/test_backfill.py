@@ -115,7 +115,7 @@ def test_days_without_input_are_not_failures_but_exit_3(
 ) -> None:
     source = month(empty=(2, 4))
     result = cli(str(FIRST), "--to", str(LAST), "--source", source)
-    # SPEC: no failure, but a day without input is what a scheduler must hear about.
+    # The contract: no failure, but a day without input is what a scheduler must hear about.
     assert result.exit_code == 3, result.output
     statuses = [cells[1].strip() for cells in table_rows(result.stdout).values()]
     assert statuses == ["done", "no input", "done", "no input"]

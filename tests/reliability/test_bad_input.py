@@ -30,7 +30,7 @@ MiB = 2**20
 # before raising; the reader then reads that file with the csv module (the CLI mutes it).
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
-# One row of every bad kind SPEC.md lists, between good rows (a line number each, in comments).
+# One row of every bad kind docs/CONTRACT.md lists, between good rows (a line number each).
 KINDS = (
     H                                                   # line 1
     + "good1,2021-01-30 10:00:00,1\n"                   # 2

@@ -24,7 +24,7 @@ from streamagg.testing.generate import (
 )
 
 DAY = dt.date(2021, 1, 30)
-# The SPEC's datetime grammar, and nothing looser: fromisoformat would also take "20210130".
+# The contract's datetime grammar, and nothing looser: fromisoformat would also take "20210130".
 _DATETIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})?"
 )
