@@ -89,6 +89,7 @@ BENCH_ARGS ?=
 bench: install $(BENCH_STAMP)
 	$(PY) benchmarks/run.py --rows 10000000 --files 24 --shape mixed $(BENCH_ARGS)
 	$(PY) benchmarks/run.py --rows 10000000 --files 24 --shape adlog $(BENCH_ARGS)
+	$(PY) benchmarks/incremental.py --rows 10000000 --files 24
 
 bench-large: install $(BENCH_STAMP)
 	$(PY) benchmarks/run.py --rows 100000000 --files 96 --repeats 1 --shape mixed --skip pandas \

@@ -38,7 +38,7 @@ SHAPES = ("mixed", "adlog")
 
 # What kind of contender a system is; the tables label every row with it.
 STREAMAGG = "streamagg"
-FIRST = "first-occurrence peer"  # the SPEC's rules: trim, every datetime form, first wins
+FIRST = "first-occurrence peer"  # the contract's rules: trim, every datetime form, first wins
 EXPERT = "expert peer"  # written as its users write the job: typed read, one query
 NAIVE = "naive peer"
 FLOOR = "floor"  # parses the three columns, nothing more: no output to compare
@@ -102,10 +102,10 @@ def systems() -> list[System]:
                "`collect(engine=\"streaming\")`", "polars",
                peer_script="polars_expert_peer.py", kind=EXPERT, matches_on=("adlog",),
                shape_args={"adlog": ("--keep", "any"), "mixed": ("--keep", "first")}),
-        System("duckdb-first", "DuckDB SQL, every column as text into a table, the SPEC's "
+        System("duckdb-first", "DuckDB SQL, every column as text into a table, the contract's "
                "datetime grammar by regex, first occurrence by `arg_min(campaign, rowid)`",
                "duckdb", peer_script="duckdb_peer.py", kind=FIRST),
-        System("polars-first", "Polars lazy query over text columns, the SPEC's datetime "
+        System("polars-first", "Polars lazy query over text columns, the contract's datetime "
                "grammar, first occurrence by `min_by` on a row index, streaming engine",
                "polars", peer_script="polars_peer.py", kind=FIRST),
         System("pandas", "naive pandas: read every file whole, concat, drop_duplicates, groupby",
@@ -184,8 +184,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--files", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shape", choices=SHAPES, default="mixed",
-                        help="data shape: mixed (every SPEC rule exercised) or adlog (common ad "
-                             "logs: one timestamp form, exact-copy duplicates)")
+                        help="data shape: mixed (every rule of docs/CONTRACT.md exercised) or "
+                             "adlog (common ad logs: one timestamp form, exact-copy duplicates)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--name", help="results file name; default e.g. 10M-24files")
     parser.add_argument("--only", nargs="*", default=[], help="run only these systems")
@@ -430,7 +430,7 @@ def _markdown(report: dict[str, object]) -> str:
         "",
         "Output: `reference` is the output the others are compared with (streamagg's when it",
         "ran), `identical` means byte-identical to it; `differs (expected ...)` marks an expert",
-        "peer on a shape where its query cannot give the SPEC's answer (DISTINCT ON keeps any",
+        "peer on a shape where its query cannot give the contract's answer (DISTINCT ON keeps any",
         "row of a key, typed reads neither trim fields nor take every datetime form).",
         "",
         "Systems:",

@@ -39,7 +39,7 @@ def read_header(path: str) -> list[str]:
 
 
 def list_inputs(source: Path, day: dt.date) -> list[Path]:
-    """The day's input files in the SPEC's order: lexicographic by full path, empties skipped."""
+    """The day's input files in the contract's order: by full path, empties skipped."""
     partition = source / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
     found: list[Path] = []
     for folder, dirs, names in os.walk(partition):

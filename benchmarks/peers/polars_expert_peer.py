@@ -18,7 +18,7 @@ def build(files: list[str], keep: str) -> pl.LazyFrame:
     schema = {name: TYPES[name] for name in read_header(files[0])}
     rows = pl.scan_csv(files, schema=schema).select(ID, TIME, CAMPAIGN)
     # keep="any" is right only where duplicates are exact copies (adlog); "first" with
-    # maintain_order follows file then row order, as the SPEC's first occurrence does.
+    # maintain_order follows file then row order, as the contract's first occurrence does.
     if keep == "first":
         firsts = rows.unique(subset=[ID, TIME], keep="first", maintain_order=True)
     else:
