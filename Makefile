@@ -74,7 +74,7 @@ ensure-java:
 
 # pytest exits 5 when it collected nothing; a suite that ran no test is a failure here.
 test: install-test ensure-java
-	@rc=0; $(PY) -m pytest -q || rc=$$?; \
+	@rc=0; $(PY) -m pytest -q -n 2 || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 

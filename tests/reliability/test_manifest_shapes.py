@@ -33,7 +33,14 @@ def reshaped(manifest: dict[str, Any], path: str, value: object) -> dict[str, An
     return copy
 
 
-_REMOVE = object()
+class _Removed:
+    """Marks a key taken out of the manifest; its repr keeps test ids the same in every process."""
+
+    def __repr__(self) -> str:
+        return "REMOVED"
+
+
+_REMOVE = _Removed()
 SHAPES = [
     ("inputs", "x"), ("inputs", None), ("inputs.0", "x"), ("inputs.0.path", 3),
     ("inputs.0.bytes", "12"), ("inputs.0.mtime", _REMOVE), ("inputs.0.mtime", [1]),
