@@ -48,20 +48,7 @@ class Cluster:
 
     def executor_pids(self) -> list[int]:
         """The executor JVMs the worker started (children of the worker process)."""
-        worker = self.processes["worker"].pid
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if parent == worker and b"CoarseGrainedExecutorBackend" in cmdline:
-                found.append(int(entry.name))
-        return found
+        return children_of(self.processes["worker"].pid, b"CoarseGrainedExecutorBackend")
 
 
 def java_found() -> bool:
@@ -180,3 +167,19 @@ def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def children_of(parent: int, marker: bytes) -> list[int]:
+    """The processes whose parent is ``parent`` and whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and marker in cmdline:
+            found.append(int(entry.name))
+    return found

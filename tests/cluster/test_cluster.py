@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from streamagg.testing.generate import generate_day
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, children_of
 from tests.conftest import DAY, DAY_ARG, Outcome, collect, day_path, run_api, to_bytes
 from tests.engines.test_spark import comparable
 
@@ -130,25 +130,10 @@ def executor_with_a_running_task(cluster: Cluster, run: subprocess.Popen[str]) -
     deadline = time.monotonic() + RUN_TIMEOUT
     while time.monotonic() < deadline and run.poll() is None:
         for pid in cluster.executor_pids():
-            if python_children(pid):
+            if children_of(pid, b"python"):
                 return pid
         time.sleep(0.2)
     raise AssertionError(f"no task started (exit {run.poll()})")
-
-
-def python_children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"python" in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def test_executor_killed_mid_job(spark_cluster: Cluster, tmp_path: Path) -> None:
