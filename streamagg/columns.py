@@ -10,11 +10,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
+import numpy as np
 import pyarrow as pa
 
 # The columns every clean batch carries, whatever the file called them.
 KEY, INSTANT, GROUP = "key", "instant", "group"
 CLEAN_SCHEMA = pa.schema([(KEY, pa.string()), (INSTANT, pa.int64()), (GROUP, pa.string())])
+
+
+def string_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A (large) string or binary array's value offsets and data bytes, without copying."""
+    _, offset_buffer, data_buffer = array.buffers()
+    if offset_buffer is None:  # an empty array may have no buffers at all
+        return np.zeros(len(array) + 1, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+    width = np.int64 if pa.types.is_large_string(array.type) or pa.types.is_large_binary(
+        array.type) else np.int32
+    offsets = np.frombuffer(offset_buffer, dtype=width)[array.offset:array.offset + len(array) + 1]
+    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
+            else np.zeros(0, dtype=np.uint8))
+    return offsets, data
+
 
 # A rejects line keeps at most this much raw text, so one runaway field cannot flood the file.
 MAX_RAW_CHARS = 64 * 1024

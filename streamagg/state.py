@@ -24,7 +24,8 @@ from .errors import StorageError
 from .outputs.manifest import MANIFEST_VERSION, InputRecord, file_sha256
 from .sources import InputFile, Storage, storage_for
 
-STATE_FORMAT = 1
+# 2: keys kept as 128-bit fingerprints (1 kept the exact key bytes); another format recomputes.
+STATE_FORMAT = 2
 SEGMENTS = "segments"
 
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol, cast
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from ..aggregate import HourlyCounts, sum_per_pair
+from ..columns import GROUP, INSTANT, KEY
 from ..registry import DEDUPE_BACKENDS
-
-if TYPE_CHECKING:
-    from ..aggregate import HourlyCounts
+from .fingerprint import fingerprints
 
 
 @dataclass
@@ -55,7 +54,11 @@ class Deduper(Protocol):
 
     stats: DedupStats
 
-    def add(self, batch: pa.RecordBatch) -> None:
+    def prepare(self, batch: pa.RecordBatch) -> Prepared:
+        """A clean batch in this backend's form. Safe to call from several threads at once:
+        the engine calls it on its reader threads, so hashing and counting use every core."""
+
+    def add(self, prepared: Prepared) -> None:
         """Take the next rows of the day, in file order then row order."""
 
     def fold_into(self, counts: HourlyCounts) -> None:
@@ -70,29 +73,33 @@ class Deduper(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def exact_keys(keys: pa.ChunkedArray | pa.Array,
-               instants: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """One binary string per row: the instant as 8 big-endian bytes, then the key's bytes.
-
-    Exact: the fixed-width prefix makes the encoding unambiguous, so two rows share a string
-    only when they share the key. Big-endian makes byte order time order, which keeps a
-    B-tree's inserts local for a mostly chronological day.
-    """
-    if isinstance(keys, pa.ChunkedArray):
-        keys = keys.combine_chunks()
-    if isinstance(instants, pa.ChunkedArray):
-        instants = instants.combine_chunks()
-    prefix = instants.to_numpy(zero_copy_only=False).astype(">i8")
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(8), len(prefix),
-                                                 [None, pa.py_buffer(prefix)])
-    return pc.binary_join_element_wise(pc.cast(fixed, pa.binary()), pc.cast(keys, pa.binary()),
-                                       _empty_binary())
+# What the backends keep of a clean batch: the key's fingerprint (see `fingerprint`), whose
+# high lane also chooses the spill partition, the instant (for the bucket) and the group.
+HIGH, LOW = "high", "low"
+KEYED_SCHEMA = pa.schema([(HIGH, pa.uint64()), (LOW, pa.uint64()), (INSTANT, pa.int64()),
+                          (GROUP, pa.string())])
 
 
-@functools.cache
-def _empty_binary() -> pa.Scalar:
-    """Made on first use: a scalar made from a Python value makes pyarrow check for pandas."""
-    return pa.scalar(b"", pa.binary())
+@dataclass(frozen=True)
+class Prepared:
+    """A clean batch in a backend's own form, made by `Deduper.prepare` on a reader thread."""
+
+    rows: pa.RecordBatch  # `KEYED_SCHEMA`, in the order the backend wants them
+    arrived: pa.Table  # every row counted per (group, bucket), as `sum_per_pair` gives them
+    # Rows per spill partition, in order, when the backend partitions (else None).
+    partition_rows: np.ndarray | None = None
+
+
+def keyed(batch: pa.RecordBatch, grain_seconds: int) -> tuple[pa.RecordBatch, pa.Table]:
+    """A clean batch (key, instant, group) as `KEYED_SCHEMA` rows, and its counts."""
+    instants, groups = batch.column(INSTANT), batch.column(GROUP)
+    high, low = fingerprints(batch.column(KEY), instants)
+    rows = pa.RecordBatch.from_arrays([pa.array(high), pa.array(low), instants, groups],
+                                      schema=KEYED_SCHEMA)
+    if not batch.num_rows:
+        return rows, HourlyCounts(grain_seconds).table()
+    buckets = np.floor_divide(instants.to_numpy(zero_copy_only=False), grain_seconds * 10**9)
+    return rows, sum_per_pair(groups, buckets)
 
 
 def make_deduper(kind: str, *, tmp_dir: str | None, memory_limit: int,

@@ -10,20 +10,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..columns import GROUP, INSTANT, KEY
-from . import KeySetState, exact_keys
+from ..aggregate import HourlyCounts
+from ..columns import GROUP, INSTANT
+from . import HIGH, LOW, KeySetState
 from .partition import _private_file
-from .pieces import _GROUP_OUT, _Done
+from .pieces import STATE_SCHEMA, Done, PieceSplitter, _column, _lane, _state_rows, first_rows
 
-# A kept partition's segment files: the exact key (see `exact_keys`) and its first group.
-STATE_SCHEMA = pa.schema([("k", pa.binary()), (GROUP, pa.string())])
 # A partition's runs of kept batches are merged into one when a refresh would add one more
 # than this: each refresh reads them all anyway, so the merge costs only the write.
 MAX_SEGMENTS = 8
 
 
 class KeptSegments:
-    """The kept state: each partition's first occurrences as (exact key, group) batches. A run
+    """The kept state: each partition's first occurrences as (fingerprint, group) batches. A run
     writes one Arrow file (one upload, one fsync); the record lists, per partition, its runs of
     batches in such files: [file, first batch, batch count]."""
 
@@ -50,9 +49,6 @@ class KeptSegments:
         ranges[-1][2] += 1
         self._batches += 1
 
-    def keep(self, index: int, batch: pa.RecordBatch) -> None:
-        """Add first occurrences of partition ``index`` to the kept state."""
-        self.write(index, _state_batch(batch))
 
     def finish(self, partitions: int, stored: dict[int, list[list[Any]]]) -> None:
         """Close this run's file; record every partition's batches (of ``partitions``) for the
@@ -91,12 +87,12 @@ class KeptSegments:
                 yield entry[1].get_batch(number)
 
 
-    def against_stored(self, index: int, table: pa.Table, ranges: list[list[Any]], *,
-                       copy: bool = False) -> _Done:
+    def against_stored(self, index: int, table: pa.Table, ranges: list[list[Any]],
+                       pieces: PieceSplitter, *, copy: bool = False) -> Done:
         """De-duplicate one partition's new rows against themselves and its stored keys
         (copying the stored batches into this run's file when ``copy``: a merge).
 
-        The hash table is over the new rows only; stored batches are streamed past it, so
+        Only the new rows' keys are held, sorted; stored batches are streamed past them, so
         memory follows the new rows, however large the day's key set has grown. A stored key
         came first (new files sort after every recorded one), so a new row holding it is a
         duplicate, conflicting when its group differs from the stored group.
@@ -105,50 +101,58 @@ class KeptSegments:
             if copy:
                 for kept in self.stored_batches(ranges):
                     self.write(index, kept)
-            return pa.RecordBatch.from_pylist([], schema=_GROUP_OUT), 0, 0
-        encoded = pc.dictionary_encode(exact_keys(table.column(KEY), table.column(INSTANT)))
-        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        unique = encoded.dictionary
-        _, first_row = np.unique(codes, return_index=True)
-        matched_codes: list[np.ndarray] = []
-        matched_groups: list[pa.Array] = []
+            return Done(HourlyCounts().table(), 0, 0)
+        high, low = _lane(table, HIGH), _lane(table, LOW)
+        groups, n = _column(table, GROUP), table.num_rows
+        first = first_rows(high, low)
+        heads = np.flatnonzero(first == np.arange(n))  # each new key's first row, in order
+        by_high = np.argsort(high[heads], kind="stable")
+        sorted_high, sorted_low = high[heads][by_high], low[heads][by_high]
+        # Which stored row each new key matched (an index into `stored_groups`), or -1.
+        stored_of = np.full(len(heads), -1, np.int64)
+        stored_groups: list[pa.Array] = []
+        matched = 0
         for stored in self.stored_batches(ranges):
             if copy:
                 self.write(index, stored)
-            found = pc.index_in(stored.column(0), value_set=unique)
-            hit = found.is_valid()
-            if pc.any(hit).as_py():
-                matched_codes.append(
-                    found.filter(hit).to_numpy(zero_copy_only=False).astype(np.int64))
-                matched_groups.append(stored.column(1).filter(hit))
-        groups = table.column(GROUP).combine_chunks()
-        first_group = groups.take(pa.array(first_row))
-        matched = np.zeros(len(unique), dtype=bool)
-        if matched_codes:
-            hits = np.concatenate(matched_codes)
-            matched[hits] = True
-            # The group a key first had: the stored one where the key was stored.
-            where = np.arange(len(unique), dtype=np.int64)
-            where[hits] = len(unique) + np.arange(len(hits), dtype=np.int64)
-            first_group = pa.concat_arrays([first_group, *matched_groups]).take(pa.array(where))
-        keep = np.zeros(len(codes), dtype=bool)
-        keep[first_row] = True
-        keep &= ~matched[codes]
-        dropped = ~keep
-        duplicates = int(dropped.sum())
+            spots = _matches(sorted_high, sorted_low, _lane(stored, HIGH), _lane(stored, LOW))
+            hit = spots >= 0
+            if hit.any():
+                stored_of[by_high[spots[hit]]] = matched + np.arange(int(hit.sum()))
+                stored_groups.append(stored.column(GROUP).filter(pa.array(hit)))
+                matched += int(hit.sum())
+        key_of = np.searchsorted(heads, first)  # each row's key, as its place in `heads`
+        stored_row = stored_of[key_of]
+        dropped = (first != np.arange(n)) | (stored_row >= 0)
+        duplicates = int(np.count_nonzero(dropped))
         conflicts = 0
+        taken_out = HourlyCounts().table()
         if duplicates:
+            # The group a key first had: the stored one where the key was stored.
+            every = pa.concat_arrays([groups, *stored_groups])
+            canonical = np.where(stored_row >= 0, n + stored_row, first)[dropped]
             mask = pa.array(dropped)
-            conflicts = int(pc.sum(pc.not_equal(
-                groups.filter(mask), first_group.take(pa.array(codes[dropped])))).as_py() or 0)
-        kept = table.select([GROUP, INSTANT, KEY]).filter(pa.array(keep)).combine_chunks()
-        batch = (kept.to_batches()[0] if kept.num_rows
-                 else pa.RecordBatch.from_pylist([], schema=_GROUP_OUT))
-        return batch, duplicates, conflicts
+            later = groups.filter(mask)
+            conflicts = int(pc.sum(pc.not_equal(later, every.take(pa.array(canonical)))
+                                   .cast(pa.int64())).as_py() or 0)
+            taken_out = pieces.taken_out(later, _column(table, INSTANT).filter(mask))
+        kept = table.filter(pa.array(~dropped)) if duplicates else table
+        return Done(taken_out, duplicates, conflicts, _state_rows(kept))
 
 
-def _state_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """First occurrences as a kept segment's rows: exact key and group."""
-    return pa.RecordBatch.from_arrays(
-        [exact_keys(batch.column(KEY), batch.column(INSTANT)), batch.column(GROUP)],
-        schema=STATE_SCHEMA)
+def _matches(sorted_high: np.ndarray, sorted_low: np.ndarray, high: np.ndarray,
+             low: np.ndarray) -> np.ndarray:
+    """For each (high, low), its place among the sorted keys, or -1 where it is not one.
+
+    A run of equal high lanes (two keys alike in 64 bits) is searched on the low lane too."""
+    left = np.searchsorted(sorted_high, high, side="left")
+    right = np.searchsorted(sorted_high, high, side="right")
+    spots = np.full(len(high), -1, np.int64)
+    single = right - left == 1
+    at = left[single]
+    spots[single] = np.where(sorted_low[at] == low[single], at, -1)
+    for row in np.flatnonzero(right - left > 1).tolist():
+        run = np.flatnonzero(sorted_low[left[row]:right[row]] == low[row])
+        if len(run):
+            spots[row] = left[row] + int(run[0])
+    return spots

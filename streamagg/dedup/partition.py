@@ -14,14 +14,15 @@ def _by_partition(batch: pa.RecordBatch, partition: np.ndarray,
     """The rows of each partition that has any, in their order, as slices of one copy."""
     if batch.num_rows == 0:
         return
-    # Stable, so rows keep their order within a partition; radix sort on small integers.
-    order = np.argsort(partition.astype(np.uint16, copy=False), kind="stable")
-    counts = np.bincount(partition, minlength=partitions)
-    ordered = batch.take(pa.array(order))
+    yield from _slices(*ordered_by_partition(batch, partition, partitions))
+
+
+def _slices(ordered: pa.RecordBatch,
+            counts: np.ndarray) -> Iterator[tuple[int, pa.RecordBatch]]:
     start = 0
-    for index in np.flatnonzero(counts):
+    for index in np.flatnonzero(counts).tolist():
         count = int(counts[index])
-        yield int(index), ordered.slice(start, count)
+        yield index, ordered.slice(start, count)
         start += count
 
 
@@ -63,71 +64,23 @@ def _sliced(stream: pa.ipc.RecordBatchStreamReader, max_bytes: int) -> Iterator[
             yield batch.slice(start, rows)
 
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+def bits_of(high: np.ndarray, shift: int, bits: int) -> np.ndarray:
+    """The partition of each row: ``bits`` bits of the fingerprint's high lane from ``shift``.
 
-
-def partition_by_instant(instants: pa.Array | pa.ChunkedArray, partitions: int, *,
-                         seed: int = 0) -> np.ndarray:
-    """A spill partition per row from the key's instant alone.
-
-    Equal keys have equal instants, so they meet in one partition; a day's instants spread
-    over tens of thousands of distinct seconds, which a good mix scatters evenly. It costs a
-    few integer operations per row where hashing the id bytes costs many. A partition that
-    still comes out too large is split again, first on the instant with another ``seed`` (a
-    100M-row day puts hundreds of seconds in each), then on the id (one hot second), see
-    `partition_of`.
+    The high lane is a well-mixed hash of the whole key, so any of its bits spread any day's
+    keys evenly, however skewed their ids or instants; equal keys always share a partition.
+    Each level of splitting takes the next bits down.
     """
-    if isinstance(instants, pa.ChunkedArray):
-        instants = instants.combine_chunks()
-    values = instants.to_numpy(zero_copy_only=False).view(np.uint64)
-    with np.errstate(over="ignore"):
-        salt = _GOLDEN * np.uint64(seed + 1)
-    return (_mix(values ^ salt) % np.uint64(partitions)).astype(np.uint16)
+    mask = np.uint64((1 << bits) - 1)
+    return ((high >> np.uint64(shift)) & mask).astype(np.uint16)
 
 
-def partition_of(keys: pa.Array | pa.ChunkedArray, partitions: int, *, seed: int) -> np.ndarray:
-    """A spill partition per row from the key's length, first and last eight bytes.
-
-    Only decides where a key is stored, never whether two keys are equal, so it needs to spread
-    keys, not to be collision-free; equal keys always land in the same partition.
-    """
-    if isinstance(keys, pa.ChunkedArray):
-        keys = keys.combine_chunks()
-    n = len(keys)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint16)
-    buffers = keys.buffers()
-    offsets = np.frombuffer(buffers[1], dtype=np.int32)[keys.offset:keys.offset + n + 1]
-    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(
-        1, np.uint8)
-    if len(data) == 0:
-        data = np.zeros(1, np.uint8)
-    starts = offsets[:-1].astype(np.int64)
-    lengths = (offsets[1:] - offsets[:-1]).astype(np.int64)
-    head = np.zeros(n, dtype=np.uint64)
-    tail = np.zeros(n, dtype=np.uint64)
-    last = len(data) - 1
-    for k in range(8):
-        present = lengths > k
-        head |= np.where(present, data[np.minimum(starts + k, last)], 0).astype(np.uint64) << (
-            np.uint64(8 * k))
-        tail |= np.where(present, data[np.clip(starts + lengths - 1 - k, 0, last)], 0).astype(
-            np.uint64) << np.uint64(8 * k)
-    with np.errstate(over="ignore"):
-        h = head * _GOLDEN ^ _mix(tail ^ np.uint64(seed + 1)) ^ (lengths.astype(np.uint64) * _M1)
-        h = _mix(h)
-    return (h % np.uint64(partitions)).astype(np.uint16)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: every input bit flips about half the output bits."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-        mixed: np.ndarray = x ^ (x >> np.uint64(31))
-        return mixed
+def ordered_by_partition(batch: pa.RecordBatch, partition: np.ndarray,
+                         partitions: int) -> tuple[pa.RecordBatch, np.ndarray]:
+    """The rows grouped by partition (in their order within each) and each partition's count."""
+    # Stable, so rows keep their order within a partition; radix sort on small integers.
+    order = np.argsort(partition, kind="stable")
+    return batch.take(pa.array(order)), np.bincount(partition, minlength=partitions)
 
 
 class _PartitionWriters:
@@ -141,6 +94,11 @@ class _PartitionWriters:
 
     def write(self, batch: pa.RecordBatch, partition: np.ndarray) -> None:
         for index, rows in _by_partition(batch, partition, len(self.paths)):
+            self._writer(index).write_batch(rows)
+
+    def write_ordered(self, batch: pa.RecordBatch, counts: np.ndarray) -> None:
+        """Write rows already grouped by partition, ``counts[i]`` of them for partition i."""
+        for index, rows in _slices(batch, counts):
             self._writer(index).write_batch(rows)
 
     def _writer(self, index: int) -> pa.ipc.RecordBatchStreamWriter:

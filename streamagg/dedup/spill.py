@@ -1,4 +1,4 @@
-"""Hash-partitioned spill files: keys go to disk, then each partition is de-duplicated alone."""
+"""Hash-partitioned spill files: key fingerprints go to disk, each partition de-duplicated alone."""
 
 from __future__ import annotations
 
@@ -13,41 +13,56 @@ import pyarrow as pa
 
 from ..aggregate import HourlyCounts
 from ..budget import Budget
-from ..columns import CLEAN_SCHEMA, INSTANT
-from . import DedupStats, KeySetState, pieces
-from .kept import MAX_SEGMENTS, STATE_SCHEMA, KeptSegments
-from .partition import _PartitionWriters, partition_by_instant, partition_of
-from .pieces import SPLIT_FANOUT, WORK_PER_SPILLED_BYTE, PieceSplitter, _Done, first_occurrences
+from . import HIGH, KEYED_SCHEMA, DedupStats, KeySetState, Prepared, keyed, pieces
+from .kept import MAX_SEGMENTS, KeptSegments
+from .partition import _PartitionWriters, bits_of, ordered_by_partition
+from .pieces import (
+    SPLIT_BITS,
+    SPLIT_FANOUT,
+    STATE_SCHEMA,
+    WORK_PER_SPILLED_BYTE,
+    Done,
+    PieceSplitter,
+    first_occurrences,
+)
 
 MAX_PARTITIONS = 256
-# Importable from here as before the module was split. `pieces` owns the working-memory factor:
-# set `pieces.WORK_PER_SPILLED_BYTE`, not this copy, to change it.
+# Spilled bytes per byte of CSV read: about 33 bytes a row (two fingerprint lanes, the instant
+# and the group) against 82 to 190 bytes a row of CSV in the benchmarks' days. A day of shorter
+# rows spills more than this guess, and its partitions are cut again in memory.
+SPILL_PER_INPUT_BYTE = 0.5
 __all__ = ["MAX_PARTITIONS", "MAX_SEGMENTS", "SPLIT_FANOUT", "STATE_SCHEMA",
-           "WORK_PER_SPILLED_BYTE", "SpillDeduper", "first_occurrences", "partition_by_instant",
-           "partition_of"]
+           "WORK_PER_SPILLED_BYTE", "SpillDeduper", "first_occurrences"]
 
 
 class SpillDeduper:
-    """Keys are hash-partitioned on their id into spill files; a partition fits in memory."""
+    """Keys are hash-partitioned on their fingerprint into spill files; a partition fits in
+    memory. Every row is counted as it arrives; de-duplication then takes the later
+    occurrences out of those counts."""
 
     def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0,
                  grain_seconds: int = 3600,  # the grain: `fold_into`'s counts carry it
                  state: KeySetState | None = None) -> None:
         self.stats = DedupStats()
+        self.grain_seconds = grain_seconds
         self._state = state
         self._kept = KeptSegments(state) if state is not None else None
+        self._arrived = HourlyCounts(grain_seconds)
         # mkdtemp creates the folder 0700: spilled keys are customer data.
         self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
         budget = Budget.of(memory_limit)
         self.threads = budget.spill_threads
-        self._pieces = PieceSplitter(self.folder, budget.spill_partition_bytes)
+        self._pieces = PieceSplitter(self.folder, budget.spill_partition_bytes, grain_seconds,
+                                     keep=state is not None)
         # Read from `pieces` when called: a test that changes the factor changes it everywhere.
-        wanted = expected_bytes * pieces.WORK_PER_SPILLED_BYTE // self.partition_budget + 1
+        wanted = int(expected_bytes * SPILL_PER_INPUT_BYTE * pieces.WORK_PER_SPILLED_BYTE
+                     ) // self.partition_budget + 1
         self.partitions = min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length()))
         if state is not None and state.resume:
             # New keys must meet the stored ones: the stored partitioning decides.
             self.partitions = int(state.record["partitions"])
-        self._writers = _PartitionWriters(self.folder, "p", self.partitions, CLEAN_SCHEMA)
+        self._bits = self.partitions.bit_length() - 1
+        self._writers = _PartitionWriters(self.folder, "p", self.partitions, KEYED_SCHEMA)
 
     @property
     def partition_budget(self) -> int:
@@ -60,49 +75,62 @@ class SpillDeduper:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add(self, batch: pa.RecordBatch) -> None:
-        self._writers.write(batch, partition_by_instant(batch.column(INSTANT), self.partitions))
+    def prepare(self, batch: pa.RecordBatch) -> Prepared:
+        rows, arrived = keyed(batch, self.grain_seconds)
+        where = bits_of(rows.column(HIGH).to_numpy(), 64 - self._bits, self._bits)
+        ordered, counts = ordered_by_partition(rows, where, self.partitions)
+        return Prepared(ordered, arrived, counts)
 
-    def survivors(self) -> Iterator[pa.RecordBatch]:
+    def add(self, prepared: Prepared) -> None:
+        assert prepared.partition_rows is not None, "prepared by another backend"
+        self._arrived.fold_counts(prepared.arrived)
+        self._writers.write_ordered(prepared.rows, prepared.partition_rows)
+
+    def fold_into(self, counts: HourlyCounts) -> None:
+        counts.fold_counts(self._arrived.table())
+        self._arrived = HourlyCounts(self.grain_seconds)
+        for done in self._done():
+            counts.fold_counts(done.taken_out)
+
+    def _done(self) -> Iterator[Done]:
+        """What de-duplicating each partition found, partition by partition."""
         if self._state is not None and self._state.resume:
-            yield from self._resumed_survivors(self._state)
+            yield from self._resumed(self._state)
             return
         paths = self._writers.close()
-        # Partitions are independent and Arrow's kernels release the GIL: a few at once, in a
+        shift = 64 - self._bits - SPLIT_BITS
+        # Partitions are independent and numpy's sorts release the GIL: a few at once, in a
         # window as wide as the pool so no more than that are in memory.
         with ThreadPoolExecutor(max_workers=self.threads,
                                 thread_name_prefix="streamagg-dedup") as pool:
-            window: deque[tuple[str, Future[list[_Done]]]] = deque()
+            window: deque[tuple[str, Future[list[Done]]]] = deque()
             for path in paths:
-                window.append((path, pool.submit(self._pieces.survivors, path, 1)))
+                window.append((path, pool.submit(self._pieces.first_of, path, shift, top=True)))
                 if len(window) >= self.threads:
-                    done_path, done = window.popleft()
-                    yield from self._collect(done.result(), done_path)
+                    yield from self._collect(*window.popleft())
             while window:
-                done_path, done = window.popleft()
-                yield from self._collect(done.result(), done_path)
+                yield from self._collect(*window.popleft())
         if self._kept is not None:
             self._kept.finish(self.partitions, {})
 
-    def fold_into(self, counts: HourlyCounts) -> None:
-        for batch in self.survivors():
-            counts.fold(batch)
+    def _collect(self, path: str, future: Future[list[Done]]) -> Iterator[Done]:
+        for done in future.result():
+            self._count(done, _partition_index(path))
+            yield done
 
-    def _collect(self, done: list[_Done], path: str) -> Iterator[pa.RecordBatch]:
-        for batch, duplicates, conflicts in done:
-            self.stats.duplicates += duplicates
-            self.stats.conflicting_duplicates += conflicts
-            if batch.num_rows:
-                if self._kept is not None:
-                    self._kept.keep(_partition_index(path), batch)
-                yield batch
+    def _count(self, done: Done, index: int) -> None:
+        self.stats.duplicates += done.duplicates
+        self.stats.conflicting_duplicates += done.conflicts
+        if self._kept is not None and done.kept is not None and done.kept.num_rows:
+            self._kept.write(index, done.kept)
 
-    def _resumed_survivors(self, state: KeySetState) -> Iterator[pa.RecordBatch]:
-        """First occurrences among the new rows that no stored key already holds."""
+    def _resumed(self, state: KeySetState) -> Iterator[Done]:
+        """New rows against the stored keys, partition by partition."""
         kept = self._kept
         assert kept is not None
         stored = {int(i): [list(r) for r in ranges]
                   for i, ranges in state.record["segments"].items()}
+        shift = 64 - self._bits - SPLIT_BITS
         for path in self._writers.close():
             index = _partition_index(path)
             ranges = stored.get(index, [])
@@ -111,24 +139,20 @@ class SpillDeduper:
                 cuts = [path]
             else:
                 # More new rows than fit at once (the state's partitions were sized for a
-                # smaller day): cut them by instant, as a full run would, and hold each piece
-                # against the stored keys in turn. Equal keys share an instant, hence a piece.
-                cuts = self._pieces.split_on_disk(path, lambda batch: partition_by_instant(
-                    batch.column(INSTANT), SPLIT_FANOUT, seed=1))
+                # smaller day): cut them by the next bits, as a full run would, and hold each
+                # piece against the stored keys in turn. Equal keys share a piece.
+                cuts = self._pieces.split_on_disk(path, lambda batch: bits_of(
+                    batch.column(HIGH).to_numpy(), shift, SPLIT_BITS))
             for piece in cuts:
                 with pa.ipc.open_stream(pa.OSFile(piece)) as stream:
                     table = stream.read_all()
                 os.unlink(piece)
                 # One piece: the stored batches are merged while they are read anyway.
                 copy = merge and len(cuts) == 1
-                batch, duplicates, conflicts = kept.against_stored(index, table, ranges,
-                                                                   copy=copy)
+                done = kept.against_stored(index, table, ranges, self._pieces, copy=copy)
                 del table
-                self.stats.duplicates += duplicates
-                self.stats.conflicting_duplicates += conflicts
-                if batch.num_rows:
-                    kept.keep(index, batch)
-                    yield batch
+                self._count(done, index)
+                yield done
             if merge:
                 if len(cuts) > 1:
                     for stored_batch in kept.stored_batches(ranges):

@@ -12,23 +12,23 @@ import pyarrow as pa
 
 from ..aggregate import HourlyCounts, sum_per_pair
 from ..budget import Budget
-from ..columns import GROUP, INSTANT, KEY
+from ..columns import GROUP, INSTANT
 from ..errors import StorageError
-from . import DedupStats, KeySetState, exact_keys
+from . import HIGH, LOW, DedupStats, KeySetState, Prepared, keyed
 
 _FETCH = 20_000
 _SLICE = 8_192
 
 
 class SqliteDeduper:
-    """Keys live in a WITHOUT ROWID table whose primary key is the exact key as one blob.
+    """Keys live in a WITHOUT ROWID table whose primary key is the key's fingerprint, two
+    64-bit integers (see `fingerprint`), beside the instant and the group.
 
-    The blob is the instant as 8 big-endian bytes followed by the id: exact (the fixed-width
-    prefix makes it unambiguous) and ordered by time. A later occurrence of a key leaves the
-    first row as it is and, through a trigger, lands in a small table of dropped rows with its
-    own group. Every row is also counted in Arrow as it arrives, so the survivors per (group,
-    bucket) are those counts less the dropped rows': no pass over the whole key table at the
-    end (a GROUP BY over it took a fifth of the run).
+    A later occurrence of a key leaves the first row as it is and, through a trigger, lands in
+    a small table of dropped rows with its own group. Every row is also counted in Arrow as it
+    arrives (on the reader threads, in `prepare`), so the survivors per (group, bucket) are
+    those counts less the dropped rows': no pass over the whole key table at the end (a GROUP
+    BY over it took a fifth of the run).
     """
 
     def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0,
@@ -64,15 +64,16 @@ class SqliteDeduper:
                 raise StorageError(f"kept sqlite key table unusable: {err}",
                                    uri=self.path) from err
         else:
-            self._db.execute("CREATE TABLE keys (k BLOB PRIMARY KEY, grp TEXT NOT NULL,"
-                             " later TEXT) WITHOUT ROWID")
-            self._db.execute("CREATE TABLE dropped (k BLOB NOT NULL, grp TEXT NOT NULL,"
+            self._db.execute("CREATE TABLE keys (high INTEGER NOT NULL, low INTEGER NOT NULL,"
+                             " t INTEGER NOT NULL, grp TEXT NOT NULL, later TEXT,"
+                             " PRIMARY KEY (high, low)) WITHOUT ROWID")
+            self._db.execute("CREATE TABLE dropped (t INTEGER NOT NULL, grp TEXT NOT NULL,"
                              " conflict INTEGER NOT NULL)")
             self._db.execute(
                 "CREATE TRIGGER drop_later AFTER UPDATE OF later ON keys BEGIN"
-                " INSERT INTO dropped VALUES (NEW.k, NEW.later, NEW.later <> NEW.grp); END")
-        self._insert = ("INSERT INTO keys (k, grp) VALUES (?, ?)"
-                        " ON CONFLICT (k) DO UPDATE SET later = excluded.grp")
+                " INSERT INTO dropped VALUES (NEW.t, NEW.later, NEW.later <> NEW.grp); END")
+        self._insert = ("INSERT INTO keys (high, low, t, grp) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (high, low) DO UPDATE SET later = excluded.grp")
 
     def __enter__(self) -> SqliteDeduper:
         return self
@@ -80,19 +81,29 @@ class SqliteDeduper:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add(self, batch: pa.RecordBatch) -> None:
+    def prepare(self, batch: pa.RecordBatch) -> Prepared:
+        rows, arrived = keyed(batch, self._arrived.grain_seconds)
+        return Prepared(rows, arrived)
+
+    def add(self, prepared: Prepared) -> None:
+        batch = prepared.rows
         if batch.num_rows == 0:
             return
-        self._arrived.fold(batch)
+        self._arrived.fold_counts(prepared.arrived)
+        # sqlite's integers are signed: the lanes go in as the same 64 bits, signed.
+        high = batch.column(HIGH).to_numpy().view(np.int64)
+        low = batch.column(LOW).to_numpy().view(np.int64)
+        instants = batch.column(INSTANT).to_numpy()
         try:
             self._db.execute("BEGIN")
             # executemany runs in order, so the first occurrence is the row that stays. Slices
-            # bound the Python objects (and key strings) alive at once.
+            # bound the Python objects alive at once.
             for start in range(0, batch.num_rows, _SLICE):
-                part = batch.slice(start, _SLICE)
+                end = start + _SLICE
                 self._db.executemany(self._insert, zip(
-                    exact_keys(part.column(KEY), part.column(INSTANT)).to_pylist(),
-                    part.column(GROUP).to_pylist(), strict=True))
+                    high[start:end].tolist(), low[start:end].tolist(),
+                    instants[start:end].tolist(),
+                    batch.column(GROUP).slice(start, _SLICE).to_pylist(), strict=True))
             self._db.execute("COMMIT")
         except sqlite3.Error as err:
             raise StorageError(f"sqlite key table failed: {err}", uri=self.path) from err
@@ -120,13 +131,13 @@ class SqliteDeduper:
     def _read_dropped(self, counts: HourlyCounts | None) -> None:
         """Fill in `stats` from the dropped rows and, given counts, take them out of them."""
         self.stats = DedupStats()
-        cursor = self._db.execute("SELECT substr(k, 1, 8), grp, conflict FROM dropped")
+        cursor = self._db.execute("SELECT t, grp, conflict FROM dropped")
         while rows := cursor.fetchmany(_FETCH):
-            prefixes, groups, conflicts = zip(*rows, strict=True)
+            instants, groups, conflicts = zip(*rows, strict=True)
             self.stats.duplicates += len(rows)
             self.stats.conflicting_duplicates += sum(conflicts)
             if counts is not None:
-                buckets = np.floor_divide(_instants(prefixes), counts.grain_ns)
+                buckets = np.floor_divide(np.array(instants, np.int64), counts.grain_ns)
                 counts.fold_counts(sum_per_pair(pa.array(groups, pa.string()), buckets,
                                                 np.full(len(rows), -1, np.int64)))
 
@@ -135,8 +146,3 @@ class SqliteDeduper:
             self._db.close()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _instants(prefixes: tuple[bytes, ...]) -> np.ndarray:
-    """The instants (ns) that `exact_keys` wrote as the keys' first eight bytes."""
-    return np.frombuffer(b"".join(prefixes), dtype=">i8").astype(np.int64)

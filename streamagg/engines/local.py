@@ -14,7 +14,7 @@ from ..aggregate import HourlyCounts
 from ..budget import Budget
 from ..columns import INSTANT, BadRows, FileStats
 from ..config import Config
-from ..dedup import make_deduper
+from ..dedup import Prepared, make_deduper
 from ..errors import StorageError
 from ..outputs.hourly import tally_buckets
 from ..read import locate_bad_rows, open_decompressed, read_batches
@@ -35,9 +35,11 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
     expected = sum(i.size * (GZIP_RATIO if i.gzip else 1) for i in inputs)
     result = DayCounts(HourlyCounts(config.schema.grain_seconds))
 
-    def batches_then_stats(item: InputFile) -> Iterator[pa.RecordBatch | FileStats]:
+    def batches_then_stats(item: InputFile) -> Iterator[Prepared | FileStats]:
         stats = FileStats(bad_rows=BadRows(work))  # many bad rows wait on disk, in ``work``
-        yield from read_file(config, source, item, stats)
+        for batch in read_file(config, source, item, stats):
+            # On the reader thread: the backend's hashing and counting run on every core.
+            yield dedup.prepare(batch)
         yield stats
 
     with make_deduper(config.dedupe, tmp_dir=work, memory_limit=config.memory_limit,
@@ -49,7 +51,7 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
         for item, batch_or_stats in ordered_prefetch(
                 batches_then_stats, inputs, workers=config.workers or budget.reader_threads,
                 depth=budget.queue_depth):
-            if isinstance(batch_or_stats, pa.RecordBatch):
+            if isinstance(batch_or_stats, Prepared):
                 try:
                     dedup.add(batch_or_stats)
                 except OSError as err:
@@ -57,7 +59,7 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
                                        uri=work) from err
                 # Clean rows per hour, less the survivors, are the duplicates per hour (~0.2 ms
                 # per 100k rows).
-                tally_buckets(result.clean_per_bucket, batch_or_stats.column(INSTANT),
+                tally_buckets(result.clean_per_bucket, batch_or_stats.rows.column(INSTANT),
                               config.schema.grain_seconds)
             elif isinstance(batch_or_stats, FileStats):
                 stats = batch_or_stats

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..columns import CLEAN_SCHEMA
+from ..columns import CLEAN_SCHEMA, string_buffers
 from ..config import Schema
 
 DATETIME_PATTERN = (
@@ -69,7 +69,7 @@ def clean_columns(
     for name, text in zip(schema.required, texts, strict=True):
         if not n:
             continue
-        lengths = np.diff(_offsets_and_data(text)[0])
+        lengths = np.diff(string_buffers(text)[0])
         if lengths.min() == 0:
             for i in np.flatnonzero(lengths == 0).tolist():
                 reasons.setdefault(i, f"empty {name}")
@@ -97,7 +97,7 @@ def _trimmed(text: pa.Array) -> pa.Array:
     Looking at each value's first and last byte is much cheaper than trimming, which copies
     the column, and most logs hold no padding at all.
     """
-    offsets, data = _offsets_and_data(text)
+    offsets, data = string_buffers(text)
     filled = offsets[1:] != offsets[:-1]
     if len(text) and not text.null_count:
         edges = data[np.concatenate((offsets[:-1][filled], offsets[1:][filled] - 1))]
@@ -183,7 +183,7 @@ def _fixed_width_instants(text: pa.Array) -> pa.Array | None:
     n = len(text)
     if text.null_count:
         return None
-    offsets, data = _offsets_and_data(text)
+    offsets, data = string_buffers(text)
     start = int(offsets[0])
     if int(offsets[-1]) - start != _CANONICAL_WIDTH * n or not np.all(
             np.diff(offsets) == _CANONICAL_WIDTH):
@@ -200,19 +200,6 @@ def _fixed_width_instants(text: pa.Array) -> pa.Array | None:
         return pc.cast(pc.cast(text, pa.timestamp("ns")), pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-
-
-def _offsets_and_data(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """A (large) string or binary array's value offsets and data bytes, without copying."""
-    _, offset_buffer, data_buffer = array.buffers()
-    if offset_buffer is None:  # an empty array may have no buffers at all
-        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint8)
-    width = np.int64 if pa.types.is_large_string(array.type) or pa.types.is_large_binary(
-        array.type) else np.int32
-    offsets = np.frombuffer(offset_buffer, dtype=width)[array.offset:array.offset + len(array) + 1]
-    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
-            else np.zeros(0, dtype=np.uint8))
-    return offsets, data
 
 
 def parse_instant(value: str) -> int | None:

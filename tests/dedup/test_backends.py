@@ -56,7 +56,8 @@ def run(
     with make_deduper(kind, tmp_dir=str(tmp), memory_limit=memory_limit,
                       grain_seconds=1) as dedup:
         for rows in batches:
-            dedup.add(batch([(key, instant * SECOND, group) for key, instant, group in rows]))
+            dedup.add(dedup.prepare(batch([(key, instant * SECOND, group)
+                                           for key, instant, group in rows])))
         counts = HourlyCounts(grain_seconds=1)
         dedup.fold_into(counts)
         survivors: Counter = Counter({(row.group, row.bucket_start): row.count
@@ -95,7 +96,7 @@ def test_temp_files_removed_also_on_failure(kind: str, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(RuntimeError):
         with make_deduper(kind, tmp_dir=str(tmp_path), memory_limit=LIMIT) as dedup:
-            dedup.add(batch([("a", 1, "g")]))
+            dedup.add(dedup.prepare(batch([("a", 1, "g")])))
             assert list(tmp_path.iterdir()) != []
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
@@ -142,7 +143,7 @@ def folded(kind: str, batches: list[list[Row]], tmp: Path, grain_seconds: int) -
     with make_deduper(kind, tmp_dir=str(tmp), memory_limit=LIMIT,
                       grain_seconds=grain_seconds) as dedup:
         for rows in batches:
-            dedup.add(batch(rows))
+            dedup.add(dedup.prepare(batch(rows)))
         dedup.fold_into(counts)
         stats = dedup.stats
     return counts.rows(), stats.duplicates, stats.conflicting_duplicates
@@ -185,32 +186,34 @@ def test_fold_into_leaves_out_groups_seen_only_in_duplicates(kind: str, tmp_path
     assert got == ([HourlyRow("1", 0, 2)], 2, 2)
 
 
-@pytest.mark.parametrize("seconds", [300, 1])
-def test_spill_splits_in_memory_what_fits_as_rows(tmp_path: Path, seconds: int) -> None:
+@pytest.mark.parametrize("keys", [700, 1])
+def test_spill_splits_in_memory_what_fits_as_rows(tmp_path: Path, keys: int) -> None:
     # With a budget of three times the largest partition, each partition's rows fit but its
-    # de-duplication (four times its size) does not, so it is cut by instant in memory. With
-    # one second only, that piece is the whole partition and goes on to the id split on disk.
-    # Either way first occurrences must win and nothing may stay on disk.
-    rows = [(f"k{i % 700}", i % seconds, f"g{i % 7}") for i in range(6000)]
-    with make_deduper("spill", tmp_dir=str(tmp_path), memory_limit=LIMIT) as dedup:
+    # de-duplication (four times its size) does not, so it is cut by the next bits in memory.
+    # With one key only, that piece is the whole partition and goes on to disk, where it is
+    # streamed. Either way first occurrences must win and nothing may stay on disk.
+    rows = [(f"k{i % keys}", i % 3, f"g{i % 7}") for i in range(6000)]
+    with make_deduper("spill", tmp_dir=str(tmp_path), memory_limit=LIMIT,
+                      grain_seconds=1) as dedup:
         for start in range(0, len(rows), 500):
-            dedup.add(batch(rows[start : start + 500]))
-        paths = dedup._writers.close()  # type: ignore[attr-defined]
+            dedup.add(dedup.prepare(batch([(k, t * SECOND, g)
+                                           for k, t, g in rows[start : start + 500]])))
+        paths = dedup._writers.paths  # type: ignore[attr-defined]
+        dedup._writers.close()  # type: ignore[attr-defined]
         pieces = dedup._pieces  # type: ignore[attr-defined]
-        pieces.partition_budget = 3 * max(os.path.getsize(p) for p in paths)
+        pieces.partition_budget = 3 * max(os.path.getsize(p) for p in paths if os.path.exists(p))
         calls: list[bool] = []
         real = pieces._split_in_memory
 
-        def spy(path: str, size: int) -> object:
-            done = real(path, size)
+        def spy(path: str, size: int, shift: int) -> object:
+            done = real(path, size, shift)
             calls.append(done is not None)
             return done
 
         pieces._split_in_memory = spy
-        survivors: Counter = Counter()
-        for out in dedup.survivors():
-            survivors.update(zip(out.column("group").to_pylist(),
-                                 out.column("instant").to_pylist(), strict=True))
+        counts = HourlyCounts(grain_seconds=1)
+        dedup.fold_into(counts)
+        survivors = Counter({(r.group, r.bucket_start): r.count for r in counts.rows()})
         got = (survivors, dedup.stats.duplicates, dedup.stats.conflicting_duplicates)
     assert calls and all(calls)
     assert got == expected(rows)

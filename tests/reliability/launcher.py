@@ -80,10 +80,10 @@ def install(point: str, marker: str) -> None:
         from streamagg.dedup.sqlite import SqliteDeduper
 
         on_call(SqliteDeduper, "add", marker, nth=2, after=True)
-    elif point == "fold":
-        from streamagg.aggregate import HourlyCounts
+    elif point == "fold":  # the first partition is read back, the others wait on disk
+        from streamagg.dedup.pieces import PieceSplitter
 
-        on_call(HourlyCounts, "fold", marker)
+        on_call(PieceSplitter, "done", marker)
     elif point == "publish":  # the output's temp file is written, not yet renamed into place
         on_call(os, "replace", marker,
                 when=lambda src, dst, *a, **k: os.path.basename(str(dst)).startswith("daily_agg_"))
