@@ -1,0 +1,133 @@
+"""The key fingerprint, and de-duplication that stays exact when fingerprint lanes collide."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import streamagg.dedup as dedup_package
+from streamagg.dedup.fingerprint import fingerprints
+from streamagg.dedup.kept import _matches
+from streamagg.dedup.pieces import first_occurrences, first_rows
+from tests.dedup.test_backends import BACKENDS, expected, run
+
+ODD_KEYS = ["", "a", "a\x00", "\x00a", "a" * 7, "a" * 8, "a" * 9, "\u00e9", "e\u0301",
+            "abcdefgh" * 3, "abcdefgh" * 3 + "\x00", "x" * 256, "x" * 257, "y" * 5000]
+
+
+def pairs(keys: list[str], instants: list[int]) -> list[tuple[int, int]]:
+    high, low = fingerprints(pa.array(keys, pa.string()), pa.array(instants, pa.int64()))
+    return list(zip(high.tolist(), low.tolist(), strict=True))
+
+
+def test_distinct_keys_get_distinct_fingerprints() -> None:
+    # Zero padding, length, the instant and multi-byte text all count.
+    keys = [k for k in ODD_KEYS for _ in (0, 1)]
+    instants = [t for _ in ODD_KEYS for t in (0, 1)]
+    got = pairs(keys, instants)
+    assert len(set(got)) == len(got)
+
+
+def test_a_key_gets_the_same_fingerprint_in_any_batch() -> None:
+    # One batch of one length takes the in-place path; a batch of many lengths gathers each
+    # length's rows; ids over 256 bytes go through blake2b. All must agree.
+    instants = list(range(len(ODD_KEYS)))
+    together = pairs(ODD_KEYS, instants)
+    alone = [pairs([k], [t])[0] for k, t in zip(ODD_KEYS, instants, strict=True)]
+    assert together == alone
+    sliced = pa.array(["zz", *ODD_KEYS], pa.string()).slice(1)
+    high, low = fingerprints(sliced, pa.array(instants, pa.int64()))
+    assert list(zip(high.tolist(), low.tolist(), strict=True)) == together
+
+
+def test_a_million_uuid_like_ids_do_not_collide_in_either_lane() -> None:
+    ids = np.char.add("id-", np.arange(1_000_000).astype(str))
+    high, low = fingerprints(pa.array(ids), pa.array(np.zeros(len(ids), np.int64)))
+    assert len(np.unique(high)) == len(np.unique(low)) == len(ids)
+    # The high lane's top bits choose the partition: they must spread evenly.
+    counts = np.bincount((high >> np.uint64(60)).astype(np.int64), minlength=16)
+    assert counts.min() > 0.9 * len(ids) / 16
+
+
+def test_first_rows_are_exact_when_only_the_high_lane_collides() -> None:
+    high = np.array([1, 1, 1, 2, 1, 2], np.uint64)
+    low = np.array([5, 6, 5, 7, 6, 8], np.uint64)
+    assert first_rows(high, low).tolist() == [0, 1, 0, 3, 1, 5]
+    keep, duplicates, conflicts = first_occurrences(
+        high, low, pa.array(["g", "g", "h", "g", "g", "g"]))
+    assert keep.tolist() == [True, True, False, True, False, True]
+    assert (duplicates, conflicts) == (2, 1)
+
+
+def test_stored_keys_are_matched_on_both_lanes() -> None:
+    sorted_high = np.array([1, 3, 3, 3, 9], np.uint64)
+    sorted_low = np.array([0, 4, 5, 6, 0], np.uint64)
+    high = np.array([3, 3, 3, 1, 9, 2], np.uint64)
+    low = np.array([6, 7, 4, 1, 0, 0], np.uint64)
+    assert _matches(sorted_high, sorted_low, high, low).tolist() == [3, -1, 1, -1, 4, -1]
+
+
+def weak_fingerprints(keys: pa.Array, instants: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A high lane of two values (every partition and piece full of high-lane collisions)
+    and an exact low lane: each distinct (key, instant) its own number."""
+    numbers: dict[tuple[str, int], int] = weak_fingerprints.numbers  # type: ignore[attr-defined]
+    rows = list(zip(keys.to_pylist(), instants.to_pylist(), strict=True))
+    low = np.array([numbers.setdefault(row, len(numbers)) for row in rows], np.uint64)
+    high = np.array([(hash(k) & 1) << 63 for k, _ in rows], np.uint64)
+    return high, low
+
+
+@pytest.fixture
+def colliding(monkeypatch: pytest.MonkeyPatch) -> None:
+    weak_fingerprints.numbers = {}  # type: ignore[attr-defined]
+    monkeypatch.setattr(dedup_package, "fingerprints", weak_fingerprints)
+
+
+rows_strategy = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c", "ab", "\u00fc"]), st.integers(-2, 2),
+              st.sampled_from(["1", "2", "x"])),
+    max_size=80,
+)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=rows_strategy, size=st.integers(1, 30))
+def test_backends_stay_exact_when_high_lanes_collide(
+    colliding: None, rows: list[tuple[str, int, str]], size: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    batches = [rows[i:i + size] for i in range(0, len(rows), size)]
+    for kind in BACKENDS:
+        assert run(kind, batches, tmp_path_factory.mktemp(kind)) == expected(rows), kind
+
+
+def test_a_piece_of_one_high_lane_is_streamed_exactly(
+    colliding: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A budget no piece fits: every partition goes to the bit cuts, then (one high lane
+    # left) to streaming in slices, with several keys behind that one lane.
+    from streamagg.dedup import pieces
+
+    monkeypatch.setattr(pieces, "WORK_PER_SPILLED_BYTE", 2**16)
+    streamed: list[str] = []
+    real = pieces.PieceSplitter._streamed
+
+    def spy(self: pieces.PieceSplitter, path: str) -> pieces.Done:
+        streamed.append(path)
+        return real(self, path)
+
+    monkeypatch.setattr(pieces.PieceSplitter, "_streamed", spy)
+    rows = [(f"k{i % 37}", i % 2, f"g{i % 3}") for i in range(3000)]
+    batches = [rows[i:i + 250] for i in range(0, len(rows), 250)]
+    survivors, duplicates, conflicts = run("spill", batches, tmp_path)
+    assert (survivors, duplicates, conflicts) == expected(rows)
+    assert sum(Counter(survivors).values()) == 37 * 2
+    assert len(streamed) == 2  # one piece per value of the high lane
+    assert list(tmp_path.iterdir()) == []
