@@ -21,6 +21,8 @@ DATETIME_PATTERN = (
 _DATETIME_RE = re.compile(DATETIME_PATTERN)
 _TRIM = " \t"
 _SPACE, _TAB = np.uint8(ord(" ")), np.uint8(ord("\t"))
+_PADDING = np.zeros(256, dtype=bool)  # by byte value: what trimming removes
+_PADDING[[ord(" "), ord("\t")]] = True
 # "YYYY-MM-DDTHH:MM:SS.nnnnnnnnn": only a longer string can hold extra fraction digits.
 _LONGEST_NANOSECOND_TEXT = 29
 # The canonical "YYYY-MM-DD HH:MM:SS": each column's lowest byte and its range of bytes.
@@ -61,19 +63,24 @@ def clean_columns(
     n = len(columns[0])
     texts: list[pa.Array] = []
     reasons: dict[int, str] = {}
-    for name, column in zip(schema.required, columns, strict=True):
+    # A block of canonical datetimes is proven ASCII, unpadded and filled by its byte check:
+    # that column skips the UTF-8, trimming and empty checks.
+    canonical = _fixed_width_instants(columns[1]) if n else None
+    for index, (name, column) in enumerate(zip(schema.required, columns, strict=True)):
+        if index == 1 and canonical is not None:
+            texts.append(column.view(pa.string()))
+            continue
         text, broken = _to_utf8(column)
         for i in broken:
             reasons.setdefault(i, f"invalid UTF-8 in {name}")
         texts.append(_trimmed(text))
-    for name, text in zip(schema.required, texts, strict=True):
         if not n:
             continue
-        lengths = np.diff(string_buffers(text)[0])
+        lengths = np.diff(string_buffers(texts[-1])[0])
         if lengths.min() == 0:
             for i in np.flatnonzero(lengths == 0).tolist():
                 reasons.setdefault(i, f"empty {name}")
-    instants, unparsed = parse_instants(texts[1])
+    instants, unparsed = (canonical, []) if canonical is not None else parse_instants(texts[1])
     for i in unparsed:
         reasons.setdefault(i, f"invalid {schema.time_column}")
     if reasons:
@@ -98,11 +105,16 @@ def _trimmed(text: pa.Array) -> pa.Array:
     the column, and most logs hold no padding at all.
     """
     offsets, data = string_buffers(text)
-    filled = offsets[1:] != offsets[:-1]
-    if len(text) and not text.null_count:
-        edges = data[np.concatenate((offsets[:-1][filled], offsets[1:][filled] - 1))]
-        if not np.any((edges == _SPACE) | (edges == _TAB)):
-            return text
+    if len(text) and not text.null_count and len(data):
+        starts, ends = offsets[:-1], offsets[1:]
+        if np.all(ends > starts):  # no empty value: every value has a first and a last byte
+            if not (np.any(_PADDING[data[starts]]) or np.any(_PADDING[data[ends - 1]])):
+                return text
+        else:
+            filled = ends != starts
+            edges = data[np.concatenate((starts[filled], ends[filled] - 1))]
+            if not np.any(_PADDING[edges]):
+                return text
     # ascii_trim is safe on UTF-8: space and tab never occur inside a multi-byte sequence.
     return pc.ascii_trim(text, _TRIM)
 
@@ -173,7 +185,8 @@ def parse_instants(text: pa.Array) -> tuple[pa.Array, list[int]]:
 
 
 def _fixed_width_instants(text: pa.Array) -> pa.Array | None:
-    """The instants when every value is ``YYYY-MM-DD[ T]HH:MM:SS`` and a valid time, else None.
+    """The instants when every value (text or bytes) is ``YYYY-MM-DD[ T]HH:MM:SS`` and a valid
+    time, else None.
 
     Most logs write one canonical form: then a numpy check of the bytes at fixed positions
     replaces the regex, and Arrow's cast, which rejects impossible dates, hours, minutes and
@@ -197,7 +210,8 @@ def _fixed_width_instants(text: pa.Array) -> pa.Array | None:
     if not np.all((separator == _SPACE) | (separator == _T)):
         return None
     try:
-        return pc.cast(pc.cast(text, pa.timestamp("ns")), pa.int64())
+        # The bytes are proven ASCII above: reading them as text needs no UTF-8 check.
+        return pc.cast(pc.cast(text.view(pa.string()), pa.timestamp("ns")), pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
 
