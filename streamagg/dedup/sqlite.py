@@ -21,8 +21,8 @@ _SLICE = 8_192
 
 
 class SqliteDeduper:
-    """Keys live in a WITHOUT ROWID table whose primary key is the key's fingerprint, two
-    64-bit integers (see `fingerprint`), beside the instant and the group.
+    """Keys live in a WITHOUT ROWID table whose primary key is the instant and the key's
+    fingerprint, two 64-bit integers (see `fingerprint`), beside the group.
 
     A later occurrence of a key leaves the first row as it is and, through a trigger, lands in
     a small table of dropped rows with its own group. Every row is also counted in Arrow as it
@@ -64,16 +64,19 @@ class SqliteDeduper:
                 raise StorageError(f"kept sqlite key table unusable: {err}",
                                    uri=self.path) from err
         else:
-            self._db.execute("CREATE TABLE keys (high INTEGER NOT NULL, low INTEGER NOT NULL,"
-                             " t INTEGER NOT NULL, grp TEXT NOT NULL, later TEXT,"
-                             " PRIMARY KEY (high, low)) WITHOUT ROWID")
+            # The instant leads the key though the fingerprint covers it: a day arrives mostly in
+            # time order, so inserts stay within a few B-tree pages. Keyed on the fingerprint
+            # alone, each insert hit a random page: 109 s instead of 20 on a 10M-row day.
+            self._db.execute("CREATE TABLE keys (t INTEGER NOT NULL, high INTEGER NOT NULL,"
+                             " low INTEGER NOT NULL, grp TEXT NOT NULL, later TEXT,"
+                             " PRIMARY KEY (t, high, low)) WITHOUT ROWID")
             self._db.execute("CREATE TABLE dropped (t INTEGER NOT NULL, grp TEXT NOT NULL,"
                              " conflict INTEGER NOT NULL)")
             self._db.execute(
                 "CREATE TRIGGER drop_later AFTER UPDATE OF later ON keys BEGIN"
                 " INSERT INTO dropped VALUES (NEW.t, NEW.later, NEW.later <> NEW.grp); END")
-        self._insert = ("INSERT INTO keys (high, low, t, grp) VALUES (?, ?, ?, ?)"
-                        " ON CONFLICT (high, low) DO UPDATE SET later = excluded.grp")
+        self._insert = ("INSERT INTO keys (t, high, low, grp) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (t, high, low) DO UPDATE SET later = excluded.grp")
 
     def __enter__(self) -> SqliteDeduper:
         return self
@@ -83,7 +86,10 @@ class SqliteDeduper:
 
     def prepare(self, batch: pa.RecordBatch) -> Prepared:
         rows, arrived = keyed(batch, self._arrived.grain_seconds)
-        return Prepared(rows, arrived)
+        # In key order, each insert lands beside the one before it in the B-tree. Stable: rows
+        # with one key keep their order, so the first occurrence is still inserted first.
+        order = np.lexsort((rows.column(HIGH).to_numpy(), rows.column(INSTANT).to_numpy()))
+        return Prepared(rows.take(pa.array(order)), arrived)
 
     def add(self, prepared: Prepared) -> None:
         batch = prepared.rows
@@ -101,8 +107,8 @@ class SqliteDeduper:
             for start in range(0, batch.num_rows, _SLICE):
                 end = start + _SLICE
                 self._db.executemany(self._insert, zip(
-                    high[start:end].tolist(), low[start:end].tolist(),
-                    instants[start:end].tolist(),
+                    instants[start:end].tolist(), high[start:end].tolist(),
+                    low[start:end].tolist(),
                     batch.column(GROUP).slice(start, _SLICE).to_pylist(), strict=True))
             self._db.execute("COMMIT")
         except sqlite3.Error as err:
