@@ -13,6 +13,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     # reader threads
     ("_to_utf8", "clean: UTF-8 check"),
     ("parse_instants", "clean: datetime parse"),
+    ("_fixed_width_instants", "clean: datetime parse"),
     ("clean_columns", "clean: trim, empties, other"),
     ("_clean_pending", "clean: trim, empties, other"),
     ("read_batches", "parse: Arrow CSV"),
