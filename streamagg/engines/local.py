@@ -12,11 +12,11 @@ import pyarrow as pa
 
 from ..aggregate import HourlyCounts
 from ..budget import Budget
-from ..columns import INSTANT, BadRows, FileStats
+from ..columns import BadRows, FileStats
 from ..config import Config
 from ..dedup import Prepared, make_deduper
 from ..errors import StorageError
-from ..outputs.hourly import tally_buckets
+from ..outputs.hourly import tally_counts
 from ..read import locate_bad_rows, open_decompressed, read_batches
 from ..sources import InputFile, Storage
 from . import Books, DayCounts, FileResult, RunContext
@@ -57,10 +57,9 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
                 except OSError as err:
                     raise StorageError(f"cannot write spill files: {err.strerror or err}",
                                        uri=work) from err
-                # Clean rows per hour, less the survivors, are the duplicates per hour (~0.2 ms
-                # per 100k rows).
-                tally_buckets(result.clean_per_bucket, batch_or_stats.rows.column(INSTANT),
-                              config.schema.grain_seconds)
+                # Clean rows per hour, less the survivors, are the duplicates per hour: summed
+                # from the batch's own counts, a row per (campaign, hour).
+                tally_counts(result.clean_per_bucket, batch_or_stats.arrived)
             elif isinstance(batch_or_stats, FileStats):
                 stats = batch_or_stats
                 books.bad_rows(stats.bad_rows, read_so_far=stats.rows_read)

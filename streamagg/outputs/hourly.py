@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..aggregate import HourlyRow
+from ..aggregate import BUCKET, COUNT, HourlyRow
 from ..columns import BadRow
 from ..config import BadRowLimit
 from ..errors import StorageError
@@ -17,27 +17,15 @@ from ..read import parse_instant
 from .csv import format_bucket
 from .rejects import RejectsFile
 
-# Above this many buckets between a batch's earliest and latest row, counting by sorting beats
-# a dense histogram (a stray year-2200 timestamp must not allocate a huge array).
-_DENSE_SPAN = 4096
 
-
-def tally_buckets(tally: dict[int, int], instants: pa.Array | pa.ChunkedArray,
-                  grain_seconds: int) -> None:
-    """Add to ``tally`` the rows of ``instants`` (ns since the epoch) per bucket index."""
-    if len(instants) == 0:
+def tally_counts(tally: dict[int, int], counts: pa.Table) -> None:
+    """Add to ``tally`` the rows that ``counts`` (group, bucket, count) holds per bucket index."""
+    if not counts.num_rows:
         return
-    if isinstance(instants, pa.ChunkedArray):
-        instants = instants.combine_chunks()
-    buckets = np.floor_divide(instants.to_numpy(zero_copy_only=False), grain_seconds * 10**9)
-    low = int(buckets.min())
-    if int(buckets.max()) - low < _DENSE_SPAN:
-        counts = np.bincount(buckets - low)
-        for offset in np.flatnonzero(counts).tolist():
-            tally[low + offset] = tally.get(low + offset, 0) + int(counts[offset])
-        return
-    values, counts = np.unique(buckets, return_counts=True)
-    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+    buckets = counts.column(BUCKET).to_numpy()
+    values, where = np.unique(buckets, return_inverse=True)
+    sums = np.bincount(where, weights=counts.column(COUNT).to_numpy()).astype(np.int64)
+    for value, count in zip(values.tolist(), sums.tolist(), strict=True):
         tally[value] = tally.get(value, 0) + count
 
 

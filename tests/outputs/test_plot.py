@@ -13,7 +13,7 @@ import pytest
 from click.testing import Result
 
 from streamagg.columns import BadRow
-from streamagg.outputs.hourly import bad_row_bucket, tally_buckets
+from streamagg.outputs.hourly import bad_row_bucket, tally_counts
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3, day_path
 from tests.ops.helpers import GOOD, MIXED, assert_ok, lines
 
@@ -114,16 +114,17 @@ def test_plot_on_s3(cli: Cli, s3: S3) -> None:
     assert not s3.pending_uploads()
 
 
-def test_tally_buckets_dense_and_sparse() -> None:
-    hour = 3600 * 10**9
+def test_tally_counts_sums_each_bucket_over_campaigns() -> None:
     tally: dict[int, int] = {}
-    tally_buckets(tally, pa.array([0, 1, hour, hour + 5, 3 * hour], pa.int64()), 3600)
-    assert tally == {0: 2, 1: 2, 3: 1}
-    # A stray far-future instant must not make a dense array of every hour in between.
-    tally_buckets(tally, pa.chunked_array([[0, 10**18], [-1]], pa.int64()), 3600)
-    assert tally == {0: 3, 1: 2, 3: 1, 10**18 // hour: 1, -1: 1}
-    tally_buckets(tally, pa.array([], pa.int64()), 3600)
-    assert sum(tally.values()) == 8
+    counts = pa.table({"group": ["a", "b", "a", "c"],
+                       "bucket": pa.array([0, 0, 1, 10**18 // 3600], pa.int64()),
+                       "count": pa.array([2, 3, 1, 4], pa.int64())})
+    tally_counts(tally, counts)
+    # A stray far-future bucket is one more key, not a dense array of every hour in between.
+    assert tally == {0: 5, 1: 1, 10**18 // 3600: 4}
+    tally_counts(tally, counts.slice(0, 0))
+    tally_counts(tally, counts.slice(2, 1))
+    assert tally == {0: 5, 1: 2, 10**18 // 3600: 4}
 
 
 def test_bad_row_bucket() -> None:
