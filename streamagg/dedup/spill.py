@@ -28,9 +28,10 @@ from .pieces import (
 
 MAX_PARTITIONS = 256
 # Spilled bytes per byte of CSV read: about 33 bytes a row (two fingerprint lanes, the instant
-# and the group) against 82 to 190 bytes a row of CSV in the benchmarks' days. A day of shorter
-# rows spills more than this guess, and its partitions are cut again in memory.
-SPILL_PER_INPUT_BYTE = 0.5
+# and the group) against 82 to 190 bytes a row of CSV in the benchmarks' days (0.4 and 0.17).
+# Partitions cost per batch written (64 cost twice the CPU of 32), so the guess is low: a day
+# of shorter rows spills more, and its partitions are cut again in memory.
+SPILL_PER_INPUT_BYTE = 0.3
 __all__ = ["MAX_PARTITIONS", "MAX_SEGMENTS", "SPLIT_FANOUT", "STATE_SCHEMA",
            "WORK_PER_SPILLED_BYTE", "SpillDeduper", "first_occurrences"]
 
