@@ -172,6 +172,24 @@ def _shared_spark_session(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("spark")
 
 
+def uses_spark_session(item: pytest.Item) -> bool:
+    """Whether a test runs on the shared session: it asks for it, or runs with engine="spark"."""
+    callspec = getattr(item, "callspec", None)
+    return "spark" in getattr(item, "fixturenames", ()) or (
+        callspec is not None and callspec.params.get("engine") == "spark")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """How `make test` (pytest -n 2 --dist loadgroup) shares the tests out: those on the shared
+    Spark session form one group, so one worker starts that JVM, not each; and the slow ones
+    come first, so the run does not end on one long test while the other worker idles."""
+    for item in items:
+        if uses_spark_session(item):
+            item.add_marker(pytest.mark.xdist_group("spark-session"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
     return request.param
