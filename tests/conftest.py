@@ -3,6 +3,7 @@ run helpers."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -23,6 +24,34 @@ import pytest
 from click.testing import CliRunner, Result
 
 from streamagg import registry
+
+
+def _share_botocore_data_between_sessions() -> None:
+    """Every S3 run makes its clients from a new boto3 session, and each session's loader parses
+    botocore's JSON models again (about 0.3 s of CPU a run, two thirds of a small run on moto).
+    In the test process they are read once: the loader's own per-session cache, made
+    process-wide. The files never change, and botocore already shares what these return between
+    the clients of one session, so a client sees exactly what it would have."""
+    import botocore.loaders
+
+    shared: dict[tuple[Any, ...], Any] = {}
+
+    def process_wide(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def cached(self: botocore.loaders.Loader, *args: Any, **kwargs: Any) -> Any:
+            key = (method.__name__, tuple(self.search_paths), args, tuple(sorted(kwargs.items())))
+            if key not in shared:
+                shared[key] = method(self, *args, **kwargs)
+            return shared[key]
+
+        return cached
+
+    for name in ("load_data_with_path", "list_available_services", "determine_latest_version",
+                 "list_api_versions"):
+        setattr(botocore.loaders.Loader, name, process_wide(getattr(botocore.loaders.Loader, name)))
+
+
+_share_botocore_data_between_sessions()
 
 DAY = date(2021, 1, 30)
 DAY_ARG = "2021-01-30"
