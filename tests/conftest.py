@@ -219,6 +219,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")  # after pytest-xdist
+def pytest_collection_modifyitems_group_ids(config: pytest.Config,
+                                            items: list[pytest.Item]) -> None:
+    """A worker of --dist loadgroup tells the scheduler a test's group by a suffix of its node
+    id, ``...@group``. pytest-xdist 3.8 writes it where pytest 9.2 no longer reads it
+    (``item._nodeid``; pytest-xdist issue 1386), so every group would be split silently: write
+    it into the node id pytest keeps, as that issue's fix does, when it is not there."""
+    if not getattr(config.option, "loadgroup", False):  # set on loadgroup's workers only
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                         for mark in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
     return request.param
