@@ -73,8 +73,10 @@ ensure-java:
 	fi
 
 # pytest exits 5 when it collected nothing; a suite that ran no test is a failure here.
+# Two workers, one per core; loadgroup keeps the tests on the shared Spark session on one
+# worker, and the cluster tests on one (see tests/conftest.py).
 test: install-test ensure-java
-	@rc=0; $(PY) -m pytest -q -n 2 || rc=$$?; \
+	@rc=0; $(PY) -m pytest -q -n 2 --dist loadgroup || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 

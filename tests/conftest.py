@@ -3,6 +3,7 @@ run helpers."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -23,6 +24,34 @@ import pytest
 from click.testing import CliRunner, Result
 
 from streamagg import registry
+
+
+def _share_botocore_data_between_sessions() -> None:
+    """Every S3 run makes its clients from a new boto3 session, and each session's loader parses
+    botocore's JSON models again (about 0.3 s of CPU a run, two thirds of a small run on moto).
+    In the test process they are read once: the loader's own per-session cache, made
+    process-wide. The files never change, and botocore already shares what these return between
+    the clients of one session, so a client sees exactly what it would have."""
+    import botocore.loaders
+
+    shared: dict[tuple[Any, ...], Any] = {}
+
+    def process_wide(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def cached(self: botocore.loaders.Loader, *args: Any, **kwargs: Any) -> Any:
+            key = (method.__name__, tuple(self.search_paths), args, tuple(sorted(kwargs.items())))
+            if key not in shared:
+                shared[key] = method(self, *args, **kwargs)
+            return shared[key]
+
+        return cached
+
+    for name in ("load_data_with_path", "list_available_services", "determine_latest_version",
+                 "list_api_versions"):
+        setattr(botocore.loaders.Loader, name, process_wide(getattr(botocore.loaders.Loader, name)))
+
+
+_share_botocore_data_between_sessions()
 
 DAY = date(2021, 1, 30)
 DAY_ARG = "2021-01-30"
@@ -116,6 +145,24 @@ def last_line(text: str) -> str:
 # --- runs through the API or the CLI ------------------------------------------------------------
 
 
+# The JVMs the tests start live seconds to a few minutes and run many small jobs, where the
+# optimising C2 compiler costs more CPU than it saves: with C1 alone, a fresh `--engine spark`
+# run took 15-18 s of CPU instead of 26-31 s, the cluster tests half their CPU (two cores).
+# Test tuning only: nothing streamagg decides depends on it.
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+
+
+@pytest.fixture(scope="session")
+def spark_conf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SPARK_CONF_DIR for the fresh Spark processes the tests start (the command, spark-submit,
+    the README's examples): a spark-defaults.conf giving their driver JVM the test JVM options,
+    and nothing else."""
+    conf = tmp_path_factory.mktemp("spark-conf")
+    (conf / "spark-defaults.conf").write_text(
+        f"spark.driver.defaultJavaOptions {TEST_JVM_OPTIONS}\n")
+    return conf
+
+
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """One small local Spark session for the whole run: the engine uses a running session as
@@ -131,6 +178,7 @@ def spark() -> Iterator[Any]:
             .config("spark.sql.shuffle.partitions", "4")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.driver.defaultJavaOptions", TEST_JVM_OPTIONS)
             # Executors read S3 with their own environment: fake keys for the moto server.
             .config("spark.executorEnv.AWS_ACCESS_KEY_ID", "testing")
             .config("spark.executorEnv.AWS_SECRET_ACCESS_KEY", "testing")
@@ -151,6 +199,45 @@ def _shared_spark_session(request: pytest.FixtureRequest) -> None:
         if callspec.params.get("dedupe") == "sqlite":
             pytest.skip("the Spark engine de-duplicates in Spark: --dedupe does not apply")
         request.getfixturevalue("spark")
+
+
+def uses_spark_session(item: pytest.Item) -> bool:
+    """Whether a test runs on the shared session: it asks for it, or runs with engine="spark"."""
+    callspec = getattr(item, "callspec", None)
+    return "spark" in getattr(item, "fixturenames", ()) or (
+        callspec is not None and callspec.params.get("engine") == "spark")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """How `make test` (pytest -n 2 --dist loadgroup) shares the tests out: those on the shared
+    Spark session form one group, so one worker starts that JVM, not each; and the slow ones
+    come first, so the run does not end on one long test while the other worker idles."""
+    for item in items:
+        if uses_spark_session(item):
+            item.add_marker(pytest.mark.xdist_group("spark-session"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")  # after pytest-xdist
+def pytest_collection_modifyitems_group_ids(config: pytest.Config,
+                                            items: list[pytest.Item]) -> None:
+    """A worker of --dist loadgroup tells the scheduler a test's group by a suffix of its node
+    id, ``...@group``. pytest-xdist 3.8 writes it where pytest 9.2 no longer reads it
+    (``item._nodeid``; pytest-xdist issue 1386), so every group would be split silently: write
+    it into the node id pytest keeps, as that issue's fix does, when it is not there."""
+    if not getattr(config.option, "loadgroup", False):  # set on loadgroup's workers only
+        return
+    if not items or not hasattr(items[0], "_id"):  # an older pytest: xdist's own suffix works
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                         for mark in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)
 
 
 @pytest.fixture(params=ENGINES)

@@ -87,7 +87,7 @@ def is_spark(command: Command) -> bool:
 
 
 @pytest.fixture
-def clone(tmp_path: Path, moto_server: str) -> tuple[Path, dict[str, str]]:
+def clone(tmp_path: Path, moto_server: str, spark_conf_dir: Path) -> tuple[Path, dict[str, str]]:
     """A folder standing in for a fresh clone after ``make demo``: its .venv, the package, the
     demo day (smaller than make demo's 200,000 rows), and an S3 bucket holding the same day."""
     root = tmp_path / "clone"
@@ -111,8 +111,10 @@ def clone(tmp_path: Path, moto_server: str) -> tuple[Path, dict[str, str]]:
     # Not activated: the README's own `. .venv/bin/activate` has to put streamagg on PATH.
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if Path(p) != Path(sys.executable).parent)
+    # The local S3 server, and the test JVM options for the --engine spark examples.
     env.update(AWS_ENDPOINT_URL=moto_server, AWS_ACCESS_KEY_ID="testing",
-               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+               SPARK_CONF_DIR=str(spark_conf_dir))
     return root, env
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_JVM_OPTIONS
+
 START_TIMEOUT = 240  # seconds; a loaded two-core machine starts a JVM slowly
 # The cluster's daemons log warnings only, to their own files.
 LOG4J2 = """\
@@ -27,11 +29,13 @@ appender.console.name = console
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
 """
-SPARK_DEFAULTS = """\
+SPARK_DEFAULTS = f"""\
 spark.executor.memory 512m
 spark.sql.shuffle.partitions 4
 spark.ui.enabled false
 spark.ui.showConsoleProgress false
+spark.driver.defaultJavaOptions {TEST_JVM_OPTIONS}
+spark.executor.defaultJavaOptions {TEST_JVM_OPTIONS}
 """
 
 
@@ -127,7 +131,7 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory,
                          "SPARK_HOME", "SPARK_CONF_DIR")}
     base.update(SPARK_LOCAL_IP="127.0.0.1", SPARK_CONF_DIR=str(conf))
     daemon_env = dict(base, SPARK_HOME=str(home), PATH=f"{bare / 'bin'}{os.pathsep}{base['PATH']}",
-                      SPARK_WORKER_DIR=str(work))
+                      SPARK_WORKER_DIR=str(work), SPARK_DAEMON_JAVA_OPTS=TEST_JVM_OPTIONS)
     spark_class = str(home / "bin" / "spark-class")
     commands = {
         "master": [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",

@@ -19,7 +19,9 @@ from tests.conftest import DAY, DAY_ARG, Outcome, collect, day_path, run_api, to
 from tests.engines.test_spark import comparable
 
 pytest.importorskip("pyspark.sql", reason="the spark extra is not installed")
-pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
+# One worker runs all three, so only it starts the cluster (make test: --dist loadgroup).
+pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow,
+              pytest.mark.xdist_group("spark-cluster")]
 
 REPO = Path(__file__).resolve().parents[2]
 H = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"

@@ -347,14 +347,15 @@ def fresh_env(**extra: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_command_starts_a_quiet_session_of_its_own(partition: Callable[..., Path],
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, spark_conf_dir: Path) -> None:
     source = partition(MIXED_DAY)
     local = run_api(source, dest=tmp_path / "local", **LENIENT)
     done = subprocess.run(
         [sys.executable, "-m", "streamagg", DAY_ARG, "--source", str(source), "--dest",
          str(tmp_path / "spark"), "--engine", "spark", "--spark-master", "local[1]",
          "--max-bad-rows", "100%", "--no-progress"],
-        capture_output=True, text=True, env=fresh_env(), timeout=300, cwd=tmp_path)
+        capture_output=True, text=True, env=fresh_env(SPARK_CONF_DIR=str(spark_conf_dir)),
+        timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = Path(day_path(DAY)) / OUTPUT_NAME
     assert (tmp_path / "spark" / out).read_bytes() == local.output
@@ -378,7 +379,7 @@ def activated_env(**extra: str) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.s3
-def test_spark_submit_with_an_s3a_source(s3: S3, tmp_path: Path) -> None:
+def test_spark_submit_with_an_s3a_source(s3: S3, tmp_path: Path, spark_conf_dir: Path) -> None:
     if not (Path(sys.executable).parent / "spark-submit").exists():
         pytest.skip("spark-submit is not installed in this environment")
     s3.put(f"{day_path(DAY)}/a.csv", MIXED_DAY["a.csv"])
@@ -391,7 +392,7 @@ def test_spark_submit_with_an_s3a_source(s3: S3, tmp_path: Path) -> None:
          "--endpoint-url", s3.endpoint, "--max-bad-rows", "100%", "--log-format", "json"],
         capture_output=True, text=True, timeout=300, cwd=REPO,
         env=activated_env(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                          AWS_DEFAULT_REGION="us-east-1"))
+                          AWS_DEFAULT_REGION="us-east-1", SPARK_CONF_DIR=str(spark_conf_dir)))
     assert done.returncode == 0, done.stderr[-3000:]
     # stdout holds the summary and nothing else; streamagg's log lines are on stderr.
     (summary_line,) = [line for line in done.stdout.splitlines() if line.strip()]

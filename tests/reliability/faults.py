@@ -90,7 +90,10 @@ class FaultProxy:
             owner = proxy
 
         self._server = _Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+        # stop() waits for serve_forever to see the request to shut down, which it checks
+        # every poll_interval: 0.5 s by default, half a second of every test with a proxy.
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.02}, daemon=True,
                                         name="fault-proxy")
 
     @property
