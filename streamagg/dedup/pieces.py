@@ -66,7 +66,7 @@ class PieceSplitter:
         fingerprint's bits above ``shift + SPLIT_BITS``; ``top`` for a whole partition."""
         size = os.path.getsize(path)
         if self.fits(size):
-            with pa.ipc.open_stream(pa.memory_map(path)) as stream:
+            with pa.ipc.open_stream(pa.OSFile(path)) as stream:
                 table = stream.read_all()
             os.unlink(path)
             return [self.done(table)]
