@@ -24,8 +24,9 @@ from .errors import StorageError
 from .outputs.manifest import MANIFEST_VERSION, InputRecord, file_sha256
 from .sources import InputFile, Storage, storage_for
 
-# 2: keys kept as 128-bit fingerprints (1 kept the exact key bytes); another format recomputes.
-STATE_FORMAT = 2
+# 1 kept the exact key bytes; 3 keeps 128-bit fingerprints, each stored batch sorted on the high
+# lane (2, unsorted, was never released). Any other format recomputes the day.
+STATE_FORMAT = 3
 SEGMENTS = "segments"
 
 

@@ -106,8 +106,7 @@ class KeptSegments:
         groups, n = _column(table, GROUP), table.num_rows
         first = first_rows(high, low)
         heads = np.flatnonzero(first == np.arange(n))  # each new key's first row, in order
-        by_high = np.argsort(high[heads], kind="stable")
-        sorted_high, sorted_low = high[heads][by_high], low[heads][by_high]
+        head_high, head_low = high[heads], low[heads]
         # Which stored row each new key matched (an index into `stored_groups`), or -1.
         stored_of = np.full(len(heads), -1, np.int64)
         stored_groups: list[pa.Array] = []
@@ -115,12 +114,15 @@ class KeptSegments:
         for stored in self.stored_batches(ranges):
             if copy:
                 self.write(index, stored)
-            spots = _matches(sorted_high, sorted_low, _lane(stored, HIGH), _lane(stored, LOW))
+            # Stored batches are sorted on the high lane (`_state_rows`): each new key is
+            # looked up in them, so the work follows the new keys, not the stored ones.
+            spots = _matches(_lane(stored, HIGH), _lane(stored, LOW), head_high, head_low)
             hit = spots >= 0
             if hit.any():
-                stored_of[by_high[spots[hit]]] = matched + np.arange(int(hit.sum()))
-                stored_groups.append(stored.column(GROUP).filter(pa.array(hit)))
-                matched += int(hit.sum())
+                found = int(hit.sum())
+                stored_of[hit] = matched + np.arange(found)
+                stored_groups.append(stored.column(GROUP).take(pa.array(spots[hit])))
+                matched += found
         key_of = np.searchsorted(heads, first)  # each row's key, as its place in `heads`
         stored_row = stored_of[key_of]
         dropped = (first != np.arange(n)) | (stored_row >= 0)
@@ -142,7 +144,8 @@ class KeptSegments:
 
 def _matches(sorted_high: np.ndarray, sorted_low: np.ndarray, high: np.ndarray,
              low: np.ndarray) -> np.ndarray:
-    """For each (high, low), its place among the sorted keys, or -1 where it is not one.
+    """For each (high, low), its place among the keys sorted on their high lane, or -1 where
+    it is not one of them.
 
     A run of equal high lanes (two keys alike in 64 bits) is searched on the low lane too."""
     left = np.searchsorted(sorted_high, high, side="left")

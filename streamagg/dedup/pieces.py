@@ -173,7 +173,7 @@ class PieceSplitter:
                 kept.append(_state_rows(rows))
         os.unlink(path)
         return Done(taken_out.table(), duplicates, conflicts,
-                    pa.Table.from_batches(kept, STATE_SCHEMA).combine_chunks().to_batches()[0]
+                    _state_rows(pa.Table.from_batches(kept, STATE_SCHEMA))
                     if self.keep and kept else None)
 
     def _split_in_memory(self, path: str, size: int, shift: int) -> list[Done] | None:
@@ -284,6 +284,9 @@ def _column(rows: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
 
 
 def _state_rows(rows: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
-    """First occurrences as the kept state's rows."""
-    return pa.RecordBatch.from_arrays([_column(rows, HIGH), _column(rows, LOW),
-                                       _column(rows, GROUP)], schema=STATE_SCHEMA)
+    """First occurrences as the kept state's rows, sorted on the high lane: a refresh looks its
+    few new keys up in them (`kept._matches`) instead of every stored key up in the new ones."""
+    high = _lane(rows, HIGH)
+    order = pa.array(np.argsort(high))
+    return pa.RecordBatch.from_arrays([pa.array(high).take(order), _column(rows, LOW).take(order),
+                                       _column(rows, GROUP).take(order)], schema=STATE_SCHEMA)
