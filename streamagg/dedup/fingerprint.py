@@ -26,8 +26,9 @@ _U = np.uint64
 _M = _U(0xC6A4A7935BD1E995)  # MurmurHash64A's multiplier
 _S1, _S2 = _U(0xBF58476D1CE4E5B9), _U(0x94D049BB133111EB)  # splitmix64's finaliser
 _SEED_A, _SEED_B = _U(0x243F6A8885A308D3), _U(0x13198A2E03707344)
-# Ids up to this many bytes go through the word matrix; longer ones (rare: an id of kilobytes)
-# through blake2b, one at a time, so no matrix grows with one runaway field.
+# Ids up to this many bytes are read a 64-bit word at a time; longer ones (rare: an id of
+# kilobytes) go through blake2b, one at a time, so no array of words grows with one runaway
+# field.
 _WIDEST = 256
 # Rows hashed at once: each temporary then stays in the core's cache (0.4x the time of one pass
 # over 400k rows).

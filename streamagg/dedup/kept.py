@@ -8,13 +8,21 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..aggregate import HourlyCounts
 from ..columns import GROUP, INSTANT
 from . import HIGH, LOW, KeySetState
 from .partition import _private_file
-from .pieces import STATE_SCHEMA, Done, PieceSplitter, _column, _lane, _state_rows, first_rows
+from .pieces import (
+    STATE_SCHEMA,
+    Done,
+    PieceSplitter,
+    _column,
+    _lane,
+    _state_rows,
+    differing,
+    first_rows,
+)
 
 # A partition's runs of kept batches are merged into one when a refresh would add one more
 # than this: each refresh reads them all anyway, so the merge costs only the write.
@@ -135,8 +143,7 @@ class KeptSegments:
             canonical = np.where(stored_row >= 0, n + stored_row, first)[dropped]
             mask = pa.array(dropped)
             later = groups.filter(mask)
-            conflicts = int(pc.sum(pc.not_equal(later, every.take(pa.array(canonical)))
-                                   .cast(pa.int64())).as_py() or 0)
+            conflicts = differing(later, every.take(pa.array(canonical)))
             taken_out = pieces.taken_out(later, _column(table, INSTANT).filter(mask))
         kept = table.filter(pa.array(~dropped)) if duplicates else table
         return Done(taken_out, duplicates, conflicts, _state_rows(kept))

@@ -111,16 +111,24 @@ class PieceSplitter:
 
     def done(self, table: pa.Table | pa.RecordBatch) -> Done:
         """First occurrences of one piece held in memory, and what they dropped."""
-        high, low = _lane(table, HIGH), _lane(table, LOW)
-        groups = _column(table, GROUP)
-        keep, duplicates, conflicts = first_occurrences(high, low, groups)
-        dropped = pa.array(~keep) if duplicates else None
-        taken_out = (self.taken_out(groups.filter(dropped), _column(table, INSTANT).filter(dropped))
-                     if dropped is not None else HourlyCounts().table())
-        kept = None
-        if self.keep:
-            kept = _state_rows(table.filter(pa.array(keep)) if duplicates else table)
-        return Done(taken_out, duplicates, conflicts, kept)
+        return self._first(table, survivors=False)[0]
+
+    def _first(self, rows: pa.Table | pa.RecordBatch, *,
+               survivors: bool) -> tuple[Done, pa.Table | pa.RecordBatch]:
+        """What de-duplicating ``rows`` among themselves found, and (with ``survivors``, or
+        when the state is kept) their first occurrences; else ``rows`` as given."""
+        groups = _column(rows, GROUP)
+        keep, duplicates, conflicts = first_occurrences(_lane(rows, HIGH), _lane(rows, LOW),
+                                                        groups)
+        taken_out = HourlyCounts().table()
+        if duplicates:
+            dropped = pa.array(~keep)
+            taken_out = self.taken_out(groups.filter(dropped),
+                                       _column(rows, INSTANT).filter(dropped))
+            if survivors or self.keep:
+                rows = rows.filter(pa.array(keep))
+        return Done(taken_out, duplicates, conflicts,
+                    _state_rows(rows) if self.keep else None), rows
 
     def taken_out(self, groups: pa.Array, instants: pa.Array) -> pa.Table:
         """Negative counts per (group, bucket) of the rows given: what duplicates take out."""
@@ -150,31 +158,27 @@ class PieceSplitter:
                     mask = pa.array(old)
                     duplicates += int(old.sum())
                     first = seen_groups.take(pa.array(spot[old]))
-                    conflicts += int(pc.sum(pc.not_equal(groups.filter(mask), first)
-                                            .cast(pa.int64())).as_py())
+                    conflicts += differing(groups.filter(mask), first)
                     taken_out.fold_counts(self.taken_out(groups.filter(mask),
                                                        rows.column(INSTANT).filter(mask)))
                     rows = rows.filter(pa.array(~old))
                 if not rows.num_rows:
                     continue
-                keep, dropped, clashes = first_occurrences(_lane(rows, HIGH), _lane(rows, LOW),
-                                                           rows.column(GROUP))
-                duplicates, conflicts = duplicates + dropped, conflicts + clashes
-                if dropped:
-                    later = pa.array(~keep)
-                    taken_out.fold_counts(self.taken_out(rows.column(GROUP).filter(later),
-                                                       rows.column(INSTANT).filter(later)))
-                    rows = rows.filter(pa.array(keep))
+                done, rows = self._first(rows, survivors=True)
+                duplicates += done.duplicates
+                conflicts += done.conflicts
+                taken_out.fold_counts(done.taken_out)
+                if done.kept is not None:
+                    kept.append(done.kept)
                 merged = np.concatenate([seen, _lane(rows, LOW)])
                 order = np.argsort(merged, kind="stable")
                 seen = merged[order]
                 seen_groups = pa.concat_arrays([seen_groups, rows.column(GROUP)]).take(
                     pa.array(order))
-                kept.append(_state_rows(rows))
         os.unlink(path)
         return Done(taken_out.table(), duplicates, conflicts,
                     _state_rows(pa.Table.from_batches(kept, STATE_SCHEMA))
-                    if self.keep and kept else None)
+                    if kept else None)
 
     def _split_in_memory(self, path: str, size: int, shift: int) -> list[Done] | None:
         """First occurrences of a partition whose rows fit in memory but whose de-duplication
@@ -235,8 +239,13 @@ def first_occurrences(high: np.ndarray, low: np.ndarray,
     if isinstance(groups, pa.ChunkedArray):
         groups = groups.combine_chunks()
     # Only the later occurrences and their firsts are compared: a few percent of the rows.
-    differ = pc.not_equal(groups.take(pa.array(later)), groups.take(pa.array(first[later])))
-    return keep, duplicates, int(pc.sum(differ.cast(pa.int64())).as_py() or 0)
+    return keep, duplicates, differing(groups.take(pa.array(later)),
+                                       groups.take(pa.array(first[later])))
+
+
+def differing(groups: pa.Array, others: pa.Array) -> int:
+    """How many rows name another group in ``others`` than in ``groups``: conflicts."""
+    return int(pc.sum(pc.not_equal(groups, others).cast(pa.int64())).as_py() or 0)
 
 
 def first_rows(high: np.ndarray, low: np.ndarray) -> np.ndarray:

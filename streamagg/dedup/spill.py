@@ -16,15 +16,7 @@ from ..budget import Budget
 from . import HIGH, KEYED_SCHEMA, DedupStats, KeySetState, Prepared, keyed, pieces
 from .kept import MAX_SEGMENTS, KeptSegments
 from .partition import _PartitionWriters, bits_of, ordered_by_partition
-from .pieces import (
-    SPLIT_BITS,
-    SPLIT_FANOUT,
-    STATE_SCHEMA,
-    WORK_PER_SPILLED_BYTE,
-    Done,
-    PieceSplitter,
-    first_occurrences,
-)
+from .pieces import SPLIT_BITS, Done, PieceSplitter
 
 MAX_PARTITIONS = 256
 # Spilled bytes per byte of CSV read: about 33 bytes a row (two fingerprint lanes, the instant
@@ -32,8 +24,7 @@ MAX_PARTITIONS = 256
 # Partitions cost per batch written (64 cost twice the CPU of 32), so the guess is low: a day
 # of shorter rows spills more, and its partitions are cut again in memory.
 SPILL_PER_INPUT_BYTE = 0.3
-__all__ = ["MAX_PARTITIONS", "MAX_SEGMENTS", "SPLIT_FANOUT", "STATE_SCHEMA",
-           "WORK_PER_SPILLED_BYTE", "SpillDeduper", "first_occurrences"]
+__all__ = ["MAX_PARTITIONS", "MAX_SEGMENTS", "SpillDeduper"]
 
 
 class SpillDeduper:
