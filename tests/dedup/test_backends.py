@@ -218,3 +218,19 @@ def test_spill_splits_in_memory_what_fits_as_rows(tmp_path: Path, keys: int) -> 
     assert calls and all(calls)
     assert got == expected(rows)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_spill_file_holds_only_its_own_rows_private(tmp_path: Path) -> None:
+    # Spill files are opened to append (ext4 flushes a file truncated to nothing on close):
+    # a path that already held bytes must still end up holding exactly the new stream.
+    from streamagg.dedup.partition import _write_table
+
+    path = tmp_path / "p0000.arrow"
+    path.write_bytes(b"left over from an earlier run" * 100)
+    os.chmod(path, 0o644)
+    table = pa.table({"n": pa.array(range(1000), pa.int64())})
+    _write_table(str(path), table)
+    with pa.ipc.open_stream(pa.OSFile(str(path))) as stream:
+        assert stream.read_all().equals(table)
+    _write_table(str(tmp_path / "new.arrow"), table)
+    assert (tmp_path / "new.arrow").stat().st_mode & 0o777 == 0o600
