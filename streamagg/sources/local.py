@@ -114,7 +114,10 @@ class LocalStorage:
             raw = _CheckedFile(item)
         except OSError as err:
             raise StorageError(f"cannot open input: {err.strerror}", uri=item.uri) from err
-        return io.BufferedReader(raw, buffer_size=1 << 20)
+        # A buffer smaller than the reader's blocks (256 KiB and up): BufferedReader reads a
+        # request of whole buffers straight into the bytes it returns, where a larger buffer
+        # was filled first and copied out, a second copy of every input byte.
+        return io.BufferedReader(raw, buffer_size=64 << 10)
 
     def publish(self, local_path: str, relative: str) -> None:
         target = self.root / relative
