@@ -1,4 +1,4 @@
-"""The ``streamagg`` command and ``python -m streamagg``: the allocator first, then the CLI."""
+"""The ``streamagg`` command and ``python -m streamagg``: native settings first, then the CLI."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import sys
 
 
 def main() -> None:
-    """Choose Arrow's allocator while libarrow is not yet loaded, then run the CLI."""
-    from .ops.allocators import choose_arrow_allocator
+    """Choose Arrow's allocator and OpenBLAS's threads while neither library is loaded, then
+    run the CLI."""
+    from .ops.allocators import choose_arrow_allocator, no_blas_threads
 
     choose_arrow_allocator()
+    no_blas_threads()
     from .ops.cli import main as cli_main
 
     try:

@@ -1,4 +1,4 @@
-"""Process-wide allocator settings that keep resident memory close to what is really in use."""
+"""Process-wide native-library settings: allocators that keep resident memory close to use."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ def choose_arrow_allocator() -> None:
     """
     if "pyarrow" not in sys.modules:
         os.environ.setdefault(_ARROW_POOL_ENV, "jemalloc")
+
+
+def no_blas_threads() -> None:
+    """One OpenBLAS thread, set before numpy loads: streamagg does no linear algebra, and the
+    threads OpenBLAS starts with numpy spin on the cores while they wait for work (0.1 CPU s
+    at import alone, taken from the readers). An operator's own setting wins."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def tune_allocators(*, memory_limit: int | None = None, arena_max: int = 2,
