@@ -87,3 +87,15 @@ def test_the_data_cache_key_covers_every_generator_module(harness, tmp_path: Pat
     rows = package / "rows.py"
     rows.write_text(rows.read_text() + "\n# an edit outside generate.py\n")
     assert common._generator_sha256(package) != before
+
+
+def test_the_sqlite_floor_script_times_the_backend_and_the_least_insert() -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(BENCH / "sqlite_floor.py"), "--rows", "20000",
+                           "--repeats", "1"], capture_output=True, text=True, timeout=120,
+                          check=True)
+    rows = {line.split("|")[1].strip(): float(line.split("|")[3])
+            for line in done.stdout.splitlines() if line.startswith("| backend add")
+            or line.startswith("| least insert")}
+    assert set(rows) == {"backend add", "least insert"} and all(v > 0 for v in rows.values())
