@@ -20,7 +20,8 @@ RUNTIME_BYTES = 80 * MiB
 # more thread per 96 MB of budget, up to four.
 PER_READER_BYTES = 96 * MiB
 MAX_READERS = 4
-CLEAN_ROW_BYTES = 64  # a clean batch's bytes per row (key, instant, group)
+# A prepared batch's bytes per row (its fingerprint, instant and group: what readers queue).
+PREPARED_ROW_BYTES = 40
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,11 @@ class Budget:
     reader_threads: int
     # Rows a reader gathers before cleaning: 65,536 at 256 MB, fewer under tighter limits.
     gather_rows: int
-    # Clean batches a reader may hold for the consumer: a thirty-second of the budget, two at
-    # 128 and 256 MB. Deeper queues bought no speed on a 10M-row day, and when the consumer is
-    # the slower side (the sqlite backend) they fill and cost the budget.
+    # Prepared batches a reader may hold for the consumer, which takes files in order: only
+    # the reader of the file being consumed is drained, so the others run on only as far as
+    # their queues go. Two let the second reader wait 1 to 2 s of a 10M-row day; the queues
+    # together get an eighth of the budget (six each at 256 MB, about a file of that day). Two
+    # below 256 MB, where there is one reader.
     queue_depth: int
     # CSV bytes pyarrow parses at once: 256 KiB up to a 256 MB budget. pyarrow reads about a
     # dozen blocks ahead per file, so the block is what bounds a reader's memory (1 MiB blocks
@@ -66,11 +69,12 @@ def _budget(limit: int, cpus: int) -> Budget:
     gather = max(8_192, limit // 4096)
     spill_threads = 1 if small else max(1, min(2, cpus))
     working = max(limit - RUNTIME_BYTES, limit // 4)
+    readers = 1 if small else max(1, min(MAX_READERS, cpus, limit // PER_READER_BYTES))
     return Budget(
         memory_limit=limit,
-        reader_threads=1 if small else max(1, min(MAX_READERS, cpus, limit // PER_READER_BYTES)),
+        reader_threads=readers,
         gather_rows=gather,
-        queue_depth=max(2, limit // 32 // (gather * CLEAN_ROW_BYTES)),
+        queue_depth=2 if small else max(2, limit // 8 // (readers * gather * PREPARED_ROW_BYTES)),
         reader_block_size=max(256 << 10, min(4 << 20, limit // 1024)),
         spill_threads=spill_threads,
         spill_partition_bytes=max(working // 2 // spill_threads, 8 * MiB),
