@@ -176,3 +176,6 @@ class FileStats:
     positions: list[int] = field(default_factory=list)  # of the required columns in the header
     empty: bool = False  # no header at all: counted like a zero-byte file
     stopped: bool = False  # reading stopped early: more bad rows than a count limit allows
+    # Bytes per record in the first bytes after the header (None when they end no record): a
+    # sample of the file's row size, which sizes the spill before the day is read.
+    row_bytes: float | None = None

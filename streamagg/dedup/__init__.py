@@ -103,13 +103,14 @@ def keyed(batch: pa.RecordBatch, grain_seconds: int) -> tuple[pa.RecordBatch, pa
 
 
 def make_deduper(kind: str, *, tmp_dir: str | None, memory_limit: int,
-                 expected_bytes: int = 0, grain_seconds: int = 3600,
+                 expected_rows: Callable[[], int] | None = None, grain_seconds: int = 3600,
                  state: KeySetState | None = None) -> Deduper:
     """The backend named ``kind`` (see `streamagg.registry.DEDUPE_BACKENDS`), working inside
-    ``tmp_dir``; `Deduper.fold_into` takes counts of ``grain_seconds``. With ``state`` it starts
-    from the keys kept by an earlier run (when ``state.resume``) and keeps the day's keys for
-    the next."""
+    ``tmp_dir``; `Deduper.fold_into` takes counts of ``grain_seconds``. ``expected_rows`` is
+    the day's rows as estimated when the first batch is prepared (a backend may size itself
+    then). With ``state`` it starts from the keys kept by an earlier run (when
+    ``state.resume``) and keeps the day's keys for the next."""
     backend = DEDUPE_BACKENDS.load(kind)
     return cast(Deduper, backend(tmp_dir=tmp_dir, memory_limit=memory_limit,
-                                 expected_bytes=expected_bytes, grain_seconds=grain_seconds,
+                                 expected_rows=expected_rows, grain_seconds=grain_seconds,
                                  state=state))

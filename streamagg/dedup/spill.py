@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
@@ -19,11 +20,10 @@ from .partition import _PartitionWriters, bits_of, ordered_by_partition
 from .pieces import SPLIT_BITS, Done, PieceSplitter
 
 MAX_PARTITIONS = 256
-# Spilled bytes per byte of CSV read: about 33 bytes a row (two fingerprint lanes, the instant
-# and the group) against 82 to 190 bytes a row of CSV in the benchmarks' days (0.4 and 0.17).
-# Partitions cost per batch written (64 cost twice the CPU of 32), so the guess is low: a day
-# of shorter rows spills more, and its partitions are cut again in memory.
-SPILL_PER_INPUT_BYTE = 0.3
+# Bytes of a spilled row: two fingerprint lanes, the instant and the group (its offset and a
+# few characters). Partitions cost per batch written (64 cost twice the CPU of 32), so the
+# count is the fewest whose de-duplication fits; a partition that does not is cut again.
+SPILLED_ROW_BYTES = 33
 __all__ = ["MAX_PARTITIONS", "MAX_SEGMENTS", "SpillDeduper"]
 
 
@@ -32,7 +32,8 @@ class SpillDeduper:
     memory. Every row is counted as it arrives; de-duplication then takes the later
     occurrences out of those counts."""
 
-    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0,
+    def __init__(self, *, tmp_dir: str | None, memory_limit: int,
+                 expected_rows: Callable[[], int] | None = None,
                  grain_seconds: int = 3600,  # the grain: `fold_into`'s counts carry it
                  state: KeySetState | None = None) -> None:
         self.stats = DedupStats()
@@ -46,15 +47,33 @@ class SpillDeduper:
         self.threads = budget.spill_threads
         self._pieces = PieceSplitter(self.folder, budget.spill_partition_bytes, grain_seconds,
                                      keep=state is not None)
-        # Read from `pieces` when called: a test that changes the factor changes it everywhere.
-        wanted = int(expected_bytes * SPILL_PER_INPUT_BYTE * pieces.WORK_PER_SPILLED_BYTE
-                     ) // self.partition_budget + 1
-        self.partitions = min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length()))
+        self._expected_rows = expected_rows or (lambda: 0)
+        self._sizing = threading.Lock()
+        self.partitions = 0  # chosen at the first batch (`_partition_bits`)
+        self._bits = 0
+        self._writers: _PartitionWriters | None = None
         if state is not None and state.resume:
             # New keys must meet the stored ones: the stored partitioning decides.
-            self.partitions = int(state.record["partitions"])
-        self._bits = self.partitions.bit_length() - 1
-        self._writers = _PartitionWriters(self.folder, "p", self.partitions, KEYED_SCHEMA)
+            self._start(int(state.record["partitions"]))
+
+    def _start(self, partitions: int) -> None:
+        self._bits = partitions.bit_length() - 1
+        self._writers = _PartitionWriters(self.folder, "p", partitions, KEYED_SCHEMA)
+        self.partitions = partitions  # last: another reader thread goes by it
+
+    def _partition_bits(self) -> int:
+        """The partition count is chosen at the first batch, once a reader has seen the size of
+        the first file's rows: the day's rows, so its spill, are estimated better than from
+        its bytes alone (the mixed benchmark day's rows are 2.3 times the adlog day's)."""
+        if not self.partitions:
+            with self._sizing:
+                if not self.partitions:
+                    # Read from `pieces` when called: a test that changes it changes it here.
+                    work = (self._expected_rows() * SPILLED_ROW_BYTES
+                            * pieces.WORK_PER_SPILLED_BYTE)
+                    wanted = work // self.partition_budget + 1
+                    self._start(min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length())))
+        return self._bits
 
     @property
     def partition_budget(self) -> int:
@@ -69,16 +88,19 @@ class SpillDeduper:
 
     def prepare(self, batch: pa.RecordBatch) -> Prepared:
         rows, arrived = keyed(batch, self.grain_seconds)
-        where = bits_of(rows.column(HIGH).to_numpy(), 64 - self._bits, self._bits)
+        bits = self._partition_bits()
+        where = bits_of(rows.column(HIGH).to_numpy(), 64 - bits, bits)
         ordered, counts = ordered_by_partition(rows, where, self.partitions)
         return Prepared(ordered, arrived, counts)
 
     def add(self, prepared: Prepared) -> None:
-        assert prepared.partition_rows is not None, "prepared by another backend"
+        assert prepared.partition_rows is not None and self._writers is not None, \
+            "prepared by another backend"
         self._arrived.fold_counts(prepared.arrived)
         self._writers.write_ordered(prepared.rows, prepared.partition_rows)
 
     def fold_into(self, counts: HourlyCounts) -> None:
+        self._partition_bits()  # a day of no rows has partitions too, for the kept state
         counts.fold_counts(self._arrived.table())
         self._arrived = HourlyCounts(self.grain_seconds)
         for done in self._done():
@@ -89,6 +111,7 @@ class SpillDeduper:
         if self._state is not None and self._state.resume:
             yield from self._resumed(self._state)
             return
+        assert self._writers is not None
         paths = self._writers.close()
         shift = 64 - self._bits - SPLIT_BITS
         # Partitions are independent and numpy's sorts release the GIL: a few at once, in a
@@ -123,6 +146,7 @@ class SpillDeduper:
         stored = {int(i): [list(r) for r in ranges]
                   for i, ranges in state.record["segments"].items()}
         shift = 64 - self._bits - SPLIT_BITS
+        assert self._writers is not None
         for path in self._writers.close():
             index = _partition_index(path)
             ranges = stored.get(index, [])
@@ -163,7 +187,8 @@ class SpillDeduper:
         except OSError:
             pass  # the run failed; its state file is never published
         try:
-            self._writers.close()
+            if self._writers is not None:
+                self._writers.close()
         except OSError:
             pass  # the files are discarded anyway (a full disk fails here too)
         finally:

@@ -6,6 +6,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -31,8 +32,9 @@ class SqliteDeduper:
     BY over it took a fifth of the run).
     """
 
-    def __init__(self, *, tmp_dir: str | None, memory_limit: int, expected_bytes: int = 0,
-                 grain_seconds: int = 3600, state: KeySetState | None = None) -> None:
+    def __init__(self, *, tmp_dir: str | None, memory_limit: int,
+                 expected_rows: Callable[[], int] | None = None, grain_seconds: int = 3600,
+                 state: KeySetState | None = None) -> None:
         # sqlite grows as it needs: no size hint
         self.stats = DedupStats()
         self._state = state

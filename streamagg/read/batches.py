@@ -132,6 +132,9 @@ def read_batches(
         rest = stream.read(HEADER_READ)
         if not rest:
             return  # a header and nothing else
+    records = rest.count(b"\n")
+    if records:
+        stats.row_bytes = (rest.rindex(b"\n") + 1) / records
     if rest.startswith(codecs.BOM_UTF8):
         rest = codecs.BOM_UTF8 + rest  # pyarrow drops one, taking it for the file's own BOM
     field_names = [f"f{i}" for i in range(len(names))]

@@ -234,3 +234,25 @@ def test_a_spill_file_holds_only_its_own_rows_private(tmp_path: Path) -> None:
         assert stream.read_all().equals(table)
     _write_table(str(tmp_path / "new.arrow"), table)
     assert (tmp_path / "new.arrow").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(("rows", "partitions"), [(0, 4), (10_000_000, 32), (10**9, 256)])
+def test_spill_partitions_follow_the_rows_estimated_at_the_first_batch(
+        tmp_path: Path, rows: int, partitions: int) -> None:
+    from streamagg.dedup.spill import SpillDeduper
+
+    asked: list[int] = []
+
+    def expected_rows() -> int:
+        asked.append(rows)
+        return rows
+
+    with SpillDeduper(tmp_dir=str(tmp_path), memory_limit=LIMIT,
+                      expected_rows=expected_rows) as dedup:
+        assert asked == []  # not before the day's first batch: the row size is known then
+        for _ in range(2):
+            dedup.add(dedup.prepare(batch([("k", SECOND, "g")])))
+        counts = HourlyCounts()
+        dedup.fold_into(counts)
+        assert asked == [rows] and dedup.partitions == partitions
+        assert [r.count for r in counts.rows()] == [1]

@@ -214,3 +214,11 @@ def test_padding_at_either_edge_of_any_value_is_trimmed(padded: str) -> None:
         assert got[-1][2] == "a" and len(got) == 5
     else:
         assert len(got) == 4 and [b.reason for b in stats.bad_rows] == ["empty CAMPAIGN_ID"]
+
+
+def test_the_first_bytes_after_the_header_sample_the_row_size() -> None:
+    row = "3f2b9a70-0c1e-4c4e-9f59-2a8d1e9c6b11,2021-01-30 10:00:00,12345\n"
+    _, stats = read_all((H + row * 5000).encode())
+    assert stats.row_bytes == len(row)
+    _, no_record = read_all((H + row.rstrip("\n")).encode())  # no line end after the header
+    assert no_record.row_bytes is None
