@@ -184,8 +184,10 @@ def _canonical_part(text: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
     rows_wrong = np.bitwise_or.reduceat(wrong.view(np.uint8),
                                         np.arange(0, len(wrong), _CANONICAL_WIDTH))
     good = (rows_wrong == 0) & separated
+    if not good.all():
+        chosen = chosen.filter(pa.array(good))
     try:
-        instants = pc.cast(pc.cast(chosen.filter(pa.array(good)), pa.timestamp("ns")), pa.int64())
+        instants = pc.cast(pc.cast(chosen, pa.timestamp("ns")), pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None  # an impossible date: the general path finds which
     mask = np.zeros(len(text), dtype=bool)
