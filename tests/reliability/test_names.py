@@ -297,7 +297,7 @@ def test_a_real_signal_mid_run_leaves_stderr_pure_json_lines(
     wait_for(lambda: marker.exists() or child.process.poll() is not None, what="spill")
     os.kill(child.process.pid, stop)
     code, _, stderr = child.wait(timeout=30)
-    assert code == (130 if stop == signal.SIGINT else 143), stderr
+    assert code == (130 if stop == signal.SIGINT else 143), (code, stderr)
     records = [json.loads(line) for line in stderr.splitlines()]  # every line, no blank one
     assert records[-1]["level"] == "error" and records[-1]["exit_code"] == code
     assert not (tmp_path / "out").exists()
