@@ -91,13 +91,23 @@ def ordered_by_partition(batch: pa.RecordBatch, partition: np.ndarray,
 
 
 class _PartitionWriters:
-    """One Arrow IPC stream file per partition, opened when first written."""
+    """One Arrow IPC stream file per partition, opened when first written.
 
-    def __init__(self, folder: str, prefix: str, count: int, schema: pa.Schema) -> None:
+    `write_ordered` may hold batches, up to ``max_pending_bytes``, until each partition's share
+    of them is ``min_rows`` rows on average: an IPC message costs about 50 us however small, and
+    a 100M-row day cut into 256 partitions gave slices of 256 rows, 20 s of the main thread.
+    """
+
+    def __init__(self, folder: str, prefix: str, count: int, schema: pa.Schema, *,
+                 min_rows: int = 1, max_pending_bytes: int = 0) -> None:
         self.paths = [os.path.join(folder, f"{prefix}{i:04d}.arrow") for i in range(count)]
         self.schema = schema
         self._sinks: dict[int, tuple[pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
         self._closed = False
+        self._flush_rows = min_rows * count
+        self._max_pending_bytes = max_pending_bytes
+        self._pending: list[tuple[pa.RecordBatch, np.ndarray]] = []
+        self._pending_rows = self._pending_bytes = 0
 
     def write(self, batch: pa.RecordBatch, partition: np.ndarray) -> None:
         for index, rows in _by_partition(batch, partition, len(self.paths)):
@@ -105,8 +115,25 @@ class _PartitionWriters:
 
     def write_ordered(self, batch: pa.RecordBatch, counts: np.ndarray) -> None:
         """Write rows already grouped by partition, ``counts[i]`` of them for partition i."""
-        for index, rows in _slices(batch, counts):
-            self._writer(index).write_batch(rows)
+        self._pending.append((batch, counts))
+        self._pending_rows += batch.num_rows
+        self._pending_bytes += batch.nbytes
+        if self._pending_rows >= self._flush_rows or self._pending_bytes >= self._max_pending_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every batch held, each partition's rows of them as one message, in order."""
+        pending, self._pending = self._pending, []
+        self._pending_rows = self._pending_bytes = 0
+        if len(pending) == 1:
+            for index, rows in _slices(*pending[0]):
+                self._writer(index).write_batch(rows)
+            return
+        cut = [dict(_slices(batch, counts)) for batch, counts in pending]
+        for index in sorted(set().union(*cut)):
+            parts = [slices[index] for slices in cut if index in slices]
+            self._writer(index).write_batch(
+                parts[0] if len(parts) == 1 else pa.concat_batches(parts))
 
     def _writer(self, index: int) -> pa.ipc.RecordBatchStreamWriter:
         entry = self._sinks.get(index)
@@ -120,7 +147,10 @@ class _PartitionWriters:
         """Finish every file; the paths of those that hold rows, in partition order."""
         if not self._closed:
             self._closed = True
-            for sink, writer in self._sinks.values():
-                writer.close()
-                sink.close()
+            try:
+                self.flush()
+            finally:
+                for sink, writer in self._sinks.values():
+                    writer.close()
+                    sink.close()
         return [self.paths[i] for i in sorted(self._sinks)]

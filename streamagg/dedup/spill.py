@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from ..aggregate import HourlyCounts
 from ..budget import Budget
+from ..errors import StorageError
 from . import HIGH, KEYED_SCHEMA, DedupStats, KeySetState, Prepared, keyed, pieces
 from .kept import MAX_SEGMENTS, KeptSegments
 from .partition import _PartitionWriters, bits_of, ordered_by_partition
@@ -24,6 +25,8 @@ MAX_PARTITIONS = 256
 # few characters). Partitions cost per batch written (64 cost twice the CPU of 32), so the
 # count is the fewest whose de-duplication fits; a partition that does not is cut again.
 SPILLED_ROW_BYTES = 33
+# Rows a spill message should hold at least, on average per partition (see _PartitionWriters).
+SPILL_MESSAGE_ROWS = 2048
 __all__ = ["MAX_PARTITIONS", "MAX_SEGMENTS", "SpillDeduper"]
 
 
@@ -45,6 +48,7 @@ class SpillDeduper:
         self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
         budget = Budget.of(memory_limit)
         self.threads = budget.spill_threads
+        self._buffer_bytes = budget.spill_buffer_bytes
         self._pieces = PieceSplitter(self.folder, budget.spill_partition_bytes, grain_seconds,
                                      keep=state is not None)
         self._expected_rows = expected_rows or (lambda: 0)
@@ -58,7 +62,9 @@ class SpillDeduper:
 
     def _start(self, partitions: int) -> None:
         self._bits = partitions.bit_length() - 1
-        self._writers = _PartitionWriters(self.folder, "p", partitions, KEYED_SCHEMA)
+        self._writers = _PartitionWriters(self.folder, "p", partitions, KEYED_SCHEMA,
+                                          min_rows=SPILL_MESSAGE_ROWS,
+                                          max_pending_bytes=self._buffer_bytes)
         self.partitions = partitions  # last: another reader thread goes by it
 
     def _partition_bits(self) -> int:
@@ -111,8 +117,7 @@ class SpillDeduper:
         if self._state is not None and self._state.resume:
             yield from self._resumed(self._state)
             return
-        assert self._writers is not None
-        paths = self._writers.close()
+        paths = self._written()
         shift = 64 - self._bits - SPLIT_BITS
         # Partitions are independent and numpy's sorts release the GIL: a few at once, in a
         # window as wide as the pool so no more than that are in memory.
@@ -146,8 +151,7 @@ class SpillDeduper:
         stored = {int(i): [list(r) for r in ranges]
                   for i, ranges in state.record["segments"].items()}
         shift = 64 - self._bits - SPLIT_BITS
-        assert self._writers is not None
-        for path in self._writers.close():
+        for path in self._written():
             index = _partition_index(path)
             ranges = stored.get(index, [])
             merge = len(ranges) + 1 > MAX_SEGMENTS
@@ -175,6 +179,15 @@ class SpillDeduper:
                         kept.write(index, stored_batch)
                 kept.merged.add(index)
         kept.finish(self.partitions, stored)
+
+    def _written(self) -> list[str]:
+        """Close the spill files (the batches their writer held are written now): their paths."""
+        assert self._writers is not None
+        try:
+            return self._writers.close()
+        except OSError as err:
+            raise StorageError(f"cannot write spill files: {err.strerror or err}",
+                               uri=self.folder) from err
 
     def _new_rows_fit(self, size: int) -> bool:
         """Whether a partition's new rows (``size`` bytes spilled) can be held at once."""

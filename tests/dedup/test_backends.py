@@ -256,3 +256,27 @@ def test_spill_partitions_follow_the_rows_estimated_at_the_first_batch(
         dedup.fold_into(counts)
         assert asked == [rows] and dedup.partitions == partitions
         assert [r.count for r in counts.rows()] == [1]
+
+
+def test_spill_writers_hold_small_slices_and_write_them_in_order(tmp_path: Path) -> None:
+    import numpy as np
+
+    from streamagg.dedup.partition import _PartitionWriters
+
+    schema = pa.schema([("n", pa.int64())])
+    writers = _PartitionWriters(str(tmp_path), "p", 2, schema, min_rows=10,
+                                max_pending_bytes=1 << 20)
+    expected: dict[int, list[int]] = {0: [], 1: []}
+    for start in range(0, 60, 6):  # batches of 6 rows: 3 per partition, under 10
+        rows = list(range(start, start + 6))
+        writers.write_ordered(pa.record_batch([pa.array(rows)], schema=schema),
+                              np.array([3, 3]))
+        expected[0] += rows[:3]
+        expected[1] += rows[3:]
+    messages: dict[int, int] = {}
+    for index, path in enumerate(writers.close()):
+        with pa.ipc.open_stream(pa.OSFile(path)) as stream:
+            batches = list(stream)
+        messages[index] = len(batches)
+        assert [v for b in batches for v in b.column(0).to_pylist()] == expected[index]
+    assert messages == {0: 3, 1: 3}  # flushed at 24, 48 rows held, and the rest at close

@@ -31,12 +31,13 @@ def on_call(owner: Any, name: str, marker: str, *, nth: int = 1, after: bool = F
 
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if when(*args, **kwargs):
+        counted = when(*args, **kwargs)
+        if counted:
             calls[0] += 1
             if calls[0] == nth and not after:
                 pause(marker)
         result = original(*args, **kwargs)
-        if calls[0] == nth and after:
+        if counted and calls[0] == nth and after:  # only that call: not the clean-up's
             pause(marker)
         return result
 
@@ -72,10 +73,11 @@ def install(point: str, marker: str) -> None:
                 return PausingStream(_original(self, item), marker)
 
             storage.open_input = open_input  # type: ignore[method-assign]
-    elif point == "spill":
-        from streamagg.dedup.spill import SpillDeduper
+    elif point == "spill":  # the spill files hold rows: the writers' first batches are out
+        from streamagg.dedup.partition import _PartitionWriters
 
-        on_call(SpillDeduper, "add", marker, nth=2, after=True)
+        on_call(_PartitionWriters, "flush", marker, after=True,
+                when=lambda writers: bool(writers._pending))
     elif point == "sqlite":
         from streamagg.dedup.sqlite import SqliteDeduper
 
