@@ -125,10 +125,6 @@ class _PartitionWriters:
         """Write every batch held, each partition's rows of them as one message, in order."""
         pending, self._pending = self._pending, []
         self._pending_rows = self._pending_bytes = 0
-        if len(pending) == 1:
-            for index, rows in _slices(*pending[0]):
-                self._writer(index).write_batch(rows)
-            return
         cut = [dict(_slices(batch, counts)) for batch, counts in pending]
         for index in sorted(set().union(*cut)):
             parts = [slices[index] for slices in cut if index in slices]

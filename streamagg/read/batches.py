@@ -36,6 +36,11 @@ class _NulByte(pa.ArrowInvalid):
     break at a block boundary (pyarrow 26), so a file with a NUL is read on with csv."""
 
 
+def _refuse_nul(data: bytes | memoryview) -> None:
+    if not np.frombuffer(data, dtype=np.uint8).all():
+        raise _NulByte("NUL byte")
+
+
 class _Prefixed(io.RawIOBase):
     """Bytes already read for the header, followed by the rest of the stream, then the probe
     that tells whether the file ended inside a quoted field (see `quotes.EOF_PROBE`)."""
@@ -68,8 +73,7 @@ class _Prefixed(io.RawIOBase):
         if not data:
             self.at_eof = True
             return super().read(size) or b""  # the probe
-        if not np.frombuffer(data, dtype=np.uint8).all():
-            raise _NulByte("NUL byte")
+        _refuse_nul(data)
         return bytes(data) if not isinstance(data, bytes) else data
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
@@ -87,8 +91,7 @@ class _Prefixed(io.RawIOBase):
             buffer[:n] = self._suffix[:n]
             self._suffix = self._suffix[n:]
             return n
-        if not np.frombuffer(buffer, dtype=np.uint8, count=n).all():
-            raise _NulByte("NUL byte")
+        _refuse_nul(memoryview(buffer)[:n])
         return n
 
 
