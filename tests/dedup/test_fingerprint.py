@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import streamagg.dedup as dedup_package
 from streamagg.dedup.fingerprint import fingerprints
 from streamagg.dedup.kept import _matches
-from streamagg.dedup.pieces import first_occurrences, first_rows
+from streamagg.dedup.pieces import first_occurrences, first_rows, later_occurrences
 from tests.dedup.test_backends import BACKENDS, expected, run
 
 ODD_KEYS = ["", "a", "a\x00", "\x00a", "a" * 7, "a" * 8, "a" * 9, "\u00e9", "e\u0301",
@@ -63,6 +63,25 @@ def test_first_rows_are_exact_when_only_the_high_lane_collides() -> None:
         high, low, pa.array(["g", "g", "h", "g", "g", "g"]))
     assert keep.tolist() == [True, True, False, True, False, True]
     assert (duplicates, conflicts) == (2, 1)
+
+
+lane_values = st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1),
+                        st.sampled_from([2**63, 2**64 - 1, 2**40, 2**40 + 1]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(lanes=st.lists(st.tuples(lane_values, lane_values), max_size=60))
+def test_later_occurrences_match_a_dictionary_of_first_rows(
+        lanes: list[tuple[int, int]]) -> None:
+    """Exact on any lanes: ones that differ only in their low bits (which hold the row
+    number while sorting), that share one lane, or whose high lane alone tells them apart."""
+    high = np.array([h for h, _ in lanes], np.uint64)
+    low = np.array([lo for _, lo in lanes], np.uint64)
+    first: dict[tuple[int, int], int] = {}
+    expected_later = [(row, first.setdefault(key, row)) for row, key in enumerate(lanes)
+                      if first.setdefault(key, row) != row]
+    later, first_of_later = later_occurrences(high, low)
+    assert list(zip(later.tolist(), first_of_later.tolist(), strict=True)) == expected_later
 
 
 def test_stored_keys_are_matched_on_both_lanes() -> None:
