@@ -272,9 +272,11 @@ def later_occurrences(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np
         return none, none
     bits = (n - 1).bit_length()
     mask = np.uint64((1 << bits) - 1)
-    packed = np.sort((low & ~mask) | np.arange(n, dtype=np.uint64))
-    top = packed >> np.uint64(bits)
-    same = top[1:] == top[:-1]
+    # In place: a partition's de-duplication holds one more lane of its rows, not three.
+    packed = low & ~mask
+    np.bitwise_or(packed, np.arange(n, dtype=np.uint64), out=packed)
+    packed.sort()
+    same = (packed[1:] ^ packed[:-1]) <= mask  # the same top bits as the row before
     if not same.any():
         return none, none
     follows = np.zeros(n, dtype=bool)  # a row whose run started before it
