@@ -15,7 +15,7 @@ import pyarrow as pa
 from ..aggregate import HourlyCounts
 from ..budget import Budget
 from ..errors import StorageError
-from . import HIGH, KEYED_SCHEMA, DedupStats, KeySetState, Prepared, keyed, pieces
+from . import HIGH, KEYED_SCHEMA, DedupStats, KeySetState, Prepared, keyed
 from .kept import MAX_SEGMENTS, KeptSegments
 from .partition import _PartitionWriters, bits_of, ordered_by_partition
 from .pieces import SPLIT_BITS, Done, PieceSplitter
@@ -74,10 +74,11 @@ class SpillDeduper:
         if not self.partitions:
             with self._sizing:
                 if not self.partitions:
-                    # Read from `pieces` when called: a test that changes it changes it here.
+                    # `work_per_byte` reads `pieces` when called: a test that changes it
+                    # changes it here.
                     work = (self._expected_rows() * SPILLED_ROW_BYTES
-                            * pieces.WORK_PER_SPILLED_BYTE)
-                    wanted = work // self.partition_budget + 1
+                            * self._pieces.work_per_byte)
+                    wanted = int(work // self.partition_budget) + 1
                     self._start(min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length())))
         return self._bits
 

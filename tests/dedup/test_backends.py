@@ -188,8 +188,8 @@ def test_fold_into_leaves_out_groups_seen_only_in_duplicates(kind: str, tmp_path
 
 @pytest.mark.parametrize("keys", [700, 1])
 def test_spill_splits_in_memory_what_fits_as_rows(tmp_path: Path, keys: int) -> None:
-    # With a budget of three times the largest partition, each partition's rows fit but its
-    # de-duplication (four times its size) does not, so it is cut by the next bits in memory.
+    # With a budget of twice the largest partition, each partition's rows fit but its
+    # de-duplication (2.5 times its size) does not, so it is cut by the next bits in memory.
     # With one key only, that piece is the whole partition and goes on to disk, where it is
     # streamed. Either way first occurrences must win and nothing may stay on disk.
     rows = [(f"k{i % keys}", i % 3, f"g{i % 7}") for i in range(6000)]
@@ -201,7 +201,7 @@ def test_spill_splits_in_memory_what_fits_as_rows(tmp_path: Path, keys: int) -> 
         paths = dedup._writers.paths  # type: ignore[attr-defined]
         dedup._writers.close()  # type: ignore[attr-defined]
         pieces = dedup._pieces  # type: ignore[attr-defined]
-        pieces.partition_budget = 3 * max(os.path.getsize(p) for p in paths if os.path.exists(p))
+        pieces.partition_budget = 2 * max(os.path.getsize(p) for p in paths if os.path.exists(p))
         calls: list[bool] = []
         real = pieces._split_in_memory
 
