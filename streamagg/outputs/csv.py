@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Iterable
 from typing import BinaryIO
@@ -25,6 +26,9 @@ def csv_field(value: str) -> str:
     return value
 
 
+# A day has a few dozen buckets and thousands of rows per bucket: strftime once per bucket
+# (4 us a row was 60 ms of a 15k-row output).
+@functools.lru_cache(maxsize=4096)
 def format_bucket(start_seconds: int) -> str:
     moment = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=start_seconds)
     return f"{moment:%Y-%m-%d %H:%M:%S}"
