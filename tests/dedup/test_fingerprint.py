@@ -92,6 +92,21 @@ def test_stored_keys_are_matched_on_both_lanes() -> None:
     assert _matches(sorted_high, sorted_low, high, low).tolist() == [3, -1, 1, -1, 4, -1]
 
 
+@settings(max_examples=200, deadline=None)
+@given(stored=st.sets(st.tuples(st.integers(0, 4), st.integers(0, 3)), max_size=15),
+       new=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), max_size=15))
+def test_stored_keys_are_matched_like_a_dictionary(stored: set[tuple[int, int]],
+                                                   new: list[tuple[int, int]]) -> None:
+    keys = sorted(stored)  # sorted on the high lane, as the kept state's batches are
+    place = {key: i for i, key in enumerate(keys)}
+    sorted_high = np.array([h for h, _ in keys], np.uint64)
+    sorted_low = np.array([lo for _, lo in keys], np.uint64)
+    high = np.array([h for h, _ in new], np.uint64)
+    low = np.array([lo for _, lo in new], np.uint64)
+    spots = _matches(sorted_high, sorted_low, high, low)
+    assert spots.tolist() == [place.get(key, -1) for key in new]
+
+
 def weak_fingerprints(keys: pa.Array, instants: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """A high lane of two values (every partition and piece full of high-lane collisions)
     and an exact low lane: each distinct (key, instant) its own number."""
