@@ -9,7 +9,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 import pyarrow as pa
 
-from ..aggregate import HourlyCounts, sum_per_pair
+from ..aggregate import BUCKET, HourlyCounts, sum_per_pair
 from ..columns import GROUP, INSTANT, KEY
 from ..registry import DEDUPE_BACKENDS
 from .fingerprint import fingerprints
@@ -84,21 +84,38 @@ KEYED_SCHEMA = pa.schema([(HIGH, pa.uint64()), (LOW, pa.uint64()), (INSTANT, pa.
 class Prepared:
     """A clean batch in a backend's own form, made by `Deduper.prepare` on a reader thread."""
 
-    rows: pa.RecordBatch  # `KEYED_SCHEMA`, in the order the backend wants them
+    rows: pa.RecordBatch  # `KEYED_SCHEMA` (or `spill_schema`), in the backend's order
     arrived: pa.Table  # every row counted per (group, bucket), as `sum_per_pair` gives them
     # Rows per spill partition, in order, when the backend partitions (else None).
     partition_rows: np.ndarray | None = None
 
 
-def keyed(batch: pa.RecordBatch, grain_seconds: int) -> tuple[pa.RecordBatch, pa.Table]:
-    """A clean batch (key, instant, group) as `KEYED_SCHEMA` rows, and its counts."""
+def spill_schema(grain_seconds: int) -> pa.Schema:
+    """What the spill backend writes of a row: `KEYED_SCHEMA` with the instant's bucket in
+    place of the instant (only the later occurrences' buckets are needed, to take them out of
+    the counts). From a 5-second grain up every instant's bucket fits 32 bits: 29 bytes a row,
+    not 33, so a 100M-row day spills 0.4 GB less."""
+    width = pa.int32() if 2**63 // (grain_seconds * 10**9) < 2**31 else pa.int64()
+    return pa.schema([(HIGH, pa.uint64()), (LOW, pa.uint64()), (BUCKET, width),
+                      (GROUP, pa.string())])
+
+
+def keyed(batch: pa.RecordBatch, grain_seconds: int,
+          schema: pa.Schema = KEYED_SCHEMA) -> tuple[pa.RecordBatch, pa.Table]:
+    """A clean batch (key, instant, group) as ``schema`` rows (`KEYED_SCHEMA`, or
+    `spill_schema`'s with buckets), and its counts."""
     instants, groups = batch.column(INSTANT), batch.column(GROUP)
     high, low = fingerprints(batch.column(KEY), instants)
-    rows = pa.RecordBatch.from_arrays([pa.array(high), pa.array(low), instants, groups],
-                                      schema=KEYED_SCHEMA)
+    buckets = np.floor_divide(instants.to_numpy(zero_copy_only=False), grain_seconds * 10**9)
+    if schema.names[2] == INSTANT:
+        third = instants
+    else:  # the bucket, as wide as the schema says
+        width = np.int32 if schema.field(2).type == pa.int32() else np.int64
+        third = pa.array(buckets.astype(width, copy=False))
+    rows = pa.RecordBatch.from_arrays([pa.array(high), pa.array(low), third, groups],
+                                      schema=schema)
     if not batch.num_rows:
         return rows, HourlyCounts(grain_seconds).table()
-    buckets = np.floor_divide(instants.to_numpy(zero_copy_only=False), grain_seconds * 10**9)
     return rows, sum_per_pair(groups, buckets)
 
 

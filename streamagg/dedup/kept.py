@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..aggregate import HourlyCounts
-from ..columns import GROUP, INSTANT
+from ..aggregate import BUCKET, HourlyCounts
+from ..columns import GROUP
 from . import HIGH, LOW, KeySetState
 from .partition import _private_file
 from .pieces import (
@@ -144,7 +144,7 @@ class KeptSegments:
             mask = pa.array(dropped)
             later = groups.filter(mask)
             conflicts = differing(later, every.take(pa.array(canonical)))
-            taken_out = pieces.taken_out(later, _column(table, INSTANT).filter(mask))
+            taken_out = pieces.taken_out(later, _column(table, BUCKET).filter(mask))
         kept = table.filter(pa.array(~dropped)) if duplicates else table
         return Done(taken_out, duplicates, conflicts, _state_rows(kept))
 

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..aggregate import HourlyCounts, sum_per_pair
-from ..columns import GROUP, INSTANT
-from . import HIGH, KEYED_SCHEMA, LOW
+from ..aggregate import BUCKET, HourlyCounts, sum_per_pair
+from ..columns import GROUP
+from . import HIGH, LOW, spill_schema
 from .partition import (
     _by_partition,
     _PartitionWriters,
@@ -59,6 +59,7 @@ class PieceSplitter:
         self.partition_budget = partition_budget
         self.grain_seconds = grain_seconds
         self.keep = keep
+        self.schema = spill_schema(grain_seconds)
 
     @property
     def work_per_byte(self) -> float:
@@ -107,7 +108,7 @@ class PieceSplitter:
         """The rows of ``path`` cut into pieces by ``where``, each in its own file; order
         within each piece is kept, so first occurrences stay first."""
         writers = _PartitionWriters(self.folder, f"{os.path.basename(path)}.", SPLIT_FANOUT,
-                                    KEYED_SCHEMA)
+                                    self.schema)
         # Read, not mapped: the pages of a mapped file stay resident until it is unmapped, and
         # a 22 MB partition took a 128MB budget over.
         with pa.ipc.open_stream(pa.OSFile(path)) as stream:
@@ -132,19 +133,18 @@ class PieceSplitter:
         if duplicates:
             dropped = pa.array(~keep)
             taken_out = self.taken_out(groups.filter(dropped),
-                                       _column(rows, INSTANT).filter(dropped))
+                                       _column(rows, BUCKET).filter(dropped))
             if survivors or self.keep:
                 rows = rows.filter(pa.array(keep))
         return Done(taken_out, duplicates, conflicts,
                     _state_rows(rows) if self.keep else None), rows
 
-    def taken_out(self, groups: pa.Array, instants: pa.Array) -> pa.Table:
+    def taken_out(self, groups: pa.Array, buckets: pa.Array) -> pa.Table:
         """Negative counts per (group, bucket) of the rows given: what duplicates take out."""
         if not len(groups):
             return HourlyCounts().table()
-        buckets = np.floor_divide(instants.to_numpy(zero_copy_only=False),
-                                  self.grain_seconds * 10**9)
-        return sum_per_pair(groups, buckets, np.full(len(groups), -1, np.int64))
+        return sum_per_pair(groups, buckets.to_numpy(zero_copy_only=False).astype(np.int64),
+                            np.full(len(groups), -1, np.int64))
 
     def _streamed(self, path: str) -> Done:
         """First occurrences of a piece too big for memory whose rows all share the high lane
@@ -168,7 +168,7 @@ class PieceSplitter:
                     first = seen_groups.take(pa.array(spot[old]))
                     conflicts += differing(groups.filter(mask), first)
                     taken_out.fold_counts(self.taken_out(groups.filter(mask),
-                                                       rows.column(INSTANT).filter(mask)))
+                                                       rows.column(BUCKET).filter(mask)))
                     rows = rows.filter(pa.array(~old))
                 if not rows.num_rows:
                     continue
@@ -211,7 +211,7 @@ class PieceSplitter:
         for index, batches in enumerate(pieces):
             if not batches:
                 continue
-            table = pa.Table.from_batches(batches, schema=KEYED_SCHEMA)
+            table = pa.Table.from_batches(batches, schema=self.schema)
             pieces[index] = []  # held once, by the table, and freed with it
             if size + table.nbytes * self.work_per_byte > self.partition_budget:
                 piece = os.path.join(self.folder, f"{os.path.basename(path)}.{index:04d}.arrow")

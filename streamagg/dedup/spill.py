@@ -15,16 +15,19 @@ import pyarrow as pa
 from ..aggregate import HourlyCounts
 from ..budget import Budget
 from ..errors import StorageError
-from . import HIGH, KEYED_SCHEMA, DedupStats, KeySetState, Prepared, keyed
+from . import HIGH, DedupStats, KeySetState, Prepared, keyed
 from .kept import MAX_SEGMENTS, KeptSegments
 from .partition import _PartitionWriters, bits_of, ordered_by_partition
 from .pieces import SPLIT_BITS, Done, PieceSplitter
 
 MAX_PARTITIONS = 256
-# Bytes of a spilled row: two fingerprint lanes, the instant and the group (its offset and a
+# Bytes of a spilled row: two fingerprint lanes, the bucket and the group (its offset and a
 # few characters). Partitions cost per batch written (64 cost twice the CPU of 32), so the
 # count is the fewest whose de-duplication fits; a partition that does not is cut again.
-SPILLED_ROW_BYTES = 33
+SPILLED_ROW_BYTES = 29
+# Partitions are sized to fill at most 80% of their budget: hash partitions differ a little
+# and the rows are estimated from the first file, and one that does not fit is cut again.
+PARTITION_HEADROOM = 1.25
 # Rows a spill message should hold at least, on average per partition (see _PartitionWriters).
 SPILL_MESSAGE_ROWS = 2048
 __all__ = ["MAX_PARTITIONS", "MAX_SEGMENTS", "SpillDeduper"]
@@ -62,7 +65,7 @@ class SpillDeduper:
 
     def _start(self, partitions: int) -> None:
         self._bits = partitions.bit_length() - 1
-        self._writers = _PartitionWriters(self.folder, "p", partitions, KEYED_SCHEMA,
+        self._writers = _PartitionWriters(self.folder, "p", partitions, self._pieces.schema,
                                           min_rows=SPILL_MESSAGE_ROWS,
                                           max_pending_bytes=self._buffer_bytes)
         self.partitions = partitions  # last: another reader thread goes by it
@@ -77,7 +80,7 @@ class SpillDeduper:
                     # `work_per_byte` reads `pieces` when called: a test that changes it
                     # changes it here.
                     work = (self._expected_rows() * SPILLED_ROW_BYTES
-                            * self._pieces.work_per_byte)
+                            * self._pieces.work_per_byte * PARTITION_HEADROOM)
                     wanted = int(work // self.partition_budget) + 1
                     self._start(min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length())))
         return self._bits
@@ -94,7 +97,7 @@ class SpillDeduper:
         self.close()
 
     def prepare(self, batch: pa.RecordBatch) -> Prepared:
-        rows, arrived = keyed(batch, self.grain_seconds)
+        rows, arrived = keyed(batch, self.grain_seconds, self._pieces.schema)
         bits = self._partition_bits()
         where = bits_of(rows.column(HIGH).to_numpy(), 64 - bits, bits)
         ordered, counts = ordered_by_partition(rows, where, self.partitions)
