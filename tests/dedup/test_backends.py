@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamagg.aggregate import HourlyCounts, HourlyRow
+from streamagg.aggregate import BUCKET, HourlyCounts, HourlyRow
 from streamagg.columns import CLEAN_SCHEMA
-from streamagg.dedup import make_deduper
+from streamagg.dedup import keyed, make_deduper, spill_schema
 from streamagg.dedup import pieces as pieces_module
 
 BACKENDS = ["spill", "sqlite"]
@@ -280,3 +280,15 @@ def test_spill_writers_hold_small_slices_and_write_them_in_order(tmp_path: Path)
         messages[index] = len(batches)
         assert [v for b in batches for v in b.column(0).to_pylist()] == expected[index]
     assert messages == {0: 3, 1: 3}  # flushed at 24, 48 rows held, and the rest at close
+
+
+@pytest.mark.parametrize("grain", [1, 4, 5, 60, 3600, 86400])
+def test_spilled_buckets_are_exact_at_the_ends_of_the_instants_range(grain: int) -> None:
+    """The spill keeps a row's bucket, not its instant: 32 bits from a 5-second grain up,
+    which must hold the bucket of every instant an int64 of nanoseconds can hold."""
+    instants = [-(2**63), -1, 0, 1, 2**63 - 1]
+    rows, _ = keyed(pa.record_batch([pa.array(["k"] * 5), pa.array(instants, pa.int64()),
+                                     pa.array(["g"] * 5)], schema=CLEAN_SCHEMA),
+                    grain, spill_schema(grain))
+    assert rows.schema.field(BUCKET).type == (pa.int32() if grain >= 5 else pa.int64())
+    assert rows.column(BUCKET).to_pylist() == [t // (grain * 10**9) for t in instants]
