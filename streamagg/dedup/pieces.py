@@ -24,8 +24,8 @@ from .partition import (
 
 # Working memory of one partition's de-duplication per byte spilled (the table, its lanes as
 # numpy arrays, the sorted lane, run flags, and for the kept state its sorted copy), measured
-# and rounded up: 3.7 keeping the state (this figure), 1.8 without (`UNKEPT_SHARE` of it: a
-# 100M-row day's 13 MB partitions then fit whole, where cutting each into 16 pieces had
+# and rounded up: 3.7 keeping the state (4, this figure); 1.8 without (2.5, `UNKEPT_SHARE` of
+# it: a 100M-row day's 13 MB partitions then fit whole, where cutting each into 16 pieces had
 # taken twice as long as de-duplicating them).
 WORK_PER_SPILLED_BYTE = 4
 UNKEPT_SHARE = 0.625

@@ -23,10 +23,10 @@ from .pieces import SPLIT_BITS, Done, PieceSplitter
 MAX_PARTITIONS = 256
 # Bytes of a spilled row: two fingerprint lanes, the bucket and the group (its offset and a
 # few characters). Partitions cost per batch written (64 cost twice the CPU of 32), so the
-# count is the fewest whose de-duplication fits; a partition that does not is cut again.
+# count is the fewest whose de-duplication fits.
 SPILLED_ROW_BYTES = 29
-# Partitions are sized to fill at most 80% of their budget: hash partitions differ a little
-# and the rows are estimated from the first file, and one that does not fit is cut again.
+# ... each filling at most 80% of its budget: hash partitions differ a little and the rows are
+# estimated from the first file, and a partition that does not fit is cut again.
 PARTITION_HEADROOM = 1.25
 # Rows a spill message should hold at least, on average per partition (see _PartitionWriters).
 SPILL_MESSAGE_ROWS = 2048
