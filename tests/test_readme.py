@@ -19,6 +19,7 @@ from tests.conftest import DAY, day_path
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+LIBRARY = REPO / "docs" / "LIBRARY.md"  # the library's examples, moved out of the README
 # The only commands not run here, by how they start, and why. Keep this short: anything else
 # the README shows must run as written.
 NOT_RUN = {
@@ -186,9 +187,9 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```$", text, flags=re.DOTALL | re.MULTILINE)
 
 
-def test_readme_stages_snippet_runs_as_written(tmp_path: Path) -> None:
-    """The library example that runs the stages one by one gives the command's bytes."""
-    snippet = next(b for b in python_blocks(README.read_text()) if "make_deduper" in b)
+def test_library_stages_snippet_runs_as_written(tmp_path: Path) -> None:
+    """docs/LIBRARY.md's example that runs the stages one by one gives the command's bytes."""
+    snippet = next(b for b in python_blocks(LIBRARY.read_text()) if "make_deduper" in b)
     data = tmp_path / "data"
     generate_day(data, DAY, rows=3000, files=2, seed=5)
     code = snippet.replace('"/data"', repr(str(data)))
@@ -198,3 +199,30 @@ def test_readme_stages_snippet_runs_as_written(tmp_path: Path) -> None:
                    check=True, timeout=120, capture_output=True)
     made = next((tmp_path / "dest" / day_path(DAY)).glob("daily_agg_*.csv"))
     assert (tmp_path / "out.csv").read_bytes() == made.read_bytes()
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings (lowercase, punctuation dropped, spaces to -)."""
+    heads = re.findall(r"^#{1,6} (.+)$", re.sub(r"^```.*?^```", "", text, flags=re.M | re.S),
+                       flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+def test_links_between_the_readme_and_docs_resolve() -> None:
+    """Every relative link of the README, docs/ and benchmarks/README.md names a file that
+    exists and, with a #fragment, a heading of that file: what moved out of the README is
+    still reached from it."""
+    pages = [README, *sorted((REPO / "docs").glob("*.md")), REPO / "benchmarks" / "README.md"]
+    broken = []
+    for page in pages:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, fragment = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.relative_to(REPO)}: {target} (no such file)")
+            elif fragment and linked.is_file() and fragment not in anchors(linked.read_text()):
+                broken.append(f"{page.relative_to(REPO)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
