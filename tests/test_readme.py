@@ -226,3 +226,24 @@ def test_links_between_the_readme_and_docs_resolve() -> None:
             elif fragment and linked.is_file() and fragment not in anchors(linked.read_text()):
                 broken.append(f"{page.relative_to(REPO)}: {target} (no such heading)")
     assert not broken, "\n".join(broken)
+
+
+def test_schedule_examples_parse_and_fit_their_memory_limit() -> None:
+    """The Kubernetes CronJob is valid YAML whose --memory-limit (if given) fits under the
+    container's memory limit, and the Airflow DAG is valid Python: copyable as shown."""
+    yaml = pytest.importorskip("yaml")
+    text = README.read_text()
+    blocks = re.findall(r"^```yaml\n(.*?)^```$", text, flags=re.DOTALL | re.MULTILINE)
+    job = yaml.safe_load(blocks[0])
+    assert job["kind"] == "CronJob"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi"), limit
+    command = " ".join(container.get("command", []) + container.get("args", []))
+    assert "streamagg" in command
+    asked = re.search(r"--memory-limit (\d+)MB", command)
+    if asked:  # binary units: 256MB is 256 MiB, and the page cache needs head room above it
+        assert int(asked.group(1)) < int(limit[:-2]), (asked.group(0), limit)
+    dag = next(b for b in python_blocks(text) if "BashOperator" in b)
+    compile(dag, "README.md (Airflow)", "exec")
