@@ -43,20 +43,21 @@ class HourlyCounts:
 
     def fold(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Add a batch of (group, instant) rows."""
-        if batch.num_rows == 0:
-            return
-        instants = batch.column(INSTANT)
-        if isinstance(instants, pa.ChunkedArray):
-            instants = instants.combine_chunks()
-        # Floor division, so instants before 1970 land in their own bucket, not the next one.
-        buckets = np.floor_divide(instants.to_numpy(zero_copy_only=False), self.grain_ns)
-        self._add(sum_per_pair(batch.column(GROUP), buckets))
+        if batch.num_rows:
+            self._add(count_pairs(batch, self.grain_seconds))
 
     def fold_counts(self, table: pa.Table) -> None:
         """Add rows counted elsewhere (e.g. on Spark): group (string), bucket and count (int64).
         A negative count takes rows out again; pairs left at zero are not output."""
         if table.num_rows:
             self._add(table.select([GROUP, BUCKET, COUNT]))
+
+    def take_out(self, groups: pa.Array, buckets: np.ndarray) -> None:
+        """Take one row out per (group, bucket index) given: the later occurrences that
+        de-duplication found among rows already folded."""
+        if len(groups):
+            self._add(sum_per_pair(groups, np.asarray(buckets, np.int64),
+                                   np.full(len(groups), -1, np.int64)))
 
     def _add(self, part: pa.Table) -> None:
         self._parts.append(part)
@@ -106,6 +107,31 @@ class HourlyCounts:
         inside = pc.and_(pc.greater_equal(buckets, pa.scalar(first, pa.int64())),
                          pc.less(buckets, pa.scalar(last, pa.int64())))
         return int(pc.sum(pc.filter(table.column(COUNT), pc.invert(inside))).as_py() or 0)
+
+
+def count_pairs(batch: pa.RecordBatch | pa.Table, grain_seconds: int) -> pa.Table:
+    """Rows per (group, bucket) of a batch of (group, instant) rows: group, bucket and count.
+    Pure, so reader threads count their batches in parallel; `HourlyCounts.fold_counts` adds
+    the result."""
+    instants = batch.column(INSTANT)
+    if isinstance(instants, pa.ChunkedArray):
+        instants = instants.combine_chunks()
+    if not len(instants):
+        return HourlyCounts(grain_seconds).table()
+    # Floor division, so instants before 1970 land in their own bucket, not the next one.
+    buckets = np.floor_divide(instants.to_numpy(zero_copy_only=False), grain_seconds * 10**9)
+    return sum_per_pair(batch.column(GROUP), buckets)
+
+
+def tally_counts(tally: dict[int, int], counts: pa.Table) -> None:
+    """Add to ``tally`` the rows that ``counts`` (group, bucket, count) holds per bucket index."""
+    if not counts.num_rows:
+        return
+    buckets = counts.column(BUCKET).to_numpy()
+    values, where = np.unique(buckets, return_inverse=True)
+    sums = np.bincount(where, weights=counts.column(COUNT).to_numpy()).astype(np.int64)
+    for value, count in zip(values.tolist(), sums.tolist(), strict=True):
+        tally[value] = tally.get(value, 0) + count
 
 
 def sum_per_pair(groups: pa.Array | pa.ChunkedArray, buckets: np.ndarray,

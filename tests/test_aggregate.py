@@ -165,3 +165,23 @@ def test_a_day_of_hours_is_counted_with_one_hash(monkeypatch: pytest.MonkeyPatch
     table = aggregate.sum_per_pair(groups, buckets)
     assert len(calls) == 1
     assert table.num_rows == 600 and sum(table.column("count").to_pylist()) == 10_000
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["1", "2", "x"]), st.integers(-3, 3)), max_size=40),
+       later=st.lists(st.integers(0, 39), max_size=20))
+def test_arrivals_less_what_is_taken_out_match_a_counter(rows: list[tuple[str, int]],
+                                                         later: list[int]) -> None:
+    """The engine's counting: every arrival counted on a reader thread (`count_pairs`), then
+    the later occurrences de-duplication yields taken out (`take_out`)."""
+    out = sorted({i for i in later if i < len(rows)})
+    counts = HourlyCounts(1)
+    counts.fold_counts(aggregate.count_pairs(survivors([(g, t * 10**9) for g, t in rows]), 1))
+    counts.take_out(pa.array([rows[i][0] for i in out], pa.string()),
+                    np.array([rows[i][1] for i in out], np.int64))
+    kept = Counter(r for i, r in enumerate(rows) if i not in out)
+    assert {(r.group, r.bucket_start): r.count for r in counts.rows()} == dict(kept)
+    tally: dict[int, int] = {}
+    aggregate.tally_counts(tally, aggregate.count_pairs(survivors([(g, t * 10**9)
+                                                                   for g, t in rows]), 1))
+    assert tally == dict(Counter(t for _, t in rows))

@@ -10,13 +10,12 @@ from typing import BinaryIO
 
 import pyarrow as pa
 
-from ..aggregate import HourlyCounts
+from ..aggregate import HourlyCounts, tally_counts
 from ..budget import Budget
 from ..columns import BadRows, FileStats
 from ..config import Config
 from ..dedup import Prepared, make_deduper
 from ..errors import StorageError
-from ..outputs.hourly import tally_counts
 from ..read import locate_bad_rows, open_decompressed, read_batches
 from ..sources import InputFile, Storage
 from . import Books, DayCounts, FileResult, RunContext

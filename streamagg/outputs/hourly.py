@@ -6,27 +6,13 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
-from ..aggregate import BUCKET, COUNT, HourlyRow
+from ..aggregate import HourlyRow
 from ..columns import BadRow
 from ..config import BadRowLimit
 from ..errors import StorageError
 from ..read import parse_instant
 from .csv import format_bucket
 from .rejects import RejectsFile
-
-
-def tally_counts(tally: dict[int, int], counts: pa.Table) -> None:
-    """Add to ``tally`` the rows that ``counts`` (group, bucket, count) holds per bucket index."""
-    if not counts.num_rows:
-        return
-    buckets = counts.column(BUCKET).to_numpy()
-    values, where = np.unique(buckets, return_inverse=True)
-    sums = np.bincount(where, weights=counts.column(COUNT).to_numpy()).astype(np.int64)
-    for value, count in zip(values.tolist(), sums.tolist(), strict=True):
-        tally[value] = tally.get(value, 0) + count
 
 
 def bad_row_bucket(row: BadRow, grain_seconds: int) -> int | None:

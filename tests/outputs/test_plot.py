@@ -12,8 +12,9 @@ import pyarrow as pa
 import pytest
 from click.testing import Result
 
+from streamagg.aggregate import tally_counts
 from streamagg.columns import BadRow
-from streamagg.outputs.hourly import bad_row_bucket, tally_counts
+from streamagg.outputs.hourly import bad_row_bucket
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3, day_path
 from tests.ops.helpers import GOOD, MIXED, assert_ok, lines
 
