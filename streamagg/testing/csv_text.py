@@ -12,14 +12,14 @@ import pyarrow.compute as pc
 
 
 @dataclass(frozen=True)
-class _Layout:
+class Layout:
     header: bytes
     order: tuple[str, ...]
     newline: str
     blank_line_after_header: bool
 
 
-def _layout(columns: Sequence[str], file_index: int, seed: int, vary: bool) -> _Layout:
+def layout_for(columns: Sequence[str], file_index: int, seed: int, vary: bool) -> Layout:
     order = tuple(columns)
     names = list(order)
     newline, bom, blank = "\n", "", False
@@ -36,9 +36,9 @@ def _layout(columns: Sequence[str], file_index: int, seed: int, vary: bool) -> _
         else:
             names = list(order)
     header = (bom + ",".join(names) + newline).encode("utf-8")
-    return _Layout(header, order, newline, blank)
+    return Layout(header, order, newline, blank)
 
-def _csv_bytes(cols: dict[str, pa.Array], damage: npt.NDArray[np.int8], order: Sequence[str],
+def csv_bytes(cols: dict[str, pa.Array], damage: npt.NDArray[np.int8], order: Sequence[str],
                newline: str) -> pa.Buffer:
     """Join the columns into CSV lines and return their bytes without copying row by row."""
     lines = _join_lines([cols[name] for name in order], newline)

@@ -9,9 +9,9 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .vocabulary import _DAY_SECONDS, _OFFSETS, _STYLES, _UNPARSEABLE_TIMES
+from .vocabulary import DAY_SECONDS, OFFSETS, STYLES, UNPARSEABLE_TIMES
 
-_U64 = np.uint64
+U64 = np.uint64
 _MASK64 = (1 << 64) - 1
 
 
@@ -22,25 +22,25 @@ def _splitmix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def _hash(seed: int, keys: npt.NDArray[np.uint64], salt: int) -> npt.NDArray[np.uint64]:
+def keyed_hash(seed: int, keys: npt.NDArray[np.uint64], salt: int) -> npt.NDArray[np.uint64]:
     """SplitMix64 of the keys, keyed by seed and salt: a stateless, vectorised random stream."""
-    z = keys ^ _U64(_splitmix(_splitmix(seed) ^ salt))
-    z = z + _U64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
-    result: npt.NDArray[np.uint64] = z ^ (z >> _U64(31))
+    z = keys ^ U64(_splitmix(_splitmix(seed) ^ salt))
+    z = z + U64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
+    result: npt.NDArray[np.uint64] = z ^ (z >> U64(31))
     return result
 
 
-def _uniform(seed: int, keys: npt.NDArray[np.uint64], salt: int) -> npt.NDArray[np.float64]:
-    bits = (_hash(seed, keys, salt) >> _U64(11)).astype(np.float64)
+def uniform(seed: int, keys: npt.NDArray[np.uint64], salt: int) -> npt.NDArray[np.float64]:
+    bits = (keyed_hash(seed, keys, salt) >> U64(11)).astype(np.float64)
     return bits * (1.0 / (1 << 53))
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
-def _uuid_strings(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> pa.Array:
+def uuid_strings(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> pa.Array:
     """Random (version 4) UUIDs as text, built as a byte matrix rather than row by row."""
     raw = np.empty((len(hi), 16), dtype=np.uint8)
     raw[:, :8] = hi.astype(">u8").view(np.uint8).reshape(-1, 8)
@@ -66,7 +66,7 @@ def _fixed_width_strings(matrix: npt.NDArray[np.uint8]) -> pa.Array:
         rows, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(matrix)))
 
 
-def _render_datetimes(
+def render_datetimes(
     day: dt.date,
     instant: npt.NDArray[np.int64],
     messy: npt.NDArray[np.bool_],
@@ -75,10 +75,10 @@ def _render_datetimes(
     offset_index: npt.NDArray[np.int64],
 ) -> pa.Array:
     """Render seconds since the day's UTC midnight as text, in the row's chosen format."""
-    offset_seconds = np.array([s for _, s in _OFFSETS], dtype=np.int64)[offset_index]
+    offset_seconds = np.array([s for _, s in OFFSETS], dtype=np.int64)[offset_index]
     local = instant + np.where(with_offset, offset_seconds, 0)
-    day_shift = np.floor_divide(local, _DAY_SECONDS)
-    second_of_day = local - day_shift * _DAY_SECONDS
+    day_shift = np.floor_divide(local, DAY_SECONDS)
+    second_of_day = local - day_shift * DAY_SECONDS
 
     text = np.empty((len(instant), 19), dtype=np.uint8)
     shifts, inverse = np.unique(day_shift, return_inverse=True)
@@ -94,21 +94,21 @@ def _render_datetimes(
         text[:, column] = zero + value // 10
         text[:, column + 1] = zero + value % 10
     text[:, 13] = text[:, 16] = ord(":")
-    separators = np.array([ord(sep) for sep, _ in _STYLES], dtype=np.uint8)
+    separators = np.array([ord(sep) for sep, _ in STYLES], dtype=np.uint8)
     text[:, 10] = np.where(messy, separators[style], ord(" "))
 
     # Suffix table: "" (canonical), each style's own suffix, then style suffix + offset for
     # every style and offset (only the plain styles are ever combined with an offset).
-    suffixes = [""] + [suffix for _, suffix in _STYLES]
-    suffixes += [suffix + off for _, suffix in _STYLES for off, _ in _OFFSETS]
+    suffixes = [""] + [suffix for _, suffix in STYLES]
+    suffixes += [suffix + off for _, suffix in STYLES for off, _ in OFFSETS]
     suffix_index = np.where(messy, 1 + style, 0)
-    suffix_index = np.where(with_offset, 1 + len(_STYLES) + style * len(_OFFSETS) + offset_index,
+    suffix_index = np.where(with_offset, 1 + len(STYLES) + style * len(OFFSETS) + offset_index,
                             suffix_index)
     suffix = pa.array(suffixes, pa.string()).take(pa.array(suffix_index))
     return pc.binary_join_element_wise(_fixed_width_strings(text), suffix, "")
 
 
-def _pad(values: pa.Array, mask: npt.NDArray[np.bool_], rng: np.random.Generator) -> pa.Array:
+def pad(values: pa.Array, mask: npt.NDArray[np.bool_], rng: np.random.Generator) -> pa.Array:
     """Surround some values with spaces or tabs, which readers must trim."""
     if not mask.any():
         return values
@@ -118,7 +118,7 @@ def _pad(values: pa.Array, mask: npt.NDArray[np.bool_], rng: np.random.Generator
     return pc.binary_join_element_wise(left, values, right, "")
 
 
-def _corrupt(
+def corrupt(
     cols: dict[str, pa.Array],
     is_bad: npt.NDArray[np.bool_],
     bad_kind: npt.NDArray[np.int64],
@@ -136,7 +136,7 @@ def _corrupt(
         mask = pa.array(is_bad & (bad_kind == kind))
         cols[column] = pc.if_else(mask, blank, cols[column])
     y, m, d = f"{day.year:04d}", f"{day.month:02d}", f"{day.day:02d}"
-    choices = pa.array([t.format(y=y, m=m, d=d) for t in _UNPARSEABLE_TIMES], pa.string())
+    choices = pa.array([t.format(y=y, m=m, d=d) for t in UNPARSEABLE_TIMES], pa.string())
     unparseable = is_bad & (bad_kind == 3)
     picked = choices.take(pa.array(rng.integers(0, len(choices), size=len(is_bad))))
     cols["IMPRESSION_DATETIME"] = pc.if_else(pa.array(unparseable), picked,

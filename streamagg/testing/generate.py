@@ -14,15 +14,15 @@ from typing import BinaryIO
 import click
 
 from ..units import human_bytes
-from .csv_text import _csv_bytes, _layout
-from .rows import _build_chunk, _plan
+from .csv_text import csv_bytes, layout_for
+from .rows import build_chunk, plan_chunks
 from .vocabulary import (
-    _BAD_KIND_NAMES,
     ADLOG_COLUMNS,
     ALL_COLUMNS,
+    BAD_KIND_NAMES,
     REQUIRED_COLUMNS,
     SHAPES,
-    _vocabulary,
+    build_vocabulary,
 )
 
 __all__ = [
@@ -110,20 +110,20 @@ def generate_day(
         if _PART_NAME.fullmatch(stale.name):
             stale.unlink()
 
-    plan = _plan(rows, files, duplicate_rate, bad_row_rate, seed)
+    plan = plan_chunks(rows, files, duplicate_rate, bad_row_rate, seed)
     total_unique = sum(c.rows - c.duplicates - c.bad for c in plan)
-    vocab = _vocabulary(seed)
+    vocab = build_vocabulary(seed)
     columns: tuple[str, ...] = ADLOG_COLUMNS if shape == "adlog" else ALL_COLUMNS
     if not extra_columns:
         columns = tuple(c for c in columns if c in REQUIRED_COLUMNS)
     totals = {"bad": 0, "dup": 0, "conflict": 0, "outside": 0}
-    bad_kinds = dict.fromkeys(_BAD_KIND_NAMES, 0)
+    bad_kinds = dict.fromkeys(BAD_KIND_NAMES, 0)
     paths: list[Path] = []
     written = 0
     for file_index in range(files):
         compressed = file_index >= files - gzip_files
         path = partition / f"part-{file_index:05d}.csv{'.gz' if compressed else ''}"
-        layout = _layout(columns, file_index, seed, vary_layout)
+        layout = layout_for(columns, file_index, seed, vary_layout)
         tmp = path.with_name(f".{path.name}.tmp")  # a leading dot hides it from readers
         with open(tmp, "wb") as raw:
             out: BinaryIO = raw
@@ -135,14 +135,14 @@ def generate_day(
                 for chunk in (c for c in plan if c.file_index == file_index):
                     if layout.blank_line_after_header and chunk.chunk_index == 0:
                         out.write(layout.newline.encode())
-                    cols, damage, stats = _build_chunk(
+                    cols, damage, stats = build_chunk(
                         chunk, seed, vocab, total_unique, day, conflict_rate, late_rate,
                         offset_rate, columns)
                     for key in totals:
                         totals[key] += stats[key]
-                    for kind, count in zip(_BAD_KIND_NAMES, stats["kinds"], strict=True):
+                    for kind, count in zip(BAD_KIND_NAMES, stats["kinds"], strict=True):
                         bad_kinds[kind] += int(count)
-                    out.write(_csv_bytes(cols, damage, layout.order, layout.newline))
+                    out.write(csv_bytes(cols, damage, layout.order, layout.newline))
                     del cols, damage  # let the next chunk reuse the memory
             finally:
                 if compressed:

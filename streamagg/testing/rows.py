@@ -12,22 +12,22 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .fields import _U64, _corrupt, _hash, _pad, _render_datetimes, _uniform, _uuid_strings
+from .fields import U64, corrupt, keyed_hash, pad, render_datetimes, uniform, uuid_strings
 from .vocabulary import (
-    _AGENTS,
-    _BAD_KIND_NAMES,
-    _COUNTRIES,
-    _DAY_SECONDS,
-    _DOMAINS,
-    _NEGATIVE_OFFSETS,
-    _OFFSET_SHARE,
-    _OFFSETS,
-    _PLAIN_STYLES,
-    _POSITIVE_OFFSETS,
-    _STYLE_WEIGHTS,
-    _STYLES,
-    _cdf,
-    _Vocabulary,
+    AGENTS,
+    BAD_KIND_NAMES,
+    COUNTRIES,
+    DAY_SECONDS,
+    DOMAINS,
+    NEGATIVE_OFFSETS,
+    OFFSET_SHARE,
+    OFFSETS,
+    PLAIN_STYLES,
+    POSITIVE_OFFSETS,
+    STYLE_WEIGHTS,
+    STYLES,
+    Vocabulary,
+    cdf,
 )
 
 # Rows are built in slices of this size so memory stays flat whatever the size of the day.
@@ -41,7 +41,7 @@ _BAD_KEY_BIT = np.uint64(1 << 63)
 
 
 @dataclass(frozen=True)
-class _Chunk:
+class Chunk:
     file_index: int
     chunk_index: int
     rows: int
@@ -51,8 +51,8 @@ class _Chunk:
     first_unique: int  # impressions created before this chunk
 
 
-def _plan(rows: int, files: int, duplicate_rate: float, bad_row_rate: float,
-          seed: int) -> list[_Chunk]:
+def plan_chunks(rows: int, files: int, duplicate_rate: float, bad_row_rate: float,
+          seed: int) -> list[Chunk]:
     """Fix every chunk's size and its exact number of duplicates and bad rows up front.
 
     Knowing the number of distinct impressions before writing lets each impression's time be
@@ -60,7 +60,7 @@ def _plan(rows: int, files: int, duplicate_rate: float, bad_row_rate: float,
     """
     rng = np.random.default_rng([seed, 2])
     per_file = [rows // files + (1 if i < rows % files else 0) for i in range(files)]
-    plan: list[_Chunk] = []
+    plan: list[Chunk] = []
     global_row = unique = 0
     for file_index, file_rows in enumerate(per_file):
         for chunk_index, start in enumerate(range(0, file_rows, _CHUNK_ROWS)):
@@ -69,7 +69,7 @@ def _plan(rows: int, files: int, duplicate_rate: float, bad_row_rate: float,
             room = n - 1 if global_row == 0 else n
             bad = min(room, _stochastic_round(n * bad_row_rate, rng))
             dup = min(room - bad, _stochastic_round(n * duplicate_rate, rng))
-            plan.append(_Chunk(file_index, chunk_index, n, dup, bad, global_row, unique))
+            plan.append(Chunk(file_index, chunk_index, n, dup, bad, global_row, unique))
             global_row += n
             unique += n - dup - bad
     return plan
@@ -80,10 +80,10 @@ def _stochastic_round(x: float, rng: np.random.Generator) -> int:
     return whole + int(rng.random() < x - whole)
 
 
-def _build_chunk(
-    chunk: _Chunk,
+def build_chunk(
+    chunk: Chunk,
     seed: int,
-    vocab: _Vocabulary,
+    vocab: Vocabulary,
     total_unique: int,
     day: dt.date,
     conflict_rate: float,
@@ -125,21 +125,21 @@ def _build_chunk(
     # The instant is a function of the impression index alone, so duplicates agree on it;
     # bad rows take the time of their neighbours.
     position = np.where(is_bad, uniques_before, impression).astype(np.float64)
-    fraction = np.clip((position + _uniform(seed, k, _SALT_ORDER)) / max(total_unique, 1),
+    fraction = np.clip((position + uniform(seed, k, _SALT_ORDER)) / max(total_unique, 1),
                        0.0, 1.0)
     seconds = np.interp(fraction, vocab.time_cdf, vocab.time_grid)
-    seconds = seconds + (_uniform(seed, k, _SALT_SPREAD) - 0.5) * 90  # logs are near-sorted
+    seconds = seconds + (uniform(seed, k, _SALT_SPREAD) - 0.5) * 90  # logs are near-sorted
     # Reflect the spread at midnight rather than clip it, so no second gets a pile-up.
     seconds = np.abs(seconds)
-    seconds = np.where(seconds >= _DAY_SECONDS, 2 * _DAY_SECONDS - 1 - seconds, seconds)
-    instant = np.clip(np.floor(seconds), 0, _DAY_SECONDS - 1).astype(np.int64)
-    late = (_uniform(seed, k, _SALT_LATE) < late_rate) & ~is_bad
-    late_by = np.floor(_uniform(seed, k, _SALT_LATE_BY) * 300).astype(np.int64)
+    seconds = np.where(seconds >= DAY_SECONDS, 2 * DAY_SECONDS - 1 - seconds, seconds)
+    instant = np.clip(np.floor(seconds), 0, DAY_SECONDS - 1).astype(np.int64)
+    late = (uniform(seed, k, _SALT_LATE) < late_rate) & ~is_bad
+    late_by = np.floor(uniform(seed, k, _SALT_LATE_BY) * 300).astype(np.int64)
     early_side = fraction < 0.5
     instant = np.where(late & early_side, -1 - late_by, instant)
-    instant = np.where(late & ~early_side, _DAY_SECONDS + late_by, instant)
+    instant = np.where(late & ~early_side, DAY_SECONDS + late_by, instant)
 
-    campaign = np.searchsorted(vocab.campaign_cdf, _uniform(seed, k, _SALT_CAMPAIGN))
+    campaign = np.searchsorted(vocab.campaign_cdf, uniform(seed, k, _SALT_CAMPAIGN))
     campaign = np.minimum(campaign, len(vocab.campaign_cdf) - 1)
     conflict = is_dup & (rng.random(n) < conflict_rate)
     shift = rng.integers(1, len(vocab.campaign_cdf), size=n)
@@ -149,27 +149,27 @@ def _build_chunk(
     messy_rate = np.where(is_dup, max(offset_rate, 0.25) if offset_rate > 0 else 0.0,
                           offset_rate)
     messy = (rng.random(n) < messy_rate) & ~is_bad
-    with_offset = messy & (rng.random(n) < _OFFSET_SHARE)
-    offset_index = rng.integers(0, len(_OFFSETS), size=n)
+    with_offset = messy & (rng.random(n) < OFFSET_SHARE)
+    offset_index = rng.integers(0, len(OFFSETS), size=n)
     # Late impressions often carry an offset that puts their local date inside the day.
     disguise = late & (rng.random(n) < 0.5)
     offset_index = np.where(disguise & (instant < 0),
-                            rng.choice(_POSITIVE_OFFSETS, size=n), offset_index)
-    offset_index = np.where(disguise & (instant >= _DAY_SECONDS),
-                            rng.choice(_NEGATIVE_OFFSETS, size=n), offset_index)
+                            rng.choice(POSITIVE_OFFSETS, size=n), offset_index)
+    offset_index = np.where(disguise & (instant >= DAY_SECONDS),
+                            rng.choice(NEGATIVE_OFFSETS, size=n), offset_index)
     with_offset |= disguise
     messy |= disguise
-    style = np.minimum(np.searchsorted(_cdf(_STYLE_WEIGHTS), rng.random(n)), len(_STYLES) - 1)
-    style = np.where(with_offset, _PLAIN_STYLES[rng.integers(0, len(_PLAIN_STYLES), size=n)],
+    style = np.minimum(np.searchsorted(cdf(STYLE_WEIGHTS), rng.random(n)), len(STYLES) - 1)
+    style = np.where(with_offset, PLAIN_STYLES[rng.integers(0, len(PLAIN_STYLES), size=n)],
                      style)
-    datetimes = _render_datetimes(day, instant, messy, with_offset, style, offset_index)
+    datetimes = render_datetimes(day, instant, messy, with_offset, style, offset_index)
 
-    ids = _uuid_strings(_hash(seed, k, _SALT_ID_HI), _hash(seed, k, _SALT_ID_LO))
+    ids = uuid_strings(keyed_hash(seed, k, _SALT_ID_HI), keyed_hash(seed, k, _SALT_ID_LO))
     campaigns = vocab.campaign_ids.take(pa.array(campaign))
     padded = messy & (rng.random(n) < 0.1)
     pad_id = padded & (rng.random(n) < 0.5)
-    ids = _pad(ids, pad_id, rng)
-    campaigns = _pad(campaigns, padded & ~pad_id, rng)
+    ids = pad(ids, pad_id, rng)
+    campaigns = pad(campaigns, padded & ~pad_id, rng)
 
     cols: dict[str, pa.Array] = {
         "IMPRESSION_ID": ids,
@@ -179,28 +179,28 @@ def _build_chunk(
     # Every extra field is a function of the impression and its campaign, so a duplicate that
     # keeps both (no conflict, no other rendering) is an exact copy of the row it repeats.
     if "AD_ID" in columns:
-        ad = vocab.ad_base[campaign] + (_hash(seed, k, _SALT_AD) % _U64(12)).astype(np.int64)
-        cost = (vocab.cost_base[campaign] * (0.5 + _uniform(seed, k, _SALT_COST))).astype(np.int64)
+        ad = vocab.ad_base[campaign] + (keyed_hash(seed, k, _SALT_AD) % U64(12)).astype(np.int64)
+        cost = (vocab.cost_base[campaign] * (0.5 + uniform(seed, k, _SALT_COST))).astype(np.int64)
         cols["AD_ID"] = pc.cast(pa.array(ad), pa.string())
         cols["COST"] = pc.binary_join_element_wise(
             "0.", pc.utf8_lpad(pc.cast(pa.array(cost), pa.string()), width=6, padding="0"), "")
     if "SITE_DOMAIN" in columns:
-        domain = np.searchsorted(vocab.domain_cdf, _uniform(seed, k, _SALT_DOMAIN))
-        agent = np.searchsorted(vocab.agent_cdf, _uniform(seed, k, _SALT_AGENT))
-        cols["SITE_DOMAIN"] = pa.array(_DOMAINS, pa.string()).take(
-            pa.array(np.minimum(domain, len(_DOMAINS) - 1)))
-        cols["USER_AGENT"] = vocab.agents.take(pa.array(np.minimum(agent, len(_AGENTS) - 1)))
+        domain = np.searchsorted(vocab.domain_cdf, uniform(seed, k, _SALT_DOMAIN))
+        agent = np.searchsorted(vocab.agent_cdf, uniform(seed, k, _SALT_AGENT))
+        cols["SITE_DOMAIN"] = pa.array(DOMAINS, pa.string()).take(
+            pa.array(np.minimum(domain, len(DOMAINS) - 1)))
+        cols["USER_AGENT"] = vocab.agents.take(pa.array(np.minimum(agent, len(AGENTS) - 1)))
     if "SITE_ID" in columns:
         # A long tail of sites: the square of a uniform puts most traffic on low ids.
-        site = 100 + (_uniform(seed, k, _SALT_DOMAIN) ** 2 * 5_000).astype(np.int64)
-        country = np.floor(_uniform(seed, k, _SALT_AGENT) ** 1.5 * len(_COUNTRIES))
+        site = 100 + (uniform(seed, k, _SALT_DOMAIN) ** 2 * 5_000).astype(np.int64)
+        country = np.floor(uniform(seed, k, _SALT_AGENT) ** 1.5 * len(COUNTRIES))
         cols["SITE_ID"] = pc.cast(pa.array(site), pa.string())
-        cols["COUNTRY"] = pa.array(_COUNTRIES, pa.string()).take(
+        cols["COUNTRY"] = pa.array(COUNTRIES, pa.string()).take(
             pa.array(country.astype(np.int64)))
 
-    bad_kind = rng.integers(0, len(_BAD_KIND_NAMES), size=n)
-    kind_counts = np.bincount(bad_kind[is_bad], minlength=len(_BAD_KIND_NAMES))
-    damage = _corrupt(cols, is_bad, bad_kind, day, rng)
+    bad_kind = rng.integers(0, len(BAD_KIND_NAMES), size=n)
+    kind_counts = np.bincount(bad_kind[is_bad], minlength=len(BAD_KIND_NAMES))
+    damage = corrupt(cols, is_bad, bad_kind, day, rng)
     stats = {
         "bad": int(is_bad.sum()),
         "dup": dup_count,

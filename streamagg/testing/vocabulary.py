@@ -39,13 +39,13 @@ SHAPES: dict[str, dict[str, float]] = {
               "offset_rate": 0.05},
     "adlog": {"conflict_rate": 0.0, "bad_row_rate": 0.0, "late_rate": 0.0, "offset_rate": 0.0},
 }
-_COUNTRIES = ("US", "GB", "DE", "FR", "JP", "BR", "IN", "CA", "AU", "ES", "IT", "MX", "NL",
+COUNTRIES = ("US", "GB", "DE", "FR", "JP", "BR", "IN", "CA", "AU", "ES", "IT", "MX", "NL",
               "SE", "PL", "KR")
 
 _N_CAMPAIGNS = 300
-_DAY_SECONDS = 86_400
+DAY_SECONDS = 86_400
 
-_OFFSETS = (  # (suffix, seconds east of UTC)
+OFFSETS = (  # (suffix, seconds east of UTC)
     ("+01:00", 3_600),
     ("+05:30", 19_800),
     ("+09:00", 32_400),
@@ -55,10 +55,10 @@ _OFFSETS = (  # (suffix, seconds east of UTC)
     ("-08:00", -28_800),
     ("-03:30", -12_600),
 )
-_POSITIVE_OFFSETS = np.array([i for i, (_, s) in enumerate(_OFFSETS) if s >= 3_600])
-_NEGATIVE_OFFSETS = np.array([i for i, (_, s) in enumerate(_OFFSETS) if s <= -3_600])
+POSITIVE_OFFSETS = np.array([i for i, (_, s) in enumerate(OFFSETS) if s >= 3_600])
+NEGATIVE_OFFSETS = np.array([i for i, (_, s) in enumerate(OFFSETS) if s <= -3_600])
 # Alternative renderings of the same instant: (separator, suffix) before any offset.
-_STYLES = (
+STYLES = (
     ("T", ""),
     ("T", "Z"),
     (" ", ".000"),
@@ -66,19 +66,19 @@ _STYLES = (
     (" ", ".0"),
     ("T", ".000000"),
 )
-_STYLE_WEIGHTS = np.array([0.2, 0.25, 0.2, 0.15, 0.1, 0.1])
+STYLE_WEIGHTS = np.array([0.2, 0.25, 0.2, 0.15, 0.1, 0.1])
 # An instant carries a Z or an offset, never both: offsets go after the styles without Z.
-_PLAIN_STYLES = np.array([i for i, (_, suffix) in enumerate(_STYLES) if not suffix.endswith("Z")])
-_OFFSET_SHARE = 0.4  # of non-canonical renderings, the part carrying a +HH:MM/-HH:MM offset
+PLAIN_STYLES = np.array([i for i, (_, suffix) in enumerate(STYLES) if not suffix.endswith("Z")])
+OFFSET_SHARE = 0.4  # of non-canonical renderings, the part carrying a +HH:MM/-HH:MM offset
 
-_DOMAINS = (
+DOMAINS = (
     "news.example.com", "weather.example.net", "sports.example.org", "recipes.example.com",
     "video.example.tv", "forum.example.io", "shop.example.com", "travel.example.net",
     "finance.example.com", "games.example.gg", "music.example.fm", "blog.example.dev",
     "maps.example.com", "kids.example.org", "auto.example.com", "health.example.net",
     "tech.example.io", "movies.example.tv", "jobs.example.com", "local.example.news",
 )
-_AGENTS = (  # (weight, text): real agents contain commas and quotes, which forces quoting
+AGENTS = (  # (weight, text): real agents contain commas and quotes, which forces quoting
     (30, "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
          "Chrome/120.0.0.0 Safari/537.36"),
     (20, "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
@@ -94,7 +94,7 @@ _AGENTS = (  # (weight, text): real agents contain commas and quotes, which forc
     (3, "Dalvik/2.1.0 (Linux; U; Android 13; SM-S911B Build/TP1A.220624.014)"),
     (2, ""),
 )
-_UNPARSEABLE_TIMES = (
+UNPARSEABLE_TIMES = (
     "{y}-{m}-{d} 25:00:00",
     "{d}/{m}/{y} 10:15:00",
     "{y}-{m}-32 10:00:00",
@@ -102,8 +102,8 @@ _UNPARSEABLE_TIMES = (
     "not-a-date",
     "{y}{m}{d}",
 )
-# Bad-row kinds, in the order of _BAD_KIND_NAMES; each is bad under every rule of the contract.
-_BAD_KIND_NAMES = (
+# Bad-row kinds, in the order of BAD_KIND_NAMES; each is bad under every rule of the contract.
+BAD_KIND_NAMES = (
     "empty_id",
     "empty_campaign",
     "empty_datetime",
@@ -114,7 +114,7 @@ _BAD_KIND_NAMES = (
 
 
 @dataclass
-class _Vocabulary:
+class Vocabulary:
     """Per-seed lookup tables shared by every chunk of a day."""
 
     campaign_ids: pa.Array
@@ -128,7 +128,7 @@ class _Vocabulary:
     time_grid: npt.NDArray[np.float64]
 
 
-def _vocabulary(seed: int) -> _Vocabulary:
+def build_vocabulary(seed: int) -> Vocabulary:
     rng = np.random.default_rng([seed, 1])
     # Campaign ids of mixed widths make numeric and text ordering disagree, as in real data.
     digits = rng.integers(3, 8, size=_N_CAMPAIGNS * 2)
@@ -136,33 +136,33 @@ def _vocabulary(seed: int) -> _Vocabulary:
     ids = np.unique(candidates)[: _N_CAMPAIGNS]
     ids = rng.permutation(ids)
     popularity = 1.0 / np.arange(1, len(ids) + 1) ** 1.1  # a few campaigns dominate
-    domain_weights = 1.0 / np.arange(1, len(_DOMAINS) + 1) ** 0.8
-    agent_weights = np.array([w for w, _ in _AGENTS], dtype=np.float64)
+    domain_weights = 1.0 / np.arange(1, len(DOMAINS) + 1) ** 0.8
+    agent_weights = np.array([w for w, _ in AGENTS], dtype=np.float64)
 
     # Traffic per minute of the UTC day: a trough before dawn in Europe, a peak in the evening.
-    grid = np.arange(0, _DAY_SECONDS + 1, 60, dtype=np.float64)
+    grid = np.arange(0, DAY_SECONDS + 1, 60, dtype=np.float64)
     hours = (grid[:-1] + 30) / 3600
     density = 1.0 + 0.75 * np.sin(2 * np.pi * (hours - 13) / 24)
     time_cdf = np.concatenate([[0.0], np.cumsum(density)])
     time_cdf /= time_cdf[-1]
 
-    return _Vocabulary(
+    return Vocabulary(
         campaign_ids=pa.array([str(i) for i in ids], pa.string()),
-        campaign_cdf=_cdf(popularity),
+        campaign_cdf=cdf(popularity),
         ad_base=rng.integers(1_000, 90_000, size=len(ids)) * 10,
         cost_base=rng.integers(300, 6_000, size=len(ids)),  # micro-dollars, i.e. a CPM of $0.3-6
-        domain_cdf=_cdf(domain_weights),
-        agent_cdf=_cdf(agent_weights),
-        agents=pa.array([_csv_field(text) for _, text in _AGENTS], pa.string()),
+        domain_cdf=cdf(domain_weights),
+        agent_cdf=cdf(agent_weights),
+        agents=pa.array([_csv_field(text) for _, text in AGENTS], pa.string()),
         time_cdf=time_cdf,
         time_grid=grid,
     )
 
 
-def _cdf(weights: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
-    cdf: npt.NDArray[np.float64] = np.cumsum(weights, dtype=np.float64)
-    cdf /= cdf[-1]
-    return cdf
+def cdf(weights: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+    result: npt.NDArray[np.float64] = np.cumsum(weights, dtype=np.float64)
+    result /= result[-1]
+    return result
 
 
 def _csv_field(text: str) -> str:
