@@ -10,15 +10,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .fields import U64, corrupt, keyed_hash, pad, render_datetimes, uniform, uuid_strings
+from .extras import extra_columns
+from .fields import corrupt, keyed_hash, pad, render_datetimes, uniform, uuid_strings
 from .vocabulary import (
-    AGENTS,
     BAD_KIND_NAMES,
-    COUNTRIES,
     DAY_SECONDS,
-    DOMAINS,
     NEGATIVE_OFFSETS,
     OFFSET_SHARE,
     OFFSETS,
@@ -35,7 +32,7 @@ _CHUNK_ROWS = 65_536
 
 # Salts give every derived attribute of an impression its own independent hash stream.
 _SALT_ID_HI, _SALT_ID_LO, _SALT_ORDER, _SALT_SPREAD, _SALT_LATE, _SALT_LATE_BY = 1, 2, 3, 4, 5, 6
-_SALT_CAMPAIGN, _SALT_AD, _SALT_DOMAIN, _SALT_AGENT, _SALT_COST = 7, 8, 9, 10, 11
+_SALT_CAMPAIGN = 7  # 8 and up: extras.py
 # Bad rows get keys with the top bit set so they never collide with a real impression.
 _BAD_KEY_BIT = np.uint64(1 << 63)
 
@@ -176,27 +173,7 @@ def build_chunk(
         "IMPRESSION_DATETIME": datetimes,
         "CAMPAIGN_ID": campaigns,
     }
-    # Every extra field is a function of the impression and its campaign, so a duplicate that
-    # keeps both (no conflict, no other rendering) is an exact copy of the row it repeats.
-    if "AD_ID" in columns:
-        ad = vocab.ad_base[campaign] + (keyed_hash(seed, k, _SALT_AD) % U64(12)).astype(np.int64)
-        cost = (vocab.cost_base[campaign] * (0.5 + uniform(seed, k, _SALT_COST))).astype(np.int64)
-        cols["AD_ID"] = pc.cast(pa.array(ad), pa.string())
-        cols["COST"] = pc.binary_join_element_wise(
-            "0.", pc.utf8_lpad(pc.cast(pa.array(cost), pa.string()), width=6, padding="0"), "")
-    if "SITE_DOMAIN" in columns:
-        domain = np.searchsorted(vocab.domain_cdf, uniform(seed, k, _SALT_DOMAIN))
-        agent = np.searchsorted(vocab.agent_cdf, uniform(seed, k, _SALT_AGENT))
-        cols["SITE_DOMAIN"] = pa.array(DOMAINS, pa.string()).take(
-            pa.array(np.minimum(domain, len(DOMAINS) - 1)))
-        cols["USER_AGENT"] = vocab.agents.take(pa.array(np.minimum(agent, len(AGENTS) - 1)))
-    if "SITE_ID" in columns:
-        # A long tail of sites: the square of a uniform puts most traffic on low ids.
-        site = 100 + (uniform(seed, k, _SALT_DOMAIN) ** 2 * 5_000).astype(np.int64)
-        country = np.floor(uniform(seed, k, _SALT_AGENT) ** 1.5 * len(COUNTRIES))
-        cols["SITE_ID"] = pc.cast(pa.array(site), pa.string())
-        cols["COUNTRY"] = pa.array(COUNTRIES, pa.string()).take(
-            pa.array(country.astype(np.int64)))
+    cols.update(extra_columns(columns, seed, k, campaign, vocab))
 
     bad_kind = rng.integers(0, len(BAD_KIND_NAMES), size=n)
     kind_counts = np.bincount(bad_kind[is_bad], minlength=len(BAD_KIND_NAMES))

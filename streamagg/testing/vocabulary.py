@@ -30,19 +30,54 @@ ADLOG_COLUMNS = (
     "COUNTRY",
     "COST",
 )
+# The "narrow" shape: seven short fields as an exchange exports them, the time first, and the
+# many campaigns of such a day (2,000): a row of about 94 bytes.
+NARROW_COLUMNS = (
+    "IMPRESSION_DATETIME",
+    "IMPRESSION_ID",
+    "CAMPAIGN_ID",
+    "CREATIVE_ID",
+    "PLACEMENT_ID",
+    "DEVICE",
+    "BID_PRICE",
+)
+# The "wide" shape: ad logs as they land in S3, with long text: the page's URL (REFERRER, quoted
+# as exports quote text, some holding a comma) and the user agent; a row of about 300 bytes.
+WIDE_COLUMNS = (
+    "IMPRESSION_ID",
+    "IMPRESSION_DATETIME",
+    "CAMPAIGN_ID",
+    "AD_ID",
+    "SITE_DOMAIN",
+    "REFERRER",
+    "USER_AGENT",
+    "COST",
+)
 # Data shapes and the rates they default to (None in generate_day means "the shape's default"):
 # "mixed" exercises every rule of the contract (datetime forms, padding, conflicting duplicates,
-# bad and late rows); "adlog" is what common ad logs look like: one timestamp form, no bad
+# bad and late rows); the others are what common ad logs look like: one timestamp form, no bad
 # rows, and duplicates that are exact copies of an earlier row (same bytes, same campaign).
+_EXACT_COPIES = {"conflict_rate": 0.0, "bad_row_rate": 0.0, "late_rate": 0.0, "offset_rate": 0.0}
 SHAPES: dict[str, dict[str, float]] = {
     "mixed": {"conflict_rate": 0.2, "bad_row_rate": 0.0005, "late_rate": 0.001,
               "offset_rate": 0.05},
-    "adlog": {"conflict_rate": 0.0, "bad_row_rate": 0.0, "late_rate": 0.0, "offset_rate": 0.0},
+    "adlog": dict(_EXACT_COPIES),
+    "narrow": dict(_EXACT_COPIES),
+    "wide": dict(_EXACT_COPIES),
 }
+SHAPE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "mixed": ALL_COLUMNS, "adlog": ADLOG_COLUMNS, "narrow": NARROW_COLUMNS, "wide": WIDE_COLUMNS,
+}
+# Distinct campaigns in a day, by shape.
+SHAPE_CAMPAIGNS = {"mixed": 300, "adlog": 300, "narrow": 2_000, "wide": 300}
 COUNTRIES = ("US", "GB", "DE", "FR", "JP", "BR", "IN", "CA", "AU", "ES", "IT", "MX", "NL",
-              "SE", "PL", "KR")
+             "SE", "PL", "KR")
+DEVICES = ("mobile", "desktop", "tablet", "ctv")
+_DEVICE_WEIGHTS = (60, 30, 7, 3)
+PAGE_SECTIONS = ("news/world", "sport/football", "weather/today", "recipes/dinner", "video/watch",
+                 "shop/deals", "travel/guides", "finance/markets")
+TRAFFIC_SOURCES = ("google", "facebook", "newsletter", "direct", "twitter")
 
-_N_CAMPAIGNS = 300
 DAY_SECONDS = 86_400
 
 OFFSETS = (  # (suffix, seconds east of UTC)
@@ -124,16 +159,17 @@ class Vocabulary:
     domain_cdf: npt.NDArray[np.float64]
     agent_cdf: npt.NDArray[np.float64]
     agents: pa.Array
+    device_cdf: npt.NDArray[np.float64]
     time_cdf: npt.NDArray[np.float64]
     time_grid: npt.NDArray[np.float64]
 
 
-def build_vocabulary(seed: int) -> Vocabulary:
+def build_vocabulary(seed: int, campaigns: int = 300) -> Vocabulary:
     rng = np.random.default_rng([seed, 1])
     # Campaign ids of mixed widths make numeric and text ordering disagree, as in real data.
-    digits = rng.integers(3, 8, size=_N_CAMPAIGNS * 2)
+    digits = rng.integers(3, 8, size=campaigns * 2)
     candidates = rng.integers(10 ** (digits - 1), 10**digits)
-    ids = np.unique(candidates)[: _N_CAMPAIGNS]
+    ids = np.unique(candidates)[:campaigns]
     ids = rng.permutation(ids)
     popularity = 1.0 / np.arange(1, len(ids) + 1) ** 1.1  # a few campaigns dominate
     domain_weights = 1.0 / np.arange(1, len(DOMAINS) + 1) ** 0.8
@@ -154,6 +190,7 @@ def build_vocabulary(seed: int) -> Vocabulary:
         domain_cdf=cdf(domain_weights),
         agent_cdf=cdf(agent_weights),
         agents=pa.array([_csv_field(text) for _, text in AGENTS], pa.string()),
+        device_cdf=cdf(np.array(_DEVICE_WEIGHTS, dtype=np.float64)),
         time_cdf=time_cdf,
         time_grid=grid,
     )

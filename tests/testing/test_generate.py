@@ -17,7 +17,9 @@ from click.testing import CliRunner
 from streamagg.testing.generate import (
     ADLOG_COLUMNS,
     ALL_COLUMNS,
+    NARROW_COLUMNS,
     REQUIRED_COLUMNS,
+    WIDE_COLUMNS,
     GeneratedDay,
     generate_day,
     main,
@@ -325,22 +327,36 @@ def test_streamagg_reports_the_generated_totals(tmp_path: Path) -> None:
     assert totals["impressions"] == generated.impressions
 
 
-def test_adlog_shape_is_deterministic(tmp_path: Path) -> None:
-    first = generate_day(tmp_path / "a", DAY, rows=6_000, files=3, seed=21, shape="adlog")
-    second = generate_day(tmp_path / "b", DAY, rows=6_000, files=3, seed=21, shape="adlog")
+# The shapes of common ad logs: their columns, and the bytes of a row (mean) they should have.
+AD_LOG_SHAPES = pytest.mark.parametrize(("shape", "columns", "row_bytes"), [
+    ("adlog", ADLOG_COLUMNS, (75, 100)),
+    ("narrow", NARROW_COLUMNS, (88, 100)),
+    ("wide", WIDE_COLUMNS, (270, 330)),
+])
+
+
+@AD_LOG_SHAPES
+def test_ad_log_shapes_are_deterministic(tmp_path: Path, shape: str, columns: tuple[str, ...],
+                                         row_bytes: tuple[int, int]) -> None:
+    first = generate_day(tmp_path / "a", DAY, rows=6_000, files=3, seed=21, shape=shape)
+    second = generate_day(tmp_path / "b", DAY, rows=6_000, files=3, seed=21, shape=shape)
     mixed = generate_day(tmp_path / "c", DAY, rows=6_000, files=3, seed=21)
 
     assert [p.read_bytes() for p in first.paths] == [p.read_bytes() for p in second.paths]
     assert first.paths[0].read_bytes() != mixed.paths[0].read_bytes()
 
 
-def test_adlog_shape_has_exact_copy_duplicates_and_one_timestamp_form(tmp_path: Path) -> None:
-    generated = generate_day(tmp_path, DAY, rows=40_000, files=4, seed=22, shape="adlog")
+@AD_LOG_SHAPES
+def test_ad_log_shapes_have_exact_copy_duplicates_and_one_timestamp_form(
+        tmp_path: Path, shape: str, columns: tuple[str, ...], row_bytes: tuple[int, int]) -> None:
+    generated = generate_day(tmp_path, DAY, rows=40_000, files=4, seed=22, shape=shape)
     observed = observe(generated)
     lines = [line for path in generated.paths for line in path.read_text().splitlines()[1:]]
+    records = [r for path in generated.paths
+               for r in list(csv.reader(io.StringIO(path.read_text(), newline="")))[1:]]
 
     for path in generated.paths:
-        assert path.read_text().splitlines()[0] == ",".join(ADLOG_COLUMNS)
+        assert path.read_text().splitlines()[0] == ",".join(columns)
     # 5% duplicates, every one the same bytes as an earlier line: distinct lines = impressions.
     assert 1_900 <= generated.duplicates <= 2_100
     assert observed.duplicates == generated.duplicates
@@ -350,15 +366,31 @@ def test_adlog_shape_has_exact_copy_duplicates_and_one_timestamp_form(tmp_path: 
     assert generated.bad_rows == observed.bad_rows == generated.outside_day == 0
     assert set(observed.formats) == {"9999-99-99 99:99:99"}
     uuid = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-    assert all(uuid.fullmatch(line.split(",", 1)[0]) for line in lines)
-    assert not any('"' in line for line in lines)  # short fields, nothing to quote
-    assert generated.bytes / generated.rows < 100
+    at = columns.index("IMPRESSION_ID")
+    assert all(len(r) == len(columns) and uuid.fullmatch(r[at]) for r in records)
+    assert row_bytes[0] <= generated.bytes / generated.rows <= row_bytes[1]
+    if "REFERRER" in columns:
+        # Quoted as exports quote text, and some hold a comma, so the quoting matters.
+        assert sum('"https://' in line for line in lines) == len(lines)
+        assert sum("," in r[columns.index("REFERRER")] for r in records) > len(records) // 4
+    else:
+        assert not any('"' in line for line in lines)  # short fields, nothing to quote
 
 
-def test_adlog_shape_parses_in_streamagg(tmp_path: Path) -> None:
+def test_the_narrow_shape_has_thousands_of_campaigns(tmp_path: Path) -> None:
+    generated = generate_day(tmp_path, DAY, rows=40_000, files=2, seed=25, shape="narrow")
+    records = [r for path in generated.paths
+               for r in list(csv.reader(io.StringIO(path.read_text(), newline="")))[1:]]
+
+    assert len({r[NARROW_COLUMNS.index("CAMPAIGN_ID")] for r in records}) > 1_000
+
+
+@pytest.mark.parametrize("shape", ["adlog", "narrow", "wide"])
+def test_ad_log_shapes_parse_in_streamagg(tmp_path: Path, shape: str) -> None:
     from streamagg import Config, run_day
 
-    generated = generate_day(tmp_path / "src", DAY, rows=20_000, files=3, seed=23, shape="adlog")
+    generated = generate_day(tmp_path / "src", DAY, rows=20_000, files=3, seed=23, shape=shape,
+                             gzip_files=1)
     report = run_day(Config(day=DAY, source=str(tmp_path / "src"), dest=str(tmp_path / "out")))
 
     assert report.totals["rows_read"] == generated.rows
