@@ -24,7 +24,7 @@ help:
 	@echo "make test          run the test suite"
 	@echo "make lint          ruff, mypy and the import contracts (lint-imports)"
 	@echo "make bench         benchmark against DuckDB, Polars, pandas and a parse-only floor"
-	@echo "                   (10M rows, both data shapes: mixed and adlog)"
+	@echo "                   (10M rows: mixed, adlog, wide gzipped, narrow, narrow in 2,000 files)"
 	@echo "make bench-large   the same with 100M rows, mixed shape (long; needs ~25 GB of disk)"
 	@echo "make clean         remove the venv, caches and generated data"
 
@@ -85,12 +85,17 @@ lint: install-dev
 	$(VENV)/bin/mypy streamagg
 	$(VENV)/bin/lint-imports
 
-# Both data shapes, one after the other; each writes its own results/10M-24files-<shape>.md.
-# Extra options for run.py go in BENCH_ARGS, e.g. BENCH_ARGS="--skip pandas streamagg-spark".
+# Five days of 10M rows, one after the other, each writing its own results/<name>.md: mixed
+# (every rule of the contract), adlog, wide and gzipped (long text, as logs land in S3), narrow,
+# and narrow in 2,000 small files. Extra options for run.py go in BENCH_ARGS, e.g.
+# BENCH_ARGS="--skip pandas streamagg-spark".
 BENCH_ARGS ?=
 bench: install $(BENCH_STAMP)
 	$(PY) benchmarks/run.py --rows 10000000 --files 24 --shape mixed $(BENCH_ARGS)
 	$(PY) benchmarks/run.py --rows 10000000 --files 24 --shape adlog $(BENCH_ARGS)
+	$(PY) benchmarks/run.py --rows 10000000 --files 24 --shape wide --gzip $(BENCH_ARGS)
+	$(PY) benchmarks/run.py --rows 10000000 --files 24 --shape narrow $(BENCH_ARGS)
+	$(PY) benchmarks/run.py --rows 10000000 --files 2000 --shape narrow $(BENCH_ARGS)
 	$(PY) benchmarks/incremental.py --rows 10000000 --files 24
 
 bench-large: install $(BENCH_STAMP)

@@ -40,7 +40,7 @@ class Dataset:
     params: dict[str, object]
 
 
-def _generator_sha256(package: Path) -> str:
+def generator_sha256(package: Path) -> str:
     """One digest over every module of the generator package (it is split across files)."""
     digest = hashlib.sha256()
     for module in sorted(package.glob("*.py")):
@@ -50,10 +50,11 @@ def _generator_sha256(package: Path) -> str:
 
 def cached_day(rows: int, files: int, seed: int = 0, *, day: dt.date = DEFAULT_DATE,
                duplicate_rate: float = 0.05, bad_row_rate: float = 0.0,
-               data_dir: Path = DATA_DIR, shape: str = "mixed") -> Dataset:
-    """Generate a day under data_dir/[<shape>_]<rows>_<files>_<seed>/, or reuse it if there.
+               data_dir: Path = DATA_DIR, shape: str = "mixed", gzip: bool = False) -> Dataset:
+    """Generate a day under data_dir/[<shape>[-gz]_]<rows>_<files>_<seed>/, or reuse it.
 
     The mixed shape keeps its old folder name (no prefix) so an existing cache stays valid.
+    With ``gzip`` every file is a ``.csv.gz``.
 
     Reuse requires the same parameters and the same generator source: a changed generator
     writes different bytes, and comparing runs on different data would be meaningless.
@@ -63,10 +64,10 @@ def cached_day(rows: int, files: int, seed: int = 0, *, day: dt.date = DEFAULT_D
     params: dict[str, object] = {
         "day": day.isoformat(), "rows": rows, "files": files, "seed": seed,
         "duplicate_rate": duplicate_rate, "bad_row_rate": bad_row_rate,
-        "extra_columns": True, "gzip_files": 0, "shape": shape,
-        "generator_sha256": _generator_sha256(Path(generate.__file__).parent),
+        "extra_columns": True, "gzip_files": files if gzip else 0, "shape": shape,
+        "generator_sha256": generator_sha256(Path(generate.__file__).parent),
     }
-    prefix = "" if shape == "mixed" else f"{shape}_"
+    prefix = "" if shape == "mixed" and not gzip else f"{shape}{'-gz' if gzip else ''}_"
     source = data_dir / f"{prefix}{rows}_{files}_{seed}"
     marker = source / _MARKER
     if marker.exists():
@@ -80,7 +81,8 @@ def cached_day(rows: int, files: int, seed: int = 0, *, day: dt.date = DEFAULT_D
     started = time.perf_counter()
     generated = generate.generate_day(
         source, day, rows=rows, files=files, seed=seed, duplicate_rate=duplicate_rate,
-        bad_row_rate=bad_row_rate, extra_columns=True, gzip_files=0, shape=shape,
+        bad_row_rate=bad_row_rate, extra_columns=True, gzip_files=files if gzip else 0,
+        shape=shape,
     )
     saved = {
         "params": params,
@@ -131,6 +133,12 @@ class Measurement:
     cpu_seconds: float = 0.0  # user + system of the child and every descendant it waited for
     killed: str | None = None  # why the harness stopped it, if it did
     log: str = ""
+    # The machine's load: its 1-minute load average as the run started, and the CPU seconds
+    # that everything else on it took during the run (all cores' busy time less the child's),
+    # or the host stole from it.
+    load_before: float = 0.0
+    others_cpu_seconds: float = 0.0
+    steal_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -161,7 +169,9 @@ def measure(command: Sequence[str], *, log_path: Path, rss_cap_bytes: int | None
     wrapped = list(command)
     if os.path.exists(GNU_TIME):
         wrapped = [GNU_TIME, "-f", "%M", "-o", str(peak_file), *command]
+    load_before = os.getloadavg()[0]
     with open(log_path, "wb") as log:
+        busy_before = machine_cpu_seconds()
         started = time.perf_counter()
         child = subprocess.Popen(wrapped, stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -185,6 +195,7 @@ def measure(command: Sequence[str], *, log_path: Path, rss_cap_bytes: int | None
         thread.start()
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
+        busy_after = machine_cpu_seconds()
         done.set()
         thread.join()
         child.returncode = os.waitstatus_to_exitcode(status)  # already reaped by wait4
@@ -196,7 +207,23 @@ def measure(command: Sequence[str], *, log_path: Path, rss_cap_bytes: int | None
         cpu_seconds=usage.ru_utime + usage.ru_stime,
         killed=reason[0] if reason else None,
         log=log_path.read_text(errors="replace"),
+        load_before=load_before,
+        others_cpu_seconds=max(0.0, busy_after[0] - busy_before[0]
+                               - (usage.ru_utime + usage.ru_stime)),
+        steal_seconds=busy_after[1] - busy_before[1],
     )
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """All cores' busy seconds since boot (user, nice, system, interrupts), and stolen ones."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
 GNU_TIME = "/usr/bin/time"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
 import os
 import re
 from collections.abc import Iterable
@@ -33,8 +34,11 @@ def parse_args(description: str, *, keep: bool = False) -> argparse.Namespace:
 
 
 def read_header(path: str) -> list[str]:
-    """The column names of a plain CSV file's first line, as an expert peer's schema needs."""
-    with open(path, encoding="utf-8-sig") as handle:
+    """The column names of a CSV file's first line, as an expert peer's schema needs."""
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    with opener(path, "rt", encoding="utf-8-sig") as handle:  # type: ignore[operator]
         return [name.strip().upper() for name in handle.readline().rstrip("\r\n").split(",")]
 
 

@@ -9,11 +9,12 @@ from _common import list_inputs, parse_args, read_header
 TYPES = {
     "IMPRESSION_ID": "VARCHAR", "IMPRESSION_DATETIME": "TIMESTAMP", "CAMPAIGN_ID": "BIGINT",
     "AD_ID": "BIGINT", "SITE_ID": "BIGINT", "COUNTRY": "VARCHAR", "COST": "DOUBLE",
-    "SITE_DOMAIN": "VARCHAR", "USER_AGENT": "VARCHAR",
+    "SITE_DOMAIN": "VARCHAR", "USER_AGENT": "VARCHAR", "REFERRER": "VARCHAR",
+    "CREATIVE_ID": "BIGINT", "PLACEMENT_ID": "BIGINT", "DEVICE": "VARCHAR", "BID_PRICE": "DOUBLE",
 }
 # DISTINCT ON without ORDER BY keeps any one row of each key: the same bytes as streamagg only
-# where duplicates are exact copies (the adlog shape). It neither trims fields nor converts
-# +HH:MM offsets (TIMESTAMP drops them), so on the mixed shape it cannot match.
+# where duplicates are exact copies (the adlog, narrow and wide shapes). It neither trims
+# fields nor converts +HH:MM offsets (TIMESTAMP drops them), so on mixed it cannot match.
 QUERY = """
 COPY (
     SELECT CAMPAIGN_ID,

@@ -10,14 +10,15 @@ TYPES: dict[str, pl.DataType] = {
     "IMPRESSION_ID": pl.String(), "IMPRESSION_DATETIME": pl.Datetime("us"),
     "CAMPAIGN_ID": pl.Int64(), "AD_ID": pl.Int64(), "SITE_ID": pl.Int64(),
     "COUNTRY": pl.String(), "COST": pl.Float64(), "SITE_DOMAIN": pl.String(),
-    "USER_AGENT": pl.String(),
+    "USER_AGENT": pl.String(), "REFERRER": pl.String(), "CREATIVE_ID": pl.Int64(),
+    "PLACEMENT_ID": pl.Int64(), "DEVICE": pl.String(), "BID_PRICE": pl.Float64(),
 }
 
 
 def build(files: list[str], keep: str) -> pl.LazyFrame:
     schema = {name: TYPES[name] for name in read_header(files[0])}
     rows = pl.scan_csv(files, schema=schema).select(ID, TIME, CAMPAIGN)
-    # keep="any" is right only where duplicates are exact copies (adlog); "first" with
+    # keep="any" is right only where duplicates are exact copies (not mixed); "first" with
     # maintain_order follows file then row order, as the contract's first occurrence does.
     if keep == "first":
         firsts = rows.unique(subset=[ID, TIME], keep="first", maintain_order=True)
