@@ -60,10 +60,13 @@ class Expected:
 
 
 def is_input(path: str) -> bool:
-    """True for `.csv`/`.csv.gz` files whose path below the partition has no `_`/`.` part."""
+    """True for `.csv`/`.csv.gz` files (in any ASCII letter case) whose path below the
+    partition has no `_`/`.` part."""
     parts = path.split("/")
-    return not any(p.startswith(("_", ".")) for p in parts) and parts[-1].endswith(
-        (".csv", ".csv.gz")
+    name = parts[-1]
+    return not any(p.startswith(("_", ".")) for p in parts) and any(
+        len(name) > len(ext) and name[-len(ext):].isascii()
+        and name[-len(ext):].lower() == ext for ext in (".csv", ".csv.gz")
     )
 
 
@@ -171,7 +174,7 @@ class _Row:
 
 def read_file(path: str, data: bytes, rejects: list[Reject]) -> tuple[list[_Row], int, int]:
     """Good rows of one file, and its counts (rows read, bad rows); bad rows go to `rejects`."""
-    if path.endswith(".gz"):
+    if data.startswith(b"\x1f\x8b"):  # gzip by content, whatever the name
         data = gzip.decompress(data)
     text = data.decode("utf-8", "surrogateescape")
     if text.startswith("\ufeff"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import io
 import tempfile
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import DAY, ENGINES, run_api, to_bytes
+from tests.conftest import DAY, ENGINES, run_api
 from tests.reference import expected_day, partition_dir
 
 DAY_START_NS = int(dt.datetime(2021, 1, 30, tzinfo=dt.UTC).timestamp()) * 10**9
@@ -130,7 +131,9 @@ def csv_file(draw: st.DrawFn, ids: list[str], campaigns: list[str]) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-NAMES = ["part-0.csv", "part-1.csv.gz", "sub/part-2.csv", "part-10.csv", "a/b/late.csv.gz"]
+# Extensions in any letter case; compression goes by the content (a `.csv` may hold gzip).
+NAMES = ["part-0.csv", "part-1.csv.gz", "sub/part-2.csv", "part-10.csv", "a/b/late.csv.gz",
+         "PART-3.CSV", "b/Part-4.Csv.Gz"]
 
 
 @st.composite
@@ -153,7 +156,10 @@ def day_files(draw: st.DrawFn) -> list[tuple[str, bytes]]:
     files = []
     for name in names:
         data = b"" if draw(st.integers(0, 12)) == 0 else draw(csv_file(ids, campaigns))
-        files.append((name, to_bytes(name, data)))
+        gzipped = name.lower().endswith(".gz")
+        if draw(st.integers(0, 3)) == 0:
+            gzipped = not gzipped  # the name says otherwise
+        files.append((name, gzip.compress(data, mtime=0) if gzipped and data else data))
     if draw(st.integers(0, 5)) == 0:
         files.append(("_SUCCESS", b""))
     return files

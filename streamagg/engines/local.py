@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -16,13 +15,11 @@ from ..columns import BadRows, FileStats
 from ..config import Config
 from ..dedup import Prepared, make_deduper
 from ..errors import StorageError
-from ..read import locate_bad_rows, open_decompressed, read_batches
+from ..read import reader_for
 from ..sources import InputFile, Storage
 from . import Books, DayCounts, FileResult, RunContext
 from .prefetch import ordered_prefetch
 
-# gzip typically shrinks these logs about 5x; the spill backend sizes its partitions from this.
-GZIP_RATIO = 5
 # Bytes per row when no file's first bytes held a whole row (82 and 190 in the benchmarks).
 DEFAULT_ROW_BYTES = 110
 
@@ -44,7 +41,8 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
     With ``run.keys`` the key set starts from (and is kept as) the day's state: ``run.inputs``
     are then the new files only, and the result counts them alone."""
     config, source, inputs, work = run.config, run.source, run.inputs, run.work
-    expected = sum(i.size * (GZIP_RATIO if i.gzip else 1) for i in inputs)
+    # The spill backend sizes its partitions from this (compressed inputs: `Compression.expansion`).
+    expected = sum(reader_for(i).expected_bytes for i in inputs)
     result = DayCounts(HourlyCounts(config.schema.grain_seconds))
     row_size = _RowSize()
 
@@ -97,29 +95,29 @@ def read_file(config: Config, source: Storage, item: InputFile,
               stats: FileStats) -> Iterator[pa.RecordBatch]:
     """One input's clean batches, in order; its bad rows, located, end up in ``stats``."""
     budget = Budget.of(config.memory_limit)
+    kind = reader_for(item).format
     with open_input(source, item) as stream:
-        yield from read_batches(stream, item.uri, schema=config.schema,
-                                chunk_size=config.chunk_size,
-                                block_size=budget.reader_block_size, stats=stats,
-                                reopen=functools.partial(open_input, source, item),
-                                gather_rows=budget.gather_rows,
-                                stop_after_bad=config.max_bad_rows.count)
+        yield from kind.read_batches(stream, item.uri, schema=config.schema,
+                                     chunk_size=config.chunk_size,
+                                     block_size=budget.reader_block_size, stats=stats,
+                                     reopen=functools.partial(open_input, source, item),
+                                     gather_rows=budget.gather_rows,
+                                     stop_after_bad=config.max_bad_rows.count)
     if stats.bad_rows:
-        locate_bad_rows(functools.partial(open_input, source, item), stats)
+        kind.locate_bad_rows(functools.partial(open_input, source, item), stats)
 
 
 @contextlib.contextmanager
 def open_input(source: Storage, item: InputFile) -> Iterator[BinaryIO]:
-    """The input's CSV bytes, decompressed; both layers closed afterwards."""
+    """The input's content, decompressed if its bytes say so; both layers closed afterwards."""
     raw = source.open_input(item)
     try:
-        stream = open_decompressed(raw, item.gzip)
+        stream = reader_for(item).open(raw)
         try:
             yield stream
         finally:
-            if stream is not raw:
-                stream.close()
-    except (OSError, EOFError, zlib.error) as err:
+            stream.close()
+    except OSError as err:  # damaged compressed data is a StorageError already (`formats`)
         raise StorageError(f"read failed: {err}", uri=item.uri) from err
     finally:
         raw.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import codecs
-import gzip
 import io
 from array import array
 from collections.abc import Callable, Iterator
@@ -22,13 +21,6 @@ from .clean import clean_columns
 from .fallback import read_rest_with_csv
 from .header import HEADER_READ, find_columns, split_header
 from .quotes import EOF_PROBE, UNTERMINATED, is_probe, strip_probe
-
-
-def open_decompressed(stream: BinaryIO, gzipped: bool) -> BinaryIO:
-    """The stream's CSV bytes, gunzipped when the name says so."""
-    if gzipped:
-        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
-    return stream
 
 
 class _NulByte(pa.ArrowInvalid):

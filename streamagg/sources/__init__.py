@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, cast
 
-from ..errors import UsageError
+from ..errors import UsageError, printable
+from ..read.formats import name_kind
 from ..registry import STORAGES
+
+log = logging.getLogger("streamagg")
 
 
 @dataclass(frozen=True)
@@ -17,10 +21,6 @@ class InputFile:
     key: str  # path or key the day's files are ordered by
     size: int
     version: str  # ETag on S3, mtime locally: what a rerun compares
-
-    @property
-    def gzip(self) -> bool:
-        return self.key.endswith(".gz")
 
 
 class Storage(Protocol):
@@ -60,11 +60,39 @@ class Storage(Protocol):
 
 
 def is_input_name(relative: str) -> bool:
-    """The input rule: ``.csv``/``.csv.gz``, no part of the path hidden by ``_`` or ``.``."""
-    parts = relative.split("/")
-    if any(part.startswith(("_", ".")) for part in parts if part):
-        return False
-    return parts[-1].endswith((".csv", ".csv.gz"))
+    """The input rule: a name an input format claims (``.csv``, ``.csv.gz``, in any letter
+    case), no part of the path hidden by ``_`` or ``.`` (see `streamagg.read.formats`)."""
+    return name_kind(relative) == "input"
+
+
+@dataclass
+class NotInputs:
+    """Visible files of a partition that are not inputs: counted, a few named, one warning."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+    shown: int = 3
+
+    def sort(self, relative: str) -> bool:
+        """True for an input (``relative`` to the partition); a visible file that is not one
+        is noted, a hidden one is not."""
+        kind = name_kind(relative)
+        if kind == "other":
+            self.count += 1
+            if len(self.examples) < self.shown:
+                self.examples.append(relative)
+        return kind == "input"
+
+    def warn(self, where: str) -> None:
+        """The one warning for the whole listing, if any file was passed over."""
+        if not self.count:
+            return
+        more = f" and {self.count - len(self.examples):,} more" if self.count > len(
+            self.examples) else ""
+        log.warning("%s file(s) of %s not read: not .csv or .csv.gz (any letter case): %s%s",
+                    f"{self.count:,}", printable(where),
+                    ", ".join(printable(e) for e in self.examples), more,
+                    extra={"not_inputs": self.count})
 
 
 def storage_for(uri: str, *, endpoint_url: str | None = None) -> Storage:

@@ -15,7 +15,7 @@ from stat import S_ISREG
 from typing import Any, BinaryIO
 
 from ..errors import BadDataError, StorageError, UsageError, printable
-from . import InputFile, is_input_name
+from . import InputFile, NotInputs
 
 log = logging.getLogger("streamagg")
 
@@ -40,8 +40,9 @@ class LocalStorage:
     def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
         """The partition's inputs, links followed: a link to a file or a folder is read as
         what it points to, wherever that is. Each folder is walked once; a link back to a
-        folder already walked (a loop) and anything with an input's name that is not a
-        regular file (a FIFO, socket or device) are not read, and each is logged as such."""
+        folder already walked or above the partition (a loop) and anything with an input's
+        name that is not a regular file (a FIFO, socket or device) are not read, and each is
+        logged as such. Folders are walked from a stack, not by recursion: any depth lists."""
         if not self.root.is_dir():
             # A typo, not a day whose data is late (that is an existing root without the day).
             problem = "is not a folder" if self.root.exists() else "does not exist"
@@ -53,59 +54,61 @@ class LocalStorage:
         empty = 0
         skipped: list[tuple[str, str]] = []
         not_utf8: list[str] = []
-        real_base = os.path.realpath(base)
-        walked = {_identity(base.stat()): str(base)}
-
-        def fail(err: OSError) -> None:
-            raise StorageError(f"cannot list folder: {err.strerror}", uri=err.filename)
-
-        for folder, dirs, files in os.walk(base, onerror=fail, followlinks=True):
-            kept = []
-            for name in sorted(d for d in dirs if not d.startswith(("_", "."))):
-                sub = os.path.join(folder, name)
-                try:
-                    identity = _identity(os.stat(sub))
-                except OSError as err:
-                    raise StorageError(f"cannot stat folder: {err.strerror}", uri=sub) from err
-                real = os.path.realpath(sub)
-                if identity in walked or real_base.startswith(real.rstrip("/") + "/"):
-                    skipped.append((sub, "a link to a folder already listed (a loop): "
-                                         f"{walked.get(identity, real)}"))
+        others = NotInputs()
+        walked = _folders_above(base)  # identity -> path: the partition and what holds it
+        root_prefix, base_prefix = _prefix(self.root), _prefix(base)
+        pending = [str(base)]
+        while pending:
+            folder = pending.pop()
+            subfolders = []
+            for entry in _entries(folder):
+                if entry.name.startswith(("_", ".")):
+                    continue  # hidden: `_SUCCESS`, `_temporary/`, `.part` files
+                path = entry.path
+                if _is_folder(entry):
+                    try:
+                        identity = _identity(entry.stat())
+                    except OSError as err:
+                        raise StorageError(f"cannot stat folder: {err.strerror}",
+                                           uri=path) from err
+                    if identity in walked:
+                        skipped.append((path, "a link to a folder already listed (a loop): "
+                                              f"{walked[identity]}"))
+                        continue
+                    walked[identity] = path
+                    subfolders.append(path)
                     continue
-                walked[identity] = sub
-                kept.append(name)
-            dirs[:] = kept
-            for name in files:
-                path = Path(folder) / name
-                rel = path.relative_to(self.root).as_posix()
-                if not is_input_name(path.relative_to(base).as_posix()):
+                if not others.sort(path[len(base_prefix):]):
                     continue
                 try:
-                    stat = path.stat()
+                    stat = entry.stat()
                 except OSError as err:
-                    raise StorageError(f"cannot stat file: {err.strerror}", uri=str(path)) from err
+                    raise StorageError(f"cannot stat file: {err.strerror}", uri=path) from err
                 if not S_ISREG(stat.st_mode):
-                    skipped.append((str(path), "not a regular file"))
+                    skipped.append((path, "not a regular file"))
                     continue
                 if stat.st_size == 0:
                     empty += 1
                     continue
+                rel = path[len(root_prefix):]
                 if not _is_utf8(rel):
-                    not_utf8.append(str(path))
+                    not_utf8.append(path)
                     continue
-                found.append(InputFile(uri=str(path), key=rel, size=stat.st_size,
+                found.append(InputFile(uri=path, key=rel, size=stat.st_size,
                                        version=_version(stat)))
+            pending.extend(reversed(subfolders))  # walked in name order
         if not_utf8:
             # Refused before anything is read or written: the manifest, the rejects file and
             # every later --check name inputs exactly, which such a name cannot be in UTF-8.
             raise BadDataError(f"{len(not_utf8)} input file name(s) not valid UTF-8; rename "
                                "them (nothing written)", uri=sorted(not_utf8)[0])
-        for entry, reason in skipped:
-            log.warning("not read: %s: %s", entry, reason,
-                        extra={"skipped": printable(entry), "reason": printable(reason)})
+        for entry_path, reason in skipped:  # names may hold anything: printed inert
+            log.warning("not read: %s: %s", printable(entry_path), printable(reason),
+                        extra={"skipped": printable(entry_path), "reason": printable(reason)})
         if skipped:
-            log.warning("%d entries of %s not read (see above)", len(skipped), base,
-                        extra={"skipped_entries": len(skipped)})
+            log.warning("%d entries of %s not read (see above)", len(skipped),
+                        printable(str(base)), extra={"skipped_entries": len(skipped)})
+        others.warn(str(base))
         found.sort(key=lambda item: item.key)
         return found, empty
 
@@ -207,6 +210,41 @@ def _identity(stat: os.stat_result) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
+def _prefix(folder: Path) -> str:
+    return str(folder).rstrip("/") + "/"
+
+
+def _folders_above(base: Path) -> dict[tuple[int, int], str]:
+    """The partition's folder and every folder above it, by identity: a link to one of them
+    would list the partition again, or every day."""
+    real = Path(os.path.realpath(base))
+    found: dict[tuple[int, int], str] = {}
+    for folder in (real, *real.parents):
+        try:
+            found.setdefault(_identity(folder.stat()), str(folder))
+        except OSError as err:
+            raise StorageError(f"cannot stat folder: {err.strerror}", uri=str(folder)) from err
+    found[_identity(base.stat())] = str(base)
+    return found
+
+
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    """A folder's entries in name order."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except OSError as err:
+        raise StorageError(f"cannot list folder: {err.strerror}", uri=folder) from err
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """A folder, or a link to one (a broken link is not)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def _is_utf8(name: str) -> bool:
     """False for a name holding bytes that were not UTF-8 (``os.fsdecode`` surrogates)."""
     try:
@@ -217,8 +255,30 @@ def _is_utf8(name: str) -> bool:
 
 
 def _version(stat: os.stat_result) -> str:
-    """What a rerun compares a local input by: its modification time."""
-    return dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).isoformat()
+    """What a rerun compares a local input by: its modification time, in ISO 8601."""
+    try:
+        return dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).isoformat()
+    except (ValueError, OverflowError, OSError):
+        # Before the year 1 or after 9999 (datetime's range; tmpfs and others store such
+        # times): ISO 8601's expanded years, worked out from the integer nanoseconds.
+        return expanded_iso(stat.st_mtime_ns)
+
+
+def expanded_iso(ns: int) -> str:
+    """``ns`` after the epoch as ``+YYYYY-MM-DDTHH:MM:SS.ffffff+00:00``, any year."""
+    seconds, fraction = divmod(ns, 10**9)
+    days, second = divmod(seconds, 86400)
+    # Howard Hinnant's civil_from_days: the proleptic Gregorian date of a day number.
+    era, day_of_era = divmod(days + 719468, 146097)
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524
+                   - day_of_era // 146096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * shifted + 2) // 5 + 1
+    month = shifted + 3 if shifted < 10 else shifted - 9
+    year = year_of_era + era * 400 + (month <= 2)
+    return (f"{year:+05d}-{month:02d}-{day:02d}T{second // 3600:02d}:{second // 60 % 60:02d}:"
+            f"{second % 60:02d}.{fraction // 1000:06d}+00:00")
 
 
 class _CheckedFile(io.FileIO):

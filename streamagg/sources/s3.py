@@ -12,7 +12,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
 from ..errors import StorageError, UsageError
-from . import InputFile, is_input_name
+from . import InputFile, NotInputs
 from .s3_client import check_endpoint, failure, make_client
 from .s3_reads import Pace, _CheckedBody, _PinnedReads
 
@@ -79,23 +79,25 @@ class S3Storage:
     def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
         base = self._key(relative).rstrip("/") + "/"
 
-        def listing() -> tuple[list[InputFile], int]:
+        def listing() -> tuple[list[InputFile], int, NotInputs]:
             found: list[InputFile] = []
             empty = 0
+            others = NotInputs()
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
                 for obj in page.get("Contents", []):
                     key = obj["Key"]
-                    if not is_input_name(key[len(base):]):
+                    if not others.sort(key[len(base):]):
                         continue
                     if obj["Size"] == 0:
                         empty += 1
                         continue
                     found.append(InputFile(uri=f"s3://{self.bucket}/{key}", key=key,
                                            size=obj["Size"], version=obj["ETag"]))
-            return found, empty
+            return found, empty, others
 
-        found, empty = self._call("list", base, listing)
+        found, empty, others = self._call("list", base, listing)
+        others.warn(f"s3://{self.bucket}/{base}")
         found.sort(key=lambda item: item.key)
         return found, empty
 

@@ -118,7 +118,6 @@ def test_a_file_that_is_not_csv_at_all(cli: Cli, partition: Callable[..., Path],
 
 @pytest.mark.parametrize(("name", "content", "words"), [
     ("cut.csv.gz", gzip.compress((H + rows(5000)).encode())[:-4000], "read failed"),
-    ("plain.csv.gz", (H + rows(5)).encode(), "read failed"),
 ])
 def test_broken_gzip_fails_with_exit_1_naming_the_file(
     cli: Cli, partition: Callable[..., Path], name: str, content: bytes, words: str

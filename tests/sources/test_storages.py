@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamagg.errors import UsageError
+from streamagg.read import reader_for
 from streamagg.sources import is_input_name, storage_for
 from streamagg.sources.local import LocalStorage
 from streamagg.sources.s3 import S3Storage
@@ -28,9 +29,12 @@ FILES: dict[str, bytes] = {
     "notes.txt": b"x",
     "x.csv.bak": b"x",
     "x.CSV.tmp": b"x",
+    "C.CSV": b"x",
+    "d.Csv.Gz": b"x",
 }
 # Lexicographic by full path: "a.csv" < "a.csv.gz" < "a/z.csv" because "." < "/".
-EXPECTED = ["A.csv", "a.csv", "a.csv.gz", "a/z.csv", "b.csv", "sub/deeper/c.csv"]
+EXPECTED = ["A.csv", "C.CSV", "a.csv", "a.csv.gz", "a/z.csv", "b.csv", "d.Csv.Gz",
+            "sub/deeper/c.csv"]
 
 
 @pytest.mark.parametrize(
@@ -45,6 +49,10 @@ EXPECTED = ["A.csv", "a.csv", "a.csv.gz", "a/z.csv", "b.csv", "sub/deeper/c.csv"
         ("a.txt", False),
         ("a.csv.tmp", False),
         ("a.gz", False),
+        ("A.CSV", True),
+        ("b.Csv.Gz", True),
+        ("sub/_x/a.csv", False),
+        ("a.c\u017fv", False),  # casefolds to .csv, but is not ASCII
     ],
 )
 def test_input_names(name: str, wanted: bool) -> None:
@@ -63,7 +71,8 @@ def test_local_listing(tmp_path: Path) -> None:
     assert [i.key.split("2021/01/30/", 1)[1] for i in inputs] == EXPECTED
     assert empty == 2
     assert all(i.size == 1 and i.version for i in inputs)
-    assert [i.gzip for i in inputs] == [False, False, True, False, False, False]
+    assert [reader_for(i).named_compression is not None for i in inputs] == [
+        False, False, False, True, False, False, True, False]
     assert storage.list_partition("2021/01/31") == ([], 0)
 
 
