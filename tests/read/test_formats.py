@@ -107,7 +107,7 @@ def read_all(stream: Any, size: int, readinto: bool) -> bytes:
         out += chunk
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=st.binary(max_size=4000), compressed=st.booleans(), members=st.integers(1, 3),
        step=st.integers(1, 600), size=st.integers(1, 5000), readinto=st.booleans())

@@ -209,7 +209,7 @@ def build(folder: Path, made: list[tuple[str, str, bytes, float | None]]) -> set
 
 
 @given(made=entries())
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_listing_lists_or_fails_in_one_line_naming_a_path(
         made: list[tuple[str, str, bytes, float | None]]) -> None:
     base = Path(tempfile.mkdtemp(dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
