@@ -150,7 +150,7 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
         report.dry_run = True
         return report
     remove_leftovers(dest, list(layout.published), config.tmp_dir)
-    manifest = Manifest(config=config, started=started)
+    manifest = Manifest(config=config, started=started, version_field=source.version_field)
     kept = DayState.of(config, dest)
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(work_folder(config.tmp_dir))
@@ -183,7 +183,7 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
         keep_totals(manifest, config, books, day, rows, planned.empty)
         written = write_files(work, config, manifest, rows, rejects)
         if keys is not None:  # the state first, under new names: nothing refers to it yet
-            manifest.state = kept.publish(keys, state_books(day, books))
+            manifest.state = kept.publish(keys, state_books(day, books, manifest, written))
         # The manifest goes last: it records the others, and its presence marks a finished run.
         for name, relative in (("output", layout.output), ("rejects", layout.rejects),
                                ("plot", layout.plot)):
@@ -237,10 +237,18 @@ def resume_counts(day: DayCounts, earlier: Earlier) -> None:
         day.clean_per_bucket[int(bucket)] = day.clean_per_bucket.get(int(bucket), 0) + count
 
 
-def state_books(day: DayCounts, books: DayBooks) -> dict[str, Any]:
-    """What the next incremental run needs besides the output, manifest and key set."""
+def state_books(day: DayCounts, books: DayBooks, manifest: Manifest,
+                written: Written) -> dict[str, Any]:
+    """What the next incremental run trusts besides the key set: the day's inputs and totals,
+    the sha256 of the output and rejects it starts from, and the books' running figures. Kept
+    in the state's index (checked against the manifest), never read back from the manifest."""
     first = books.rejects.first
     return {
+        "inputs": [{"path": r.file.uri, "bytes": r.file.size, "version": r.file.version,
+                    "rows": r.rows, "bad_rows": r.bad_rows} for r in books.files],
+        "totals": manifest.totals.as_dict(),
+        "output_sha256": written["output"][1]["sha256"],
+        "rejects_sha256": written["rejects"][1].get("sha256"),
         "clean_per_bucket": {str(b): n for b, n in sorted(day.clean_per_bucket.items())},
         "bad_per_bucket": {str(b): n for b, n in sorted(books.rejects.per_bucket.items())},
         "bad_without_time": books.rejects.without_time,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -23,27 +24,46 @@ class DedupStats:
     conflicting_duplicates: int = 0
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """A file of the earlier generation, copied into the work folder and checked against the
+    sha256 recorded with it: the only form in which a backend sees kept bytes."""
+
+    path: str  # a local copy, or with ``shared`` a link to the store's own file
+    size: int
+    sha256: str
+    shared: bool = False  # read it only; else the copy is the backend's to change or move
+
+
 @dataclass
 class KeySetState:
     """A day's key set kept between runs, in the backend's own on-disk form.
 
     ``record`` is the backend's own description of its files (for spill: the partition count
-    and each partition's segment files; for sqlite: the database file). Given one from an
-    earlier run (``resume``), the backend starts from those keys and de-duplicates the new rows
-    against them; either way, by the end of `Deduper.fold_into` it has written this run's new
-    files into ``folder`` (named ``written``) and left the next generation's description in
-    ``record``.
+    and each partition's segments; for sqlite: the database file). Given one from an earlier
+    run (``resume``), the backend starts from those keys, reading the earlier generation's
+    files from ``stored``, and de-duplicates the new rows against them; either way, by the end
+    of `Deduper.fold_into` it has written this run's new files into ``folder`` (named
+    ``written``), left the next generation's description in ``record`` and named in ``files``
+    every file that generation uses (new ones and stored ones it keeps).
     """
 
     folder: str
     generation: str
-    # A stored file's local path (downloaded into the work folder when the state is remote),
-    # and the call that says the backend is done with it.
-    stored_path: Callable[[str], str]
-    release: Callable[[str], None]
     resume: bool = False
     record: dict[str, Any] = field(default_factory=dict)
+    stored: dict[str, StoredFile] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def stored_path(self, name: str) -> str:
+        """The checked local copy of the earlier generation's file ``name``."""
+        return self.stored[name].path
+
+    def release(self, path: str) -> None:
+        """The backend is done with a stored file's copy: its disk space is freed."""
+        if os.path.exists(path):
+            os.unlink(path)
 
 
 class Deduper(Protocol):

@@ -69,7 +69,8 @@ class KeptSegments:
                                else [*segments.get(index, []), *ranges])
         self._ranges = {}
         self._state.record = {"partitions": partitions, "seed": 0,
-                        "segments": {str(i): segments[i] for i in sorted(segments)}}
+                              "segments": {str(i): segments[i] for i in sorted(segments)}}
+        self._state.files = sorted({str(run[0]) for runs in segments.values() for run in runs})
 
     def close(self) -> None:
         """Close this run's file and every stored file read."""

@@ -40,17 +40,19 @@ class SqliteDeduper:
         self._state = state
         self.folder = tempfile.mkdtemp(prefix="streamagg-sqlite-", dir=tmp_dir)
         self.path = os.path.join(self.folder, "keys.sqlite")
-        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # sqlite keeps the mode
         resume = state is not None and state.resume
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # sqlite keeps the mode
         if state is not None and resume:
-            # The kept key table, copied: the stored generation stays as it was until this
-            # run's is published.
-            stored = state.stored_path(str(state.record["file"]))
-            try:
-                with open(stored, "rb") as src, open(self.path, "wb") as out:
+            # The kept key table's checked copy becomes this run's own (a link to the store's
+            # file is copied): the stored generation stays as it was until this run's is
+            # published.
+            stored = state.stored[str(state.record["file"])]
+            if stored.shared:
+                with open(stored.path, "rb") as src, open(self.path, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
-            finally:
-                state.release(stored)
+                state.release(stored.path)
+            else:
+                os.replace(stored.path, self.path)
         self._arrived = HourlyCounts(grain_seconds)
         self._db = sqlite3.connect(self.path, isolation_level=None)
         # The page cache is the only large allocation (its share: `Budget.sqlite_cache_kib`).
@@ -135,6 +137,7 @@ class SqliteDeduper:
         os.replace(self.path, os.path.join(state.folder, name))
         state.written.append(name)
         state.record = {"file": name}
+        state.files = [name]
 
     def _read_dropped(self, counts: HourlyCounts | None) -> None:
         """Fill in `stats` from the dropped rows and, given counts, take them out of them."""

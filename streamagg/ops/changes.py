@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Config
-from ..outputs.manifest import schema_problem
+from ..outputs.manifest import output_parameters, schema_problem
 from ..pipeline import plan
 from ..sources import InputFile, Storage
 
@@ -124,13 +124,9 @@ def compare_inputs(listed: list[InputFile], recorded: list[dict[str, Any]],
 
 
 def changed_parameters(config: Config, recorded: dict[str, Any]) -> list[str]:
-    """Parameters that change the output or whether the run passes. Engine, backend, chunk size
-    and memory limit give the same bytes by contract, so they do not force a rerun."""
-    s = config.schema
-    now = {"columns": {"id": s.id_column, "time": s.time_column, "group": s.group_column},
-           "grain_seconds": s.grain_seconds, "max_bad_rows": str(config.max_bad_rows)}
+    """Parameters that change the output or whether the run passes (`output_parameters`)."""
     return [f"parameter {name} was {recorded.get(name)!r}, now {value!r}"
-            for name, value in now.items() if recorded.get(name) != value]
+            for name, value in output_parameters(config).items() if recorded.get(name) != value]
 
 
 def _check_output(dest: Storage, relative: str, manifest: dict[str, Any],

@@ -24,9 +24,9 @@ class InputRecord:
     rows: int = 0
     bad_rows: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        version_key = "etag" if self.file.uri.startswith("s3://") else "mtime"
-        return {"path": self.file.uri, "bytes": self.file.size, version_key: self.file.version,
+    def as_dict(self, version_field: str = "mtime") -> dict[str, Any]:
+        """As the manifest lists it; ``version_field`` is the source's (`Storage.version_field`)."""
+        return {"path": self.file.uri, "bytes": self.file.size, version_field: self.file.version,
                 "rows": self.rows, "bad_rows": self.bad_rows}
 
 
@@ -65,16 +65,14 @@ class Manifest:
     mode_reason: str = ""
     state: dict[str, Any] | None = None  # the kept state's generation, when one was kept
     jvm_peak_memory_bytes: int | None = None  # the Spark engine's driver JVM; None otherwise
+    version_field: str = "mtime"  # how the source names its inputs' versions (etag on S3)
 
     def parameters(self) -> dict[str, Any]:
         c = self.config
         return {
             "date": c.day.isoformat(), "source": redact(c.source), "dest": redact(c.resolved_dest),
             "initials": c.initials, "chunk_size": c.chunk_size, "memory_limit": c.memory_limit,
-            "dedupe": c.dedupe, "engine": c.engine, "max_bad_rows": str(c.max_bad_rows),
-            "columns": {"id": c.schema.id_column, "time": c.schema.time_column,
-                        "group": c.schema.group_column},
-            "grain_seconds": c.schema.grain_seconds,
+            "dedupe": c.dedupe, "engine": c.engine, **output_parameters(c),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -83,7 +81,7 @@ class Manifest:
             "version": MANIFEST_VERSION,
             "tool": "streamagg",
             "parameters": self.parameters(),
-            "inputs": [i.as_dict() for i in self.inputs],
+            "inputs": [i.as_dict(self.version_field) for i in self.inputs],
             "totals": self.totals.as_dict(),
             "output": self.output,
             "rejects": self.rejects,
@@ -101,6 +99,17 @@ class Manifest:
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+def output_parameters(config: Config) -> dict[str, Any]:
+    """The parameters that decide the output's bytes, or whether the day passes at all: a rerun
+    given other values must recompute (`--skip-unchanged`, `--incremental`). Engine, backend,
+    chunk size and memory limit give the same bytes by contract; the day, initials and
+    destination name the files themselves."""
+    s = config.schema
+    return {"columns": {"id": s.id_column, "time": s.time_column, "group": s.group_column,
+                        "bucket": s.bucket_column, "count": s.count_column},
+            "grain_seconds": s.grain_seconds, "max_bad_rows": str(config.max_bad_rows)}
 
 
 # The shape a later run relies on when it reads a manifest back (`ops.changes`): field -> the

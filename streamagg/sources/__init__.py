@@ -23,10 +23,18 @@ class InputFile:
     version: str  # ETag on S3, mtime locally: what a rerun compares
 
 
+class Digest(Protocol):
+    """What `Storage.fetch` feeds the bytes it copies: a `hashlib` object."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
 class Storage(Protocol):
     """A root folder or bucket prefix; paths below it are relative and use ``/``."""
 
     root_uri: str
+    # The name under which a manifest records a listed input's `InputFile.version`.
+    version_field: str  # "etag" on S3, "mtime" locally
 
     def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
         """Inputs below ``relative`` in lexicographic order, and the empty files skipped.
@@ -52,11 +60,21 @@ class Storage(Protocol):
     def remove_abandoned(self, relatives: list[str], *, older_than: float) -> list[str]:
         """Remove what killed runs left beside ``relatives`` (temp files, pending uploads)
         untouched for ``older_than`` seconds; return what was removed."""
-    def fetch(self, relative: str, local_path: str) -> bool:
-        """Copy ``relative`` to a local file, streamed; False when it does not exist."""
+
+    def fetch(self, relative: str, local_path: str, *, digest: Digest | None = None) -> bool:
+        """Copy ``relative`` to a local file, streamed, feeding ``digest`` the bytes as they
+        pass (one read checks and copies a file); False when it does not exist."""
 
     def list_below(self, relative: str) -> list[str]:
         """Every object below the folder ``relative`` (hidden names too), as relative paths."""
+
+    def local_path(self, relative: str) -> str | None:
+        """The file's own path on this machine, when it has one (local folders): read in
+        place instead of fetched. None on S3."""
+
+    def remove_folder(self, relative: str) -> None:
+        """Remove the folder ``relative`` once it is empty; nothing where folders are only
+        prefixes (S3)."""
 
 
 def is_input_name(relative: str) -> bool:

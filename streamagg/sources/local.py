@@ -15,13 +15,15 @@ from stat import S_ISREG
 from typing import Any, BinaryIO
 
 from ..errors import BadDataError, StorageError, UsageError, printable
-from . import InputFile, NotInputs
+from . import Digest, InputFile, NotInputs
 
 log = logging.getLogger("streamagg")
 
 
 class LocalStorage:
     """A folder on the local file system."""
+
+    version_field = "mtime"
 
     def __init__(self, uri: str, *, endpoint_url: str | None = None) -> None:  # endpoint: S3's
         path = uri[len("file://"):] if uri.startswith("file://") else uri
@@ -182,10 +184,13 @@ class LocalStorage:
         except OSError as err:
             raise StorageError(f"cannot read: {err.strerror}", uri=self.uri_of(relative)) from err
 
-    def fetch(self, relative: str, local_path: str) -> bool:
+    def fetch(self, relative: str, local_path: str, *, digest: Digest | None = None) -> bool:
         try:
             with open(self.root / relative, "rb") as src, open(local_path, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
         except FileNotFoundError:
             return False
         except OSError as err:
@@ -197,6 +202,9 @@ class LocalStorage:
         if not base.is_dir():
             return []
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+
+    def local_path(self, relative: str) -> str | None:
+        return self.uri_of(relative)
 
     def remove_folder(self, relative: str) -> None:
         """Delete the folder ``relative`` once it is empty (S3 has no folders to delete)."""

@@ -12,7 +12,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
 from ..errors import StorageError, UsageError
-from . import InputFile, NotInputs
+from . import Digest, InputFile, NotInputs
 from .s3_client import check_endpoint, failure, make_client
 from .s3_reads import Pace, _CheckedBody, _PinnedReads
 
@@ -42,6 +42,8 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 class S3Storage:
     """A bucket and prefix."""
+
+    version_field = "etag"
 
     def __init__(self, uri: str, *, endpoint_url: str | None = None, client: Any = None) -> None:
         self.bucket, self.prefix = split_uri(uri)
@@ -175,7 +177,7 @@ class S3Storage:
 
         return self._call("read", key, get)
 
-    def fetch(self, relative: str, local_path: str) -> bool:
+    def fetch(self, relative: str, local_path: str, *, digest: Digest | None = None) -> bool:
         key = self._key(relative)
 
         def get() -> bool:
@@ -188,6 +190,8 @@ class S3Storage:
             with open(local_path, "wb") as out:
                 for chunk in body.iter_chunks(1 << 20):
                     out.write(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
             return True
 
         return self._call("read", key, get)
@@ -202,6 +206,12 @@ class S3Storage:
                     for obj in page.get("Contents", [])]
 
         return sorted(self._call("list", base, listing))
+
+    def local_path(self, relative: str) -> str | None:
+        return None  # fetched, never read in place
+
+    def remove_folder(self, relative: str) -> None:
+        """S3 has no folders: a prefix is gone with its last object."""
 
 
 def _server_time(response: dict[str, Any]) -> dt.datetime:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streamagg.ops.changes import Changes, compare_inputs
 from streamagg.sources import InputFile
@@ -223,3 +225,52 @@ def test_skip_and_check_on_s3(cli: Cli, s3: S3) -> None:
     s3.client.delete_object(Bucket=s3.bucket, Key=output_key)
     check = cli(*args, "--check")
     assert "output missing" in check.stdout
+
+
+ALIASED = ("IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID,ALT_ID,ALT_TIME,ALT_GROUP\n"
+           "a,2021-01-30 10:00:00,1,a,2021-01-30 10:20:00,9\n"
+           "b,2021-01-30 10:30:00,1,a,2021-01-30 10:20:00,8\n"
+           "b,2021-01-30 10:30:00,2,c,2021-01-30 12:00:00,8\n"
+           "c,bad,3,d,2021-01-30 13:00:00,7\n")
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(st.sampled_from(
+    ["id_column", "time_column", "group_column", "count_column", "bucket_column",
+     "grain_seconds", "max_bad_rows"]), st.integers(0, 2), min_size=1))
+def test_every_parameter_of_the_outputs_bytes_forces_a_rerun(
+        tmp_path_factory: pytest.TempPathFactory, changes: dict[str, int]) -> None:
+    """Through the library: --skip-unchanged after any change to what decides the output's
+    bytes (its columns, the header's names, the grain) or its verdict gives what a fresh run
+    gives. The header's names were not recorded, so a stale header was kept."""
+    from dataclasses import replace
+
+    from streamagg import Config, Schema, run_day
+    from streamagg.ops.backfill import run_days
+    from streamagg.ops.changes import inspect_day
+
+    values = {"id_column": ["IMPRESSION_ID", "ALT_ID", "alt_id"],
+              "time_column": ["IMPRESSION_DATETIME", "ALT_TIME", "ALT_TIME"],
+              "group_column": ["CAMPAIGN_ID", "ALT_GROUP", "ALT_GROUP"],
+              "count_column": ["IMPRESSIONS", "N", "COUNT"],
+              "bucket_column": ["HOUR", "BUCKET", "Hour"], "grain_seconds": [3600, 60, 900],
+              "max_bad_rows": ["50%", "40%", "30%"]}
+    root = tmp_path_factory.mktemp("day")
+    (root / "source" / PART).mkdir(parents=True)
+    (root / "source" / PART / "a.csv").write_text(ALIASED)
+    before = Config(day=DAY, source=str(root / "source"), max_bad_rows="50%")
+    run_day(before)
+    schema = replace(Schema(), **{k: values[k][v] for k, v in changes.items()
+                                  if k != "max_bad_rows"})
+    after = replace(before, schema=schema,
+                    max_bad_rows=values["max_bad_rows"][changes.get("max_bad_rows", 0)])
+    changed = inspect_day(after)
+    differs = changed.reasons != []
+    assert differs == (after != before), changed.reasons
+    run_days(after, mode="skip-unchanged")
+    fresh = replace(after, dest=str(root / "fresh"))
+    run_day(fresh)
+    out = root / "source" / "results" / PART / OUTPUT_NAME
+    assert out.read_bytes() == (root / "fresh" / PART / OUTPUT_NAME).read_bytes()
+    assert inspect_day(after).unchanged
