@@ -222,3 +222,9 @@ def test_the_first_bytes_after_the_header_sample_the_row_size() -> None:
     assert stats.row_bytes == len(row)
     _, no_record = read_all((H + row.rstrip("\n")).encode())  # no line end after the header
     assert no_record.row_bytes is None
+
+
+def test_rows_longer_than_the_sample_still_give_a_row_size() -> None:
+    row = "id1,2021-01-30 10:00:00," + "7" * 20_000 + "\n"  # past ROW_SAMPLE_BYTES
+    _, stats = read_all((H + row * 3).encode())
+    assert stats.row_bytes == len(row)
