@@ -167,7 +167,7 @@ def test_every_axis_is_labelled_with_thousands_separators() -> None:
     assert axes["Top 10 campaigns by impressions"].get_ylabel() == "CAMPAIGN_ID"
     assert axes["Top 10 campaigns by impressions"].get_xlabel() == "impressions on 2021-01-30"
     impressions_ticks = [t.get_text() for t in axes["Impressions per hour"].get_yticklabels()]
-    assert "300,000" in impressions_ticks and "900,000" in impressions_ticks, impressions_ticks
+    assert "200,000" in impressions_ticks and "800,000" in impressions_ticks, impressions_ticks
     top_ticks = [t.get_text() for t in
                  axes["Top 10 campaigns by impressions"].get_xticklabels()]
     assert any("," in t and t.replace(",", "").isdigit() for t in top_ticks), top_ticks
@@ -194,3 +194,88 @@ def test_a_day_with_nothing_outside_it_draws_only_its_hours() -> None:
     assert len(impressions.patches) == 24
     top = next(ax for ax in figure.axes if ax.get_title(loc="left").startswith("Top"))
     assert top.get_ylabel() == "CAMPAIGN_ID" and top.get_xlabel()
+
+
+# --- the picture for people: empty panels say so, names are text, ticks on round steps --------
+
+
+def _panel(figure: object, heading: str) -> object:
+    return next(ax for ax in figure.axes  # type: ignore[attr-defined]
+                if ax.get_title(loc="left").startswith(heading))
+
+
+def _quiet_hourly(impressions: int = 5) -> dict[str, object]:
+    buckets = [{"start": f"2021-01-30 {h:02d}:00:00", "impressions": impressions if h == 10 else 0,
+                "duplicates": 0, "bad_rows": 0} for h in range(24)]
+    return {"grain_seconds": 3600, "buckets": buckets, "outside_day": {},
+            "bad_rows_without_time": 0}
+
+
+def test_a_panel_with_nothing_to_show_says_so() -> None:
+    pytest.importorskip("matplotlib")
+    from streamagg.aggregate import HourlyRow
+    from streamagg.outputs.plot import draw_day
+
+    figure = draw_day(day=DAY, title="t", rows=[HourlyRow("7", 0, 5)], hourly=_quiet_hourly(),
+                      totals={"impressions": 5, "duplicates": 0, "bad_rows": 0})
+    figure.canvas.draw()
+    for heading, said in (("Bad rows", "no bad rows on this day"),
+                          ("Duplicates", "no duplicates on this day")):
+        ax = _panel(figure, heading)
+        assert [t.get_text() for t in ax.texts] == [said]  # type: ignore[attr-defined]
+        # Not an axis of zeros: 0, 0, 0, -0, -0 said nothing.
+        assert [t.get_text() for t in ax.get_yticklabels()] == []  # type: ignore[attr-defined]
+    impressions = _panel(figure, "Impressions")
+    assert list(impressions.texts) == []  # type: ignore[attr-defined]
+    ticks = [t.get_text() for t in impressions.get_yticklabels()]  # type: ignore[attr-defined]
+    assert "-0" not in ticks and len(set(ticks)) == len(ticks), ticks
+    empty = draw_day(day=DAY, title="t", rows=[], hourly=_quiet_hourly(0),
+                     totals={"impressions": 0, "duplicates": 0, "bad_rows": 0})
+    empty.canvas.draw()
+    for heading in ("Impressions", "Top", "Bad rows", "Duplicates"):
+        ax = _panel(empty, heading)
+        assert any(t.get_text().startswith("no ") for t in ax.texts), heading  # type: ignore[attr-defined]
+        assert [t.get_text() for t in ax.get_yticklabels()] == [], heading  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("names", [["Save $$ now", "$5 off $10"], ["$", "a$b$c", "$\\alpha$"],
+                                   ["x^2_y", "{}", "$$$$"]])
+def test_campaign_names_are_plain_text_never_math(names: list[str], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from streamagg.aggregate import HourlyRow
+    from streamagg.outputs.plot import draw_day, render_day
+
+    rows = [HourlyRow(name, 0, 10 - i) for i, name in enumerate(names)]
+    args = dict(day=DAY, title="t", rows=rows, hourly=_quiet_hourly(),
+                totals={"impressions": 5, "duplicates": 0, "bad_rows": 0})
+    render_day(str(tmp_path / "day.png"), **args)  # type: ignore[arg-type]
+    assert (tmp_path / "day.png").read_bytes()[:8] == PNG_MAGIC
+    figure = draw_day(**args)  # type: ignore[arg-type]
+    figure.canvas.draw()
+    labels = _panel(figure, "Top").get_yticklabels()  # type: ignore[attr-defined]
+    assert [label.get_text() for label in labels] == list(reversed(names))
+    for label in labels:
+        assert label.get_parse_math() is False, label.get_text()
+        # Drawn as text: its width grows with every character, "$" included.
+        assert label.get_window_extent().width > 0
+
+
+@pytest.mark.parametrize("peak", [3, 13, 48_611, 7_654_321, 2**40 + 17])
+def test_ticks_fall_on_round_steps(peak: int) -> None:
+    pytest.importorskip("matplotlib")
+    from streamagg.aggregate import HourlyRow
+    from streamagg.outputs.plot import draw_day
+
+    figure = draw_day(day=DAY, title="t", rows=[HourlyRow("1", 0, peak), HourlyRow("2", 0, 1)],
+                      hourly=_quiet_hourly(peak),
+                      totals={"impressions": peak, "duplicates": 0, "bad_rows": 0})
+    figure.canvas.draw()
+    for axis in (_panel(figure, "Impressions").yaxis,  # type: ignore[attr-defined]
+                 _panel(figure, "Top").xaxis):  # type: ignore[attr-defined]
+        ticks = [int(t) for t in axis.get_majorticklocs()]
+        steps = {b - a for a, b in zip(ticks, ticks[1:], strict=False)}
+        assert len(steps) == 1, ticks
+        (step,) = steps
+        while step % 10 == 0:
+            step //= 10
+        assert step in (1, 2, 5), ticks
