@@ -7,6 +7,7 @@ from typing import Protocol
 
 from .sources import InputFile, Storage
 
+# The one callback type for progress: called once per input, in file order, when it is read.
 FileCallback = Callable[[InputFile], None]
 
 

@@ -15,66 +15,74 @@ from .aggregate import HourlyRow
 from .cleanup import remove_leftovers, work_folder
 from .columns import BadRow
 from .config import Config
-from .engines import DayCounts, FileResult, ProgressCallback, RunContext, engine_for
+from .engines import DayCounts, FileResult, RunContext, engine_for
 from .errors import NoInputError, StorageError, UsageError
+from .layout import DayLayout
 from .memory import process_peak_memory
-from .observer import ProgressSink
+from .observer import FileCallback, ProgressSink
 from .outputs.csv import publish, write_output
 from .outputs.hourly import TallyingRejects, hourly_section
 from .outputs.manifest import InputRecord, Manifest, file_sha256
 from .outputs.plot import render_day, require_matplotlib
 from .sources import InputFile, Storage, redact, storage_for
 from .state import DayState, Decision, Earlier, fold_earlier
-from .units import human_bytes
+from .units import count_of, human_bytes
 
 log = logging.getLogger("streamagg")
 
 
 @dataclass
 class RunReport:
-    """What a run did: where the output went, the totals and the manifest as written."""
+    """What a run did: a view of the manifest it published (None for a dry run), with the
+    day's inputs and where its files went."""
 
     config: Config
     inputs: list[InputFile]
     output_uri: str
+    written: Manifest | None = None  # the manifest as published; None: a dry run
     manifest_uri: str | None = None
-    rejects_uri: str | None = None
-    plot_uri: str | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)
-    dry_run: bool = False
-    mode: str = "full"  # or "incremental": only new files were read
-    mode_reason: str = ""
+
+    @property
+    def dry_run(self) -> bool:
+        return self.written is None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as written (JSON-shaped); empty for a dry run."""
+        return self.written.as_dict() if self.written is not None else {}
 
     @property
     def totals(self) -> dict[str, int]:
-        return dict(self.manifest.get("totals", {}))
-
-
-@dataclass(frozen=True)
-class DayLayout:
-    """The day's files, relative to the destination's root; built once, read everywhere."""
-
-    folder: str  # YYYY/MM/DD: the partition below the source, the results below the destination
-    output: str
-    manifest: str
-    rejects: str
-    plot: str
-
-    @classmethod
-    def of(cls, config: Config) -> DayLayout:
-        folder = config.day_path
-        return cls(folder=folder, output=f"{folder}/{config.output_name}",
-                   manifest=f"{folder}/{config.manifest_name}",
-                   rejects=f"{folder}/{config.rejects_name}", plot=f"{folder}/{config.plot_name}")
-
-    def under(self, name: str) -> str:
-        """Another path in the day's folder (a state folder, say)."""
-        return f"{self.folder}/{name}"
+        return self.written.totals.as_dict() if self.written is not None else {}
 
     @property
-    def published(self) -> tuple[str, ...]:
-        """Every file a run may publish, the manifest last."""
-        return (self.output, self.rejects, self.plot, self.manifest)
+    def rejects_uri(self) -> str | None:
+        return self._path_of(self.written.rejects if self.written is not None else None)
+
+    @property
+    def plot_uri(self) -> str | None:
+        return self._path_of(self.written.plot if self.written is not None else None)
+
+    @property
+    def mode(self) -> str:
+        """``full``, or ``incremental`` when only new files were read."""
+        return self.written.mode if self.written is not None else "full"
+
+    @property
+    def mode_reason(self) -> str:
+        return self.written.mode_reason if self.written is not None else ""
+
+    @property
+    def peak_memory_bytes(self) -> int:
+        return self.written.peak_memory_bytes if self.written is not None else 0
+
+    @property
+    def jvm_peak_memory_bytes(self) -> int | None:
+        return self.written.jvm_peak_memory_bytes if self.written is not None else None
+
+    @staticmethod
+    def _path_of(entry: dict[str, Any] | None) -> str | None:
+        return entry.get("path") if entry else None
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,7 @@ def plan(config: Config) -> Plan:
 class DayBooks:
     """The books every engine reports to: files read, rows read, bad rows, progress."""
 
-    def __init__(self, rejects: TallyingRejects, on_file_done: ProgressCallback | None) -> None:
+    def __init__(self, rejects: TallyingRejects, on_file_done: FileCallback | None) -> None:
         self.rejects = rejects
         self.on_file_done = on_file_done
         self.files: list[InputRecord] = []
@@ -137,7 +145,7 @@ class DayBooks:
         self.rejects.check(self.rows_read)
 
 
-def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
+def run_day(config: Config, *, on_file_done: FileCallback | None = None,
             progress: ProgressSink | None = None) -> RunReport:
     """Process one day end to end: list, read, de-duplicate, aggregate, write once."""
     started = dt.datetime.now(dt.UTC)
@@ -147,7 +155,6 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
     source, dest, inputs, layout = planned.source, planned.dest, planned.inputs, planned.layout
     report = RunReport(config=config, inputs=inputs, output_uri=dest.uri_of(layout.output))
     if config.dry_run:
-        report.dry_run = True
         return report
     remove_leftovers(dest, list(layout.published), config.tmp_dir)
     manifest = Manifest(config=config, started=started, version_field=source.version_field)
@@ -157,13 +164,12 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
         decision = (kept.decide(dest, inputs, work) if config.incremental
                     else Decision("full", "--incremental not given"))
         earlier = decision.earlier
-        report.mode = manifest.mode = decision.mode
-        report.mode_reason = manifest.mode_reason = decision.reason
+        manifest.mode, manifest.mode_reason = decision.mode, decision.reason
         if config.incremental:
             log.info("%s run: %s", decision.mode, decision.reason,
                      extra={"mode": decision.mode, "reason": decision.reason})
         reading = earlier.new_inputs if earlier is not None else inputs
-        log.info("reading %d files (%s) from %s with the %s engine", len(reading),
+        log.info("reading %s (%s) from %s with the %s engine", count_of(len(reading), "file"),
                  human_bytes(sum(i.size for i in reading)), source.uri_of(layout.folder),
                  config.engine)
         if progress is not None:
@@ -181,27 +187,21 @@ def run_day(config: Config, *, on_file_done: ProgressCallback | None = None,
             resume_counts(day, earlier)
         rows = day.counts.rows()
         keep_totals(manifest, config, books, day, rows, planned.empty)
-        written = write_files(work, config, manifest, rows, rejects)
+        written = write_files(work, config, layout, manifest, rows, rejects)
         if keys is not None:  # the state first, under new names: nothing refers to it yet
             manifest.state = kept.publish(keys, state_books(day, books, manifest, written))
         # The manifest goes last: it records the others, and its presence marks a finished run.
-        for name, relative in (("output", layout.output), ("rejects", layout.rejects),
-                               ("plot", layout.plot)):
-            local, facts = written[name]
-            if local is None:
-                dest.remove(relative)  # a stale one from an earlier run would mislead
-                continue
-            uri = publish(dest, local, relative)
-            setattr(report, f"{name}_uri", uri)
-            setattr(manifest, name, {"path": uri, **facts})
+        manifest.output = publish_file(dest, written.output, layout.output) or {}
+        manifest.rejects = publish_file(dest, written.rejects, layout.rejects)
+        manifest.plot = publish_file(dest, written.plot, layout.plot)
         manifest.finished = dt.datetime.now(dt.UTC)
         manifest.peak_memory_bytes = peak_memory_bytes()
         manifest.jvm_peak_memory_bytes = day.jvm_peak_memory_bytes
-        manifest_path = os.path.join(work, config.manifest_name)
+        manifest_path = os.path.join(work, layout.manifest_name)
         with open(manifest_path, "w", encoding="utf-8") as out_manifest:
             out_manifest.write(manifest.to_json())
         report.manifest_uri = publish(dest, manifest_path, layout.manifest)
-        report.manifest = manifest.as_dict()
+        report.written = manifest
         # After the commit: the generations the manifest no longer names (all of them without
         # --incremental: a state the output has moved past would only mislead).
         try:
@@ -278,31 +278,51 @@ def keep_totals(manifest: Manifest, config: Config, books: DayBooks, day: DayCou
                                      books.rejects.per_bucket, books.rejects.without_time)
 
 
-Written = dict[str, tuple[str | None, dict[str, Any]]]
+@dataclass(frozen=True)
+class Made:
+    """A file the run made in its work folder, with what the manifest says of it beside its
+    path; ``local`` None: the run makes no such file (its stale copy is removed)."""
+
+    local: str | None
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
-def write_files(work: str, config: Config, manifest: Manifest, rows: list[HourlyRow],
-                rejects: TallyingRejects) -> Written:
-    """The day's files in the work folder, each with what the manifest says of it; a file
-    the run does not make is None (its stale copy is removed)."""
-    out_path = os.path.join(work, config.output_name)
+@dataclass(frozen=True)
+class Written:
+    """The day's files in the work folder, ready to publish."""
+
+    output: Made
+    rejects: Made
+    plot: Made
+
+
+def publish_file(dest: Storage, made: Made, relative: str) -> dict[str, Any] | None:
+    """Publish one of the day's files; the manifest's entry for it (None when there is none)."""
+    if made.local is None:
+        dest.remove(relative)  # a stale one from an earlier run would mislead
+        return None
+    return {"path": publish(dest, made.local, relative), **made.facts}
+
+
+def write_files(work: str, config: Config, layout: DayLayout, manifest: Manifest,
+                rows: list[HourlyRow], rejects: TallyingRejects) -> Written:
+    """The day's files in the work folder, each with what the manifest says of it."""
+    out_path = os.path.join(work, layout.output_name)
     with open(out_path, "wb") as out:
         sha256 = write_output(rows, out, config.schema)
-    written: Written = {"output": (out_path, {"bytes": os.path.getsize(out_path),
-                                              "sha256": sha256})}
-    plot_path = None
+    output = Made(out_path, {"bytes": os.path.getsize(out_path), "sha256": sha256})
+    plot = Made(None)
     if config.plot:  # drawn before anything is published: a failure publishes nothing
-        plot_path = os.path.join(work, config.plot_name)
+        plot_path = os.path.join(work, layout.plot_name)
         render_day(plot_path, day=config.day, title=f"{config.day} ({config.initials})",
                    rows=rows, hourly=manifest.hourly or {}, totals=manifest.totals.as_dict(),
                    group_name=config.schema.group_column)
-    written["plot"] = (plot_path, {"bytes": os.path.getsize(plot_path)} if plot_path else {})
+        plot = Made(plot_path, {"bytes": os.path.getsize(plot_path)})
     rejects.close()
     # Its checksum lets an incremental run trust it as the start of the day's rejects.
-    written["rejects"] = (rejects.path if rejects.count else None,
-                          {"rows": rejects.count, "sha256": file_sha256(rejects.path)}
-                          if rejects.count else {"rows": 0})
-    return written
+    kept = (Made(rejects.path, {"rows": rejects.count, "sha256": file_sha256(rejects.path)})
+            if rejects.count else Made(None))
+    return Written(output=output, rejects=kept, plot=plot)
 
 
 def peak_memory_bytes() -> int:

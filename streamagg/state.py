@@ -21,6 +21,7 @@ from .columns import GROUP
 from .config import Config
 from .dedup import KeySetState, StoredFile
 from .errors import StorageError
+from .layout import DayLayout
 from .outputs.manifest import MANIFEST_VERSION, InputRecord, file_sha256, output_parameters
 from .sources import InputFile, Storage, storage_for
 from .state_index import index_problem
@@ -95,7 +96,7 @@ class DayState:
     def of(cls, config: Config, dest: Storage) -> DayState:
         storage = (storage_for(config.state, endpoint_url=config.endpoint_url)
                    if config.state else dest)
-        return cls(config, storage, f"{config.day_path}/{config.state_name}")
+        return cls(config, storage, DayLayout.of(config).state)
 
     @property
     def uri(self) -> str:
@@ -135,7 +136,7 @@ class DayState:
 
     def _pointer(self, dest: Storage) -> tuple[str, str]:
         """The generation and index sha256 the earlier manifest names: all it is trusted for."""
-        raw = dest.read_bytes(f"{self.config.day_path}/{self.config.manifest_name}")
+        raw = dest.read_bytes(DayLayout.of(self.config).manifest)
         if raw is None:
             raise StateMismatch("no earlier result of the day")
         try:
@@ -209,7 +210,7 @@ class DayState:
         """The earlier output's counts and rejects, each checked against the index."""
         config, books = self.config, earlier.books
         local = os.path.join(folder, "earlier-output.csv")
-        fetch_checked(dest, f"{config.day_path}/{config.output_name}", local,
+        fetch_checked(dest, DayLayout.of(config).output, local,
                       books["output_sha256"], "the published output",
                       damaged="does not match its manifest")
         earlier.counts = read_counts(local, config)
@@ -218,7 +219,7 @@ class DayState:
             if books["rejects_sha256"] is None:
                 raise StateMismatch("the kept state lists bad rows but no rejects file")
             local = os.path.join(folder, "earlier-rejects.csv")
-            fetch_checked(dest, f"{config.day_path}/{config.rejects_name}", local,
+            fetch_checked(dest, DayLayout.of(config).rejects, local,
                           books["rejects_sha256"], "the published rejects",
                           damaged="do not match their manifest", missing="are missing")
             earlier.rejects_path = local

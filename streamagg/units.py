@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 
 def human_bytes(size: float) -> str:
     """``1536`` -> ``1.5 KiB``."""
@@ -18,3 +20,24 @@ def human_duration(seconds: float) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def count_of(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 file``, ``1,024 files``: a count with thousands separators and its noun agreeing."""
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
+
+
+def human_time(moment: dt.datetime | str | None) -> str:
+    """The one timestamp format people read: ``2021-01-30T10:00:00Z``, in UTC (a naive time is
+    taken as UTC); a text that is not an ISO 8601 time is shown as it is."""
+    if moment is None:
+        return "?"
+    if isinstance(moment, str):
+        try:
+            moment = dt.datetime.fromisoformat(moment)
+        except ValueError:
+            return str(moment)
+    assert isinstance(moment, dt.datetime)
+    if moment.utcoffset() is not None:
+        moment = moment.astimezone(dt.UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}Z"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -12,8 +12,6 @@ from ..config import Config
 from ..dedup import KeySetState
 from ..registry import ENGINES
 from ..sources import InputFile, Storage
-
-ProgressCallback = Callable[[InputFile], None]
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +15,7 @@ from ..config import Config
 from ..errors import NoInputError, StreamaggError, UsageError, printable
 from ..pipeline import RunReport, run_day
 from ..sources import InputFile, redact
+from ..units import count_of
 from . import logs
 from .changes import Changes, inspect_day
 from .progress import progress_for
@@ -55,7 +58,7 @@ class DayResult:
         if self.error:
             return self.error
         if self.report is not None and self.report.dry_run:
-            return f"{len(self.report.inputs):,} input files"
+            return count_of(len(self.report.inputs), "input file")
         if self.status == "changed" and self.changes is not None:
             return self.changes.brief()
         return f"{self.impressions:,}" if self.impressions is not None else "-"
@@ -100,10 +103,30 @@ def run_days(config: Config, *, until: dt.date | None = None, mode: str = "run",
     console = console or logs.Console(config.log_format, logs.new_run_id())
     if until is None:
         result = run_one_day(config, mode=mode, progress=progress)
-        show_day(console, result)
+        with published_stays_done(result.status in PUBLISHED, result.day):
+            show_day(console, result)
         return 0
     return _backfill(config, days_between(config.day, until), mode=mode, keep_going=keep_going,
                      progress=progress, console=console)
+
+
+# A day in one of these states has its manifest published: it is done, whatever happens to
+# the summary that says so.
+PUBLISHED = ("done", "skipped")
+
+
+@contextlib.contextmanager
+def published_stays_done(published: bool, day: dt.date | None = None) -> Iterator[None]:
+    """Once the manifest is published the day is done: stdout failing under the summary (a
+    full disk, a closed pipe) is a warning, not a failure. Otherwise it fails the run."""
+    try:
+        yield
+    except logs.StdoutError as err:
+        if not published:
+            raise
+        with logs.context(**({"day": day.isoformat()} if day is not None else {})):
+            log.warning("the results are published, but %s; their manifest has the summary",
+                        err, extra={"status": "published"})
 
 
 def run_one_day(config: Config, *, mode: str = "run", progress: bool | None = None) -> DayResult:
@@ -120,8 +143,9 @@ def run_one_day(config: Config, *, mode: str = "run", progress: bool | None = No
             if changes.unchanged:
                 result = DayResult(config.day, "skipped", time.monotonic() - began,
                                    changes=changes)
-                log.info("%s skipped: its %d input files are unchanged since the run that "
-                         "finished %s", day, changes.inputs, changes.finished_text,
+                log.info("%s skipped: its %s unchanged since the run that finished %s", day,
+                         count_of(changes.inputs, "input file") + (
+                             " is" if changes.inputs == 1 else " are"), changes.finished_text,
                          extra={"status": "skipped", "inputs": changes.inputs})
                 return result
             log.info("%s changed: %s; recomputing the whole day", day, changes.brief(),
@@ -146,7 +170,8 @@ def run_one_day(config: Config, *, mode: str = "run", progress: bool | None = No
 
 
 def _log_file(item: InputFile) -> None:
-    log.info("read %s", item.uri, extra={"file": item.uri, "bytes": item.size})
+    # Noise at the default level (one line per file); --verbose shows them.
+    log.debug("read %s", item.uri, extra={"file": item.uri, "bytes": item.size})
 
 
 def show_day(console: logs.Console, result: DayResult) -> None:
@@ -162,8 +187,8 @@ def show_day(console: logs.Console, result: DayResult) -> None:
                           "manifest": changes.manifest_uri, "inputs": changes.inputs,
                           "impressions": changes.impressions})
         else:
-            console.echo(f"{changes.day}: skipped: {changes.inputs} input files unchanged since "
-                         f"the run that finished {changes.finished_text}")
+            console.echo(f"{changes.day}: skipped: {count_of(changes.inputs, 'input file')} "
+                         f"unchanged since the run that finished {changes.finished_text}")
             console.echo(f"  output     {changes.output_uri}")
             console.echo(f"  manifest   {changes.manifest_uri}")
         return
@@ -179,7 +204,7 @@ def show_day(console: logs.Console, result: DayResult) -> None:
 def _backfill(config: Config, days: list[dt.date], *, mode: str, keep_going: bool,
               progress: bool | None, console: logs.Console) -> int:
     results: list[DayResult] = []
-    log.info("backfill of %d days, %s to %s", len(days), days[0], days[-1],
+    log.info("backfill of %s, %s to %s", count_of(len(days), "day"), days[0], days[-1],
              extra={"from": days[0].isoformat(), "to": days[-1].isoformat(), "days": len(days)})
     try:
         for day in days:
@@ -195,15 +220,18 @@ def _backfill(config: Config, days: list[dt.date], *, mode: str, keep_going: boo
     except KeyboardInterrupt:
         # The table still says what was done before the stop (Ctrl-C, or a scheduler's SIGTERM).
         results.append(DayResult(days[len(results)], "interrupted"))
-        _show_table(console, results, days, config)
+        with contextlib.suppress(logs.StdoutError):  # the stop is what must be told
+            _show_table(console, results, days, config)
         raise
-    _show_table(console, results, days, config)
+    # The days run are published; a table stdout cannot take does not undo them.
+    with published_stays_done(mode != "check" and not config.dry_run):
+        _show_table(console, results, days, config)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         codes = {r.exit_code for r in failed}
         code = next((c for c in EXIT_PRIORITY if c in codes), max(codes))
         first = failed[0]
-        raise BackfillFailed(f"{len(failed)} of {len(days)} days failed; first "
+        raise BackfillFailed(f"{len(failed):,} of {count_of(len(days), 'day')} failed; first "
                              f"{first.day.isoformat()}: {first.error}", code)
     missing = [r.day.isoformat() for r in results if r.status == "no input"]
     if len(missing) == len(days):
@@ -213,7 +241,8 @@ def _backfill(config: Config, days: list[dt.date], *, mode: str, keep_going: boo
         # A day without input inside a range is what a scheduler must hear about (exit 3),
         # as it would running that day alone; the table says which days.
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        raise NoInputError(f"{len(missing)} of {len(days)} days had no input files: {shown}",
+        raise NoInputError(f"{len(missing):,} of {count_of(len(days), 'day')} had no input "
+                           f"files: {shown}",
                            uri=redact(config.source))
     return 0
 
@@ -272,7 +301,7 @@ def format_table(rows: list[DayResult]) -> str:
         lines.append(f"{r.day.isoformat():<10}  {status(r):<{status_width}}  "
                      f"{detail(r):<{detail_width}}  {seconds}")
     done = sum(r.status in ("done", "skipped", "unchanged", "changed", "dry run") for r in rows)
-    lines.append(f"{done} of {len(rows)} days ok, "
-                 f"{sum(r.status == 'failed' for r in rows)} failed, "
-                 f"{sum(r.status == 'no input' for r in rows)} without input")
+    lines.append(f"{done:,} of {count_of(len(rows), 'day')} ok, "
+                 f"{sum(r.status == 'failed' for r in rows):,} failed, "
+                 f"{sum(r.status == 'no input' for r in rows):,} without input")
     return "\n".join(line.rstrip() for line in lines)

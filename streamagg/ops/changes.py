@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from ..config import Config
 from ..outputs.manifest import output_parameters, schema_problem
 from ..pipeline import plan
 from ..sources import InputFile, Storage
+from ..units import count_of, human_time
 
 
 @dataclass
@@ -36,12 +36,8 @@ class Changes:
 
     @property
     def finished_text(self) -> str:
-        """The manifest's end time for people: ``2021-01-31 02:10:07 UTC``."""
-        try:
-            moment = dt.datetime.fromisoformat(str(self.finished)).astimezone(dt.UTC)
-        except ValueError:
-            return str(self.finished)
-        return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+        """The manifest's end time for people: ``2021-01-31T02:10:07Z``."""
+        return human_time(str(self.finished))
 
     @property
     def unchanged(self) -> bool:
@@ -51,7 +47,7 @@ class Changes:
         """What changed, in one short phrase: counts, not file names."""
         if not self.manifest_found:
             return ", ".join(self.reasons) or "no manifest"
-        return (f"{len(self.new)} new, {len(self.gone)} gone, {len(self.modified)} modified"
+        return (f"{len(self.new):,} new, {len(self.gone):,} gone, {len(self.modified):,} modified"
                 + (f"; {', '.join(self.reasons)}" if self.reasons else ""))
 
     def lines(self) -> list[str]:
@@ -60,13 +56,14 @@ class Changes:
             broken = next((r for r in self.reasons if r.startswith("manifest unreadable")), None)
             what = f"{broken} at" if broken else "no manifest at"
             return [f"{self.day}: {what} {self.manifest_uri}: "
-                    f"all {self.inputs} input files are new"] + [
+                    f"{count_of(self.inputs, 'input file')} "
+                    f"{'is' if self.inputs == 1 else 'are'} new"] + [
                 f"  {r}" for r in self.reasons if r not in ("no manifest", broken)]
         if self.unchanged:
-            return [f"{self.day}: unchanged: {self.inputs} input files as recorded by the run "
-                    f"that finished {self.finished_text}; output present"]
+            return [f"{self.day}: unchanged: {count_of(self.inputs, 'input file')} as recorded by "
+                    f"the run that finished {self.finished_text}; output present"]
         out = [f"{self.day}: changed since the run that finished {self.finished_text}: "
-               f"{len(self.new)} new, {len(self.gone)} gone, {len(self.modified)} modified"]
+               f"{len(self.new):,} new, {len(self.gone):,} gone, {len(self.modified):,} modified"]
         out += [f"  new       {i.uri} ({i.size:,} bytes)" for i in self.new]
         out += [f"  gone      {e.get('path')}" for e in self.gone]
         out += [f"  modified  {i.uri} ({_describe_change(e, i)})" for e, i in self.modified]

@@ -1,124 +1,115 @@
-"""The ``streamagg`` command: parse options, call the pipeline, map errors to exit codes."""
+"""The ``streamagg`` command: declare the options, call the pipeline, map errors to exit codes."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import signal
 import sys
-import threading
 from typing import Any
 
 import click
 
 from .. import __version__
-from ..config import LOG_FORMATS, BadRowLimit, Config, parse_day, parse_size
-from ..errors import StreamaggError, UsageError
+from ..config import (
+    DEFAULT_MEMORY_LIMIT_HELP,
+    DEFAULT_SPARK_MASTER,
+    LOG_FORMATS,
+    Config,
+    parse_day,
+)
+from ..errors import UsageError
 from ..pandas_guard import keep_pandas_out
 from ..registry import DEDUPE_BACKENDS, ENGINES
 from . import logs
 from .allocators import tune_allocators
 from .backfill import run_days
-
-log = logging.getLogger("streamagg")
-
-
-class _OneLineErrors(click.Command):
-    """Every failure: one line on stderr, its exit code (docs/CONTRACT.md), no traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        # click answers a KeyboardInterrupt that reaches its main() with an empty line on
-        # stderr (to end a terminal's ``^C``), which would break one JSON object per line;
-        # so a stop inside the command never reaches it as one.
-        try:
-            return super().invoke(ctx)
-        except KeyboardInterrupt as err:
-            raise _Stopped(terminated=isinstance(err, _Terminated)) from err
-
-    def main(self, args: Any = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True,
-             **extra: Any) -> Any:
-        logs.reset()
-        error_format = logs.format_from_args(list(args) if args is not None else sys.argv[1:])
-        try:
-            result = super().main(args=args, prog_name=prog_name or "streamagg",
-                                  complete_var=complete_var, standalone_mode=False, **extra)
-        except _Stopped as err:
-            if err.terminated:
-                _fail("terminated by SIGTERM", 143, error_format)
-            _fail("interrupted", 130, error_format)
-        except click.exceptions.Abort as err:
-            # A stop while click itself parses the options still arrives as Abort.
-            if isinstance(err.__context__, _Terminated):
-                _fail("terminated by SIGTERM", 143, error_format)
-            _fail("interrupted", 130, error_format)
-        except click.ClickException as err:
-            _fail(err.format_message(), err.exit_code, error_format)
-        except StreamaggError as err:
-            _fail(str(err), err.exit_code, error_format)
-        except _Terminated:
-            _fail("terminated by SIGTERM", 143, error_format)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130, error_format)
-        except Exception as err:  # noqa: BLE001 - unexpected: still one line, exit 1
-            log.debug("unexpected error", exc_info=True)
-            _fail(f"unexpected error: {type(err).__name__}: {err}", 1, error_format)
-        sys.exit(result if isinstance(result, int) else 0)
+from .command import OneLineCommand, stop_on_signals
 
 
-class _Stopped(Exception):
-    """A SIGINT or SIGTERM inside the command, carried past click's own KeyboardInterrupt
-    handling."""
-
-    def __init__(self, *, terminated: bool) -> None:
-        super().__init__("terminated" if terminated else "interrupted")
-        self.terminated = terminated
-
-
-def _fail(message: str, code: int, log_format: str) -> None:
-    click.echo(logs.error_line(message, code, log_format), err=True)
-    sys.exit(code)
+def default(name: str) -> Any:
+    """`Config`'s default for a field: the only place defaults are written."""
+    for spec in dataclasses.fields(Config):
+        if spec.name == name:
+            if spec.default is not dataclasses.MISSING:
+                return spec.default
+            return spec.default_factory()  # type: ignore[operator]
+    raise KeyError(name)
 
 
-@click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+def shown_default(name: str) -> str:
+    """How --help writes a field's default: thousands separators, sizes as given."""
+    if name == "memory_limit":
+        return DEFAULT_MEMORY_LIMIT_HELP
+    value = default(name)
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+EPILOG = """\b
+Examples:
+  streamagg 2021-01-30 --source ./data          one day; results in ./data/results
+  streamagg 2021-01-30 --source s3://logs/impressions --dest s3://logs/daily
+  streamagg 2021-01-01 --to 2021-01-31          January, one day after the other
+  streamagg 2021-01-30 --dry-run                list the inputs, write nothing
+
+\b
+Exit status:
+  0    done: also a skip, a dry run, a check; once the results are published,
+       0 even if stdout or stderr can no longer be written
+  2    bad usage: a bad date or option, a source root that is not there
+  3    the day's folder holds no input files: the data has not arrived
+  4    bad data: a missing column, more bad rows than --max-bad-rows
+  1    anything else: storage, network or Spark failures, after retries
+  130  interrupted (Ctrl-C); 143 terminated (SIGTERM); 129 the terminal
+       closed (SIGHUP). Temporary files are removed, uploads aborted.
+Every failure prints one line on stderr; nothing is written unless the whole
+day succeeded. docs/CONTRACT.md has the whole contract.
+"""
+
+
+@click.command(cls=OneLineCommand, epilog=EPILOG,
+               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("date")
-@click.option("--source", envvar="STREAMAGG_SOURCE", default="./data", show_default=True,
+@click.option("--source", envvar="STREAMAGG_SOURCE", metavar="URI",
               help="Root of the date partitions: a path, file:// or s3://bucket[/prefix]. "
-                   "[env: STREAMAGG_SOURCE]")
-@click.option("--dest", envvar="STREAMAGG_DEST", default=None,
+                   f"[default: {shown_default('source')}; env: STREAMAGG_SOURCE]")
+@click.option("--endpoint-url", metavar="URL",
+              help="An S3-compatible endpoint. [env: AWS_ENDPOINT_URL]")
+@click.option("--max-bad-rows", metavar="N|P%",
+              help="Fail when more rows than this are bad: a count or a percentage of rows "
+                   f"read. [default: {shown_default('max_bad_rows')}]")
+@click.option("--dest", envvar="STREAMAGG_DEST", metavar="URI",
               help="Root of the results. [default: <source>/results; env: STREAMAGG_DEST]")
-@click.option("--initials", envvar="STREAMAGG_INITIALS", default="SA", show_default=True,
-              help="1 to 8 ASCII letters for the file name. [env: STREAMAGG_INITIALS]")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=100_000, show_default=True,
-              help="Rows per record batch.")
-@click.option("--memory-limit", default="256MB", show_default=True,
+@click.option("--initials", envvar="STREAMAGG_INITIALS", metavar="LETTERS",
+              help="1 to 8 ASCII letters for the file names. "
+                   f"[default: {shown_default('initials')}; env: STREAMAGG_INITIALS]")
+@click.option("--plot", is_flag=True,
+              help="Also write a PNG of the day beside the output (needs the plot extra).")
+@click.option("--dry-run", is_flag=True, help="List inputs and the output path; write nothing.")
+@click.option("--memory-limit", metavar="SIZE",
               help="Target for the peak resident memory of the whole process, e.g. 256MB or "
                    "1GB (binary units; at least 128MB, reliable from 192MB). The summary warns "
-                   "when the measured peak passed it.")
-@click.option("--dedupe", type=click.Choice(DEDUPE_BACKENDS.names), default="spill",
-              show_default=True,
-              help="On-disk key set: hash-partitioned spill files or a sqlite key table.")
-@click.option("--tmp-dir", type=click.Path(file_okay=False), default=None,
-              help="Where spill files go; removed at exit. [default: system temp]")
-@click.option("--engine", type=click.Choice(ENGINES.names), default="local", show_default=True,
-              help="Where the work runs.")
-@click.option("--spark-master", default="local[*]", show_default=True,
-              help="Spark master for --engine spark: local[N], yarn, spark://host:port. "
-                   "A running session (spark-submit) is used as it is.")
-@click.option("--spark-env", default="auto", show_default=True, metavar="auto|PATH|none",
+                   f"when the measured peak passed it. [default: {shown_default('memory_limit')}]")
+@click.option("--chunk-size", metavar="ROWS",
+              help=f"Rows per record batch, 1 or more. [default: {shown_default('chunk_size')}]")
+@click.option("--dedupe", type=click.Choice(DEDUPE_BACKENDS.names),
+              help="On-disk key set: hash-partitioned spill files or a sqlite key table. "
+                   f"[default: {shown_default('dedupe')}]")
+@click.option("--tmp-dir", metavar="PATH",
+              help="Where spill files go; removed at exit. [default: the system's temp folder]")
+@click.option("--engine", type=click.Choice(ENGINES.names),
+              help=f"Where the work runs. [default: {shown_default('engine')}]")
+@click.option("--spark-master", metavar="MASTER",
+              help="Spark master for --engine spark: local[N], yarn, spark://host:port. A "
+                   "running session (spark-submit's) is used as it is. "
+                   f"[default: {DEFAULT_SPARK_MASTER}]")
+@click.option("--spark-env", metavar="auto|PATH|none",
               help="What cluster executors run: auto ships an archive of this Python "
                    "environment (built once, cached) unless PYSPARK_PYTHON is set; PATH ships "
-                   "that archive; none ships only the streamagg package.")
-@click.option("--endpoint-url", default=None,
-              help="An S3-compatible endpoint. [env: AWS_ENDPOINT_URL]")
-@click.option("--max-bad-rows", default="1%", show_default=True,
-              help="Fail when more rows than this are bad: a count or a percentage of rows read.")
-@click.option("--dry-run", is_flag=True, help="List inputs and the output path; write nothing.")
-@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
-              help="Log lines for people or for log collectors.")
-@click.option("--progress/--no-progress", default=None,
-              help="A progress bar on stderr. [default: on when stderr is a terminal]")
-@click.option("--to", "to", metavar="DATE", default=None,
-              help="Backfill: run every day from DATE to this one, with a status table.")
+                   "that archive; none ships only the streamagg package. "
+                   f"[default: {shown_default('spark_env')}]")
+@click.option("--to", "to", metavar="LAST_DATE",
+              help="A backfill: run DATE, then each following day up to and including "
+                   "LAST_DATE (YYYY-MM-DD), one after the other, with a status table.")
 @click.option("--keep-going", is_flag=True,
               help="In a backfill, go on past a failed day (the exit status still says so).")
 @click.option("--skip-unchanged", is_flag=True,
@@ -128,62 +119,55 @@ def _fail(message: str, code: int, log_format: str) -> None:
 @click.option("--incremental", is_flag=True,
               help="Fold only files that arrived since the last run into the day's kept state; "
                    "recompute the whole day when that is not exact.")
-@click.option("--state", "state", metavar="URI", default=None,
+@click.option("--state", "state", metavar="URI",
               help="Root of the kept states for --incremental. [default: beside the results]")
-@click.option("--plot", is_flag=True,
-              help="Also write a PNG of the day beside the output (needs the plot extra).")
-@click.version_option(__version__, prog_name="streamagg")
-def main(date: str, source: str, dest: str | None, initials: str, chunk_size: int,
-         memory_limit: str, dedupe: str, tmp_dir: str | None, engine: str,
-         endpoint_url: str | None, max_bad_rows: str, dry_run: bool, log_format: str,
-         progress: bool | None, spark_master: str, spark_env: str, to: str | None,
-         keep_going: bool, skip_unchanged: bool, check: bool, incremental: bool,
-         state: str | None, plot: bool) -> int:
-    """Aggregate one day of ad impressions: DATE is YYYY-MM-DD (with --to, a range of days)."""
-    if engine == "local":  # pyspark's Arrow functions need pandas on the Spark engine's driver
-        keep_pandas_out()
-    _terminate_cleanly()
+@click.option("-q", "--quiet", is_flag=True,
+              help="Only warnings and errors on stderr (the summary still goes to stdout).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also a line on stderr for each file read, and debugging details.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS),
+              help=f"Log lines for people or for log collectors. "
+                   f"[default: {shown_default('log_format')}]")
+@click.option("--progress/--no-progress", default=None,
+              help="A progress bar on stderr. [default: on when stderr is a terminal, off "
+                   "with --quiet]")
+@click.version_option(__version__, "-V", "--version", prog_name="streamagg")
+def main(date: str, to: str | None, keep_going: bool, skip_unchanged: bool, check: bool,
+         quiet: bool, verbose: bool, progress: bool | None, **options: Any) -> int:
+    """Aggregate one day of ad impressions: de-duplicate the day's CSV logs, count them per
+    campaign and hour, write one CSV. DATE is the day, YYYY-MM-DD."""
+    stop_on_signals()
     _quiet_pyarrow_row_text()
-    console = logs.setup(log_format)
-    if check and (dry_run or skip_unchanged):
+    if quiet and verbose:
+        raise UsageError("-q/--quiet and -v/--verbose contradict each other: give one")
+    if check and (options["dry_run"] or skip_unchanged):
         raise UsageError("--check writes nothing: it cannot be combined with --dry-run or "
                          "--skip-unchanged")
-    config = Config(
-        day=parse_day(date), source=source, dest=dest or None, initials=initials,
-        chunk_size=chunk_size, memory_limit=parse_size(memory_limit), dedupe=dedupe,
-        tmp_dir=tmp_dir, engine=engine, endpoint_url=endpoint_url,
-        max_bad_rows=BadRowLimit.parse(max_bad_rows), dry_run=dry_run, log_format=log_format,
-        spark_master=spark_master, spark_env=spark_env, plot=plot,
-        incremental=incremental, state=state or None,
-    )
+    # Options not given are left out, so that Config's defaults apply; Config parses the rest.
+    given: dict[str, Any] = {name: value for name, value in options.items() if value is not None}
+    config = Config(**{"day": date, **given})
+    if config.engine == "local":  # pyspark's Arrow functions need pandas on Spark's driver
+        keep_pandas_out()
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    console = logs.setup(config.log_format, level=level)
     tune_allocators(memory_limit=config.memory_limit)
     mode = "check" if check else "skip-unchanged" if skip_unchanged else "run"
+    if quiet and progress is None:
+        progress = False  # stderr stays silent on a clean run
     return run_days(config, until=parse_day(to) if to is not None else None, mode=mode,
                     keep_going=keep_going, progress=progress, console=console)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's stop) unwinds like Ctrl-C, so temp files and uploads are cleaned."""
-
-
-def _terminate_cleanly() -> None:
-    def handler(signum: int, frame: Any) -> None:
-        raise _Terminated()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
 
 
 def _quiet_pyarrow_row_text() -> None:
     """pyarrow reports a row it cannot decode for its invalid-row handler as an "exception
     ignored" on stderr before raising; the reader then re-reads that file exactly, so the
     message is noise for the operator."""
-    default = sys.unraisablehook
+    default_hook = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, UnicodeDecodeError) and "on_invalid" in repr(
                 unraisable.object):
             return
-        default(unraisable)
+        default_hook(unraisable)
 
     sys.unraisablehook = hook

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import click
 
 from ..budget import RELIABLE_MEMORY_LIMIT
-from ..errors import printable
-from ..units import human_bytes
+from ..errors import StorageError, printable
+from ..units import count_of, human_bytes
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -35,6 +36,9 @@ class LiveLine(Protocol):
     def clear(self) -> None: ...
 
     def redraw(self) -> None: ...
+
+    def stage(self, text: str) -> None:
+        """What the run is doing while no bytes flow (a record's ``stage`` field)."""
 
 
 @dataclass
@@ -73,7 +77,12 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     """``time LEVEL message``, the message escaped so that a name holding a newline or a
-    terminal escape can neither forge a second line nor reach the terminal."""
+    terminal escape can neither forge a second line nor reach the terminal. The time is the
+    one format people read everywhere (`streamagg.units.human_time`): ISO 8601, UTC."""
+
+    converter = staticmethod(time.gmtime)
+    default_time_format = "%Y-%m-%dT%H:%M:%SZ"
+    default_msec_format = None
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         record.message = printable(record.message)
@@ -89,16 +98,22 @@ class _StderrHandler(logging.Handler):
             live = _state.live
             if live is not None:
                 live.clear()
+                stage = getattr(record, "stage", None)
+                if isinstance(stage, str):
+                    live.stage(stage)
             sys.stderr.write(text + "\n")
             sys.stderr.flush()
             if live is not None:
                 live.redraw()
+        except (OSError, ValueError):
+            pass  # stderr is gone (a closed terminal, a full disk): nobody to tell, go on
         except Exception:  # noqa: BLE001 - logging must never fail the run
             self.handleError(record)
 
 
-def setup(log_format: str, run_id: str | None = None) -> Console:
-    """Route the ``streamagg`` logger to stderr as text or JSON lines; the console for stdout."""
+def setup(log_format: str, run_id: str | None = None, level: int = logging.INFO) -> Console:
+    """Route the ``streamagg`` logger to stderr as text or JSON lines, from ``level`` up
+    (WARNING for --quiet, DEBUG for --verbose); the console for stdout."""
     _state.log_format = log_format
     _state.run_id = run_id or new_run_id()
     _state.live = None
@@ -107,9 +122,9 @@ def setup(log_format: str, run_id: str | None = None) -> Console:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(message)s"))
     log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
+    log.setLevel(level)
     log.propagate = False
     return Console(log_format, _state.run_id)
 
@@ -160,6 +175,11 @@ def set_live_line(line: LiveLine | None) -> None:
     _state.live = line
 
 
+class StdoutError(StorageError):
+    """stdout cannot take the summary (a full disk, a closed pipe): exit 1, unless the day was
+    already published (then it is a warning; see `backfill.run_days`)."""
+
+
 @dataclass(frozen=True)
 class Console:
     """Where summaries go (stdout), in the run's format."""
@@ -173,12 +193,20 @@ class Console:
 
     def emit(self, payload: dict[str, Any]) -> None:
         """One JSON line on stdout, carrying the run id."""
-        click.echo(json.dumps({"run_id": self.run_id, **payload}, default=str,
-                              ensure_ascii=False))
+        self._write(json.dumps({"run_id": self.run_id, **payload}, default=str,
+                               ensure_ascii=False))
 
     def echo(self, text: str = "") -> None:
         """One line for people; whatever names it holds are escaped (`printable`)."""
-        click.echo(printable(text))
+        self._write(printable(text))
+
+    @staticmethod
+    def _write(line: str) -> None:
+        try:
+            click.echo(line)
+        except (OSError, ValueError) as err:  # ValueError: stdout was closed
+            reason = getattr(err, "strerror", None) or str(err)
+            raise StdoutError(f"cannot write to stdout: {reason}") from err
 
     def summary(self, report: RunReport, seconds: float) -> None:
         """The end of a run at a glance (text), or one JSON line with the same facts."""
@@ -190,13 +218,14 @@ class Console:
                            "inputs": [i.uri for i in report.inputs],
                            "output": report.output_uri})
                 return
-            self.echo(f"{len(report.inputs)} input files:")
+            self.echo(f"{count_of(len(report.inputs), 'input file')}:")
             for item in report.inputs:
                 self.echo(f"  {item.uri}  ({human_bytes(item.size)})")
             self.echo(f"output would be written to {report.output_uri}")
             return
         totals = report.totals
-        peak = int(report.manifest.get("peak_memory_bytes", 0))
+        peak = report.peak_memory_bytes
+        jvm_peak = report.jvm_peak_memory_bytes
         input_bytes = sum(i.size for i in report.inputs)
         warnings = [w for w in (memory_warning(report.config, peak),) if w]
         if self.json:
@@ -206,12 +235,13 @@ class Console:
                        "input_bytes": input_bytes, "totals": totals,
                        "mode": report.mode, "mode_reason": report.mode_reason,
                        "elapsed_seconds": round(seconds, 3), "peak_memory_bytes": peak,
+                       "jvm_peak_memory_bytes": jvm_peak,
                        "memory_limit_bytes": report.config.memory_limit,
                        "warnings": warnings})
             return
         read = max(1, totals["rows_read"])
         rows = [
-            ("inputs", f"{len(report.inputs):,} files, {human_bytes(input_bytes)}"
+            ("inputs", f"{count_of(len(report.inputs), 'file')}, {human_bytes(input_bytes)}"
                        f" ({totals['empty_files']:,} empty skipped)"),
             ("rows read", f"{totals['rows_read']:,}"),
             ("bad rows", f"{totals['bad_rows']:,} ({totals['bad_rows'] / read:.2%})"
@@ -221,7 +251,9 @@ class Console:
             ("impressions", f"{totals['impressions']:,} "
                             f"({totals['outside_day']:,} outside the day)"),
             ("output rows", f"{totals['output_rows']:,}"),
-            ("time", f"{seconds:.2f} s, peak memory {human_bytes(peak)}"),
+            ("time", f"{seconds:,.2f} s, peak memory {human_bytes(peak)}"
+                     + (f" (Python), {human_bytes(jvm_peak)} (Spark's JVM)"
+                        if jvm_peak is not None else "")),
             ("manifest", str(report.manifest_uri)),
         ]
         if report.plot_uri:

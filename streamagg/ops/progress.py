@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, TextIO
 
 from ..observer import FileCallback
 from ..sources import InputFile, Storage
-from ..units import human_bytes, human_duration
+from ..units import count_of, human_bytes, human_duration
 from . import logs
 
 log = logging.getLogger("streamagg")
@@ -125,6 +125,7 @@ class Progress:
         self._history: collections.deque[tuple[float, int]] = collections.deque()
         self._line = ""
         self._closed = False
+        self._stage = "starting"  # what the tail says until bytes flow
 
     # --- what the pipeline calls ---------------------------------------------------------------
 
@@ -218,20 +219,26 @@ class Progress:
             tail = "all read, counting"
         elif self.total_bytes and self.bytes_done >= self.total_bytes:
             # No time left to estimate from bytes: what remains is decompressing and parsing.
-            tail = f"finishing {unfinished} file{'s' if unfinished != 1 else ''}"
+            tail = f"finishing {count_of(unfinished, 'file')}"
         elif rate > 0:
             left = human_duration((self.total_bytes - self.bytes_done) / rate)
             tail = f"{human_bytes(rate)}/s {left} left"
         else:
-            tail = "starting"
+            tail = self._stage
         # Rounded down, so 99.6% never shows as 100% before the day is read.
-        figures = (f"{int(fraction * 100):3d}% {self.files_done}/{self.files} files "
+        figures = (f"{int(fraction * 100):3d}% {self.files_done:,}/{self.files:,} files "
                    f"{_pair(self.bytes_done, self.total_bytes)} {tail}")
         # The bar gives way on a narrow terminal, so the figures stay whole.
         bar_width = max(5, min(BAR_WIDTH, width - 1 - len(self.label) - 4 - len(figures)))
         filled = int(fraction * bar_width)
         line = f"{self.label} [{'#' * filled}{'-' * (bar_width - filled)}] {figures}"
         return line[:max(1, width - 1)]
+
+    def stage(self, text: str) -> None:
+        """What the run is doing before any byte is read (``starting Spark``), shown in place
+        of the rate until bytes flow."""
+        with self._lock:
+            self._stage = text
 
     def clear(self) -> None:
         with self._lock:
@@ -261,7 +268,8 @@ class Progress:
         self._line = line
 
     def _log_line(self) -> None:
-        log.info("%s: %d/%d files, %s of %s read", self.label, self.files_done, self.files,
+        log.info("%s: %s/%s files, %s of %s read", self.label, f"{self.files_done:,}",
+                 f"{self.files:,}",
                  human_bytes(self.bytes_done), human_bytes(self.total_bytes),
                  extra={"files_done": self.files_done, "files": self.files,
                         "bytes_done": self.bytes_done, "bytes": self.total_bytes,

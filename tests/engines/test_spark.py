@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -277,6 +278,18 @@ def test_cli_engine_spark(spark: SparkSession, cli: Callable[..., Any],
     assert local.exit_code == 0 and on_spark.exit_code == 0, on_spark.output
     out = Path(day_path(DAY)) / OUTPUT_NAME
     assert (tmp_path / "spark" / out).read_bytes() == (tmp_path / "local" / out).read_bytes()
+    # The running session (as under spark-submit) is used as it is: a --spark-master given
+    # is said not to apply, and only then.
+    assert "--spark-master local[1] does not apply" in on_spark.stderr, on_spark.stderr
+    # The summary gives the JVM's peak beside the Python process's.
+    assert re.search(r"peak memory [\d.]+ \wiB \(Python\), [\d.]+ \wiB \(Spark's JVM\)",
+                     on_spark.stdout), on_spark.stdout
+    as_submitted = cli(DAY_ARG, "--source", source, "--dest", tmp_path / "submitted",
+                       "--max-bad-rows", "100%", "--engine", "spark", "--log-format", "json")
+    assert as_submitted.exit_code == 0, as_submitted.output
+    assert "spark-master" not in as_submitted.stderr, as_submitted.stderr
+    summary = json.loads(as_submitted.stdout.splitlines()[-1])
+    assert summary["jvm_peak_memory_bytes"] > 64 * 2**20 and summary["peak_memory_bytes"] > 0
 
 
 def test_missing_pyspark_is_one_clear_line(cli: Callable[..., Any],
@@ -345,25 +358,64 @@ def fresh_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_on_a_terminal(command: list[str], **popen: Any) -> tuple[int, str, str]:
+    """Run ``command`` with stderr on a pseudo-terminal (so it draws its progress bar);
+    (exit code, stdout, everything the terminal received)."""
+    import pty
+    import threading
+
+    terminal, child_side = pty.openpty()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=child_side, text=True,
+                               **popen)
+    os.close(child_side)
+    received: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # EIO: the child's side is closed
+                return
+            if not chunk:
+                return
+            received.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    stdout, _ = process.communicate(timeout=300)
+    reader.join(timeout=30)
+    os.close(terminal)
+    return process.returncode, stdout, b"".join(received).decode("utf-8", "replace")
+
+
 @pytest.mark.slow
 def test_command_starts_a_quiet_session_of_its_own(partition: Callable[..., Path],
                                                    tmp_path: Path, spark_conf_dir: Path) -> None:
     source = partition(MIXED_DAY)
     local = run_api(source, dest=tmp_path / "local", **LENIENT)
-    done = subprocess.run(
+    code, stdout, terminal = run_on_a_terminal(
         [sys.executable, "-m", "streamagg", DAY_ARG, "--source", str(source), "--dest",
          str(tmp_path / "spark"), "--engine", "spark", "--spark-master", "local[1]",
-         "--max-bad-rows", "100%", "--no-progress"],
-        capture_output=True, text=True, env=fresh_env(SPARK_CONF_DIR=str(spark_conf_dir)),
-        timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+         "--max-bad-rows", "100%"],
+        env=fresh_env(SPARK_CONF_DIR=str(spark_conf_dir)), cwd=tmp_path)
+    assert code == 0, terminal
     out = Path(day_path(DAY)) / OUTPUT_NAME
     assert (tmp_path / "spark" / out).read_bytes() == local.output
+    assert "(Spark's JVM)" in stdout, stdout
+    # The bar, redrawn in place, says what happens while the JVM starts...
+    frames = re.findall(r"\r([^\r\n]*?)\x1b\[K", terminal)
+    assert any(frame.endswith("starting Spark") for frame in frames), frames
+    # ...and every other line is a log record: the JVM's own stderr reaches the terminal only
+    # through the log, never written raw over the bar.
+    rest = re.sub(r"\r[^\r\n]*?\x1b\[K", "", terminal.replace("\r\n", "\n"))
+    for line in rest.splitlines():
+        assert not line or re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (INFO|WARNING) ",
+                                    line), (line, terminal)
     # Spark's start-up chatter and pyspark's warnings stay out of the operator's way (a loaded
     # machine may still see a real warning, e.g. a late heartbeat: that one is allowed).
-    for noise in ("log4j", "Setting default log level", "NativeCodeLoader",
+    for noise in ("log4j", "Setting default log level", "NativeCodeLoader", "incubator",
                   "resolves to a loopback", "INFO SparkContext", "FutureWarning", "Traceback"):
-        assert noise not in done.stderr, done.stderr
+        assert noise not in terminal, terminal
 
 
 def activated_env(**extra: str) -> dict[str, str]:
@@ -564,3 +616,38 @@ def test_hostile_bad_rows_give_the_same_rejects(spark: SparkSession, partition: 
         assert local.totals["bad_rows"] == 41
     else:
         assert local.exit_code == 4
+
+
+def test_the_jvms_stderr_becomes_log_records_at_their_own_level() -> None:
+    import logging
+
+    from streamagg.engines.spark import jvm
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("streamagg")
+    keep, level = Keep(), logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.DEBUG)
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"WARNING: Using incubator modules: jdk.incubator.vector\n"
+                        b"WARN TaskSetManager: Lost task 0.0\n\tat org.apache.Spark(x.java:1)\n"
+                        b"\nERROR Executor: caf\xc3\xa9 \xff\n"
+                        b"Exception in thread \"main\"\n")
+    os.close(write_end)
+    try:
+        jvm.forward_lines(read_end)  # returns at the pipe's end, as when the JVM exits
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    assert [(r.levelno, r.getMessage()) for r in records] == [
+        (logging.DEBUG, "spark: WARNING: Using incubator modules: jdk.incubator.vector"),
+        (logging.WARNING, "spark: WARN TaskSetManager: Lost task 0.0"),
+        (logging.WARNING, "spark: \tat org.apache.Spark(x.java:1)"),
+        (logging.ERROR, "spark: ERROR Executor: caf\u00e9 \ufffd"),
+        (logging.WARNING, 'spark: Exception in thread "main"'),
+    ]

@@ -39,7 +39,7 @@ def test_spark_env_accepts_an_existing_archive(tmp_path: Path) -> None:
 def test_cli_refuses_a_bad_spark_env(cli: Callable[..., Any]) -> None:
     result = cli("2021-01-30", "--engine", "spark", "--spark-env", "nowhere.tar.gz")
     assert result.exit_code == 2
-    assert "invalid spark-env 'nowhere.tar.gz': no such file" in result.output
+    assert "invalid --spark-env 'nowhere.tar.gz': no such file" in result.output
 
 
 @pytest.mark.parametrize(("spark_env", "master", "environ", "expected"), [

@@ -172,7 +172,7 @@ def test_to_before_date_is_bad_usage(cli: Cli, month: Callable[..., Path]) -> No
 def test_json_backfill_is_one_summary_line(cli: Cli, month: Callable[..., Path]) -> None:
     source = month(broken={3: {"a.csv": MISSING_COLUMN}}, empty=(4,))
     result = cli(str(FIRST), "--to", str(LAST), "--source", source, "--keep-going",
-                 "--log-format", "json")
+                 "--log-format", "json", "--verbose")
     assert result.exit_code == 4
     summary = json.loads(lines(result.stdout)[-1])
     assert len(lines(result.stdout)) == 1

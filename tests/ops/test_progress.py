@@ -237,3 +237,38 @@ def test_the_package_logger_is_quiet_for_a_library_caller() -> None:
                            "__name__ for h in logging.getLogger('streamagg').handlers])"],
                           capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "['NullHandler']"
+
+
+def test_a_stage_record_tells_the_bar_what_happens_before_any_byte(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from streamagg.ops import logs
+
+    logs.setup("text")
+    clock, out = FakeClock(), io.StringIO()
+    bar = Progress("2021-01-30", stream=out, clock=clock)
+    bar.start([item("a.csv", 1000)])
+    assert bar.text().endswith("starting")
+    logging.getLogger("streamagg").info("starting Spark on local[*]",
+                                        extra={"stage": "starting Spark"})
+    # The record goes above the bar; the bar, redrawn, names the stage.
+    assert "INFO starting Spark on local[*]" in capsys.readouterr().err
+    assert out.getvalue().endswith("starting Spark\x1b[K")
+    clock.now += 1
+    bar.bytes_read(item("a.csv", 1000), 500)
+    assert "starting" not in bar.text() and "left" in bar.text()
+    bar.close()
+    logs.reset()
+
+
+def test_counts_on_the_bar_have_thousands_separators() -> None:
+    clock = FakeClock()
+    bar = Progress("day", stream=io.StringIO(), clock=clock)
+    inputs = [item(f"{n}.csv", 10) for n in range(1234)]
+    bar.start(inputs)
+    assert "0/1,234 files" in bar.text(200)
+    for done in inputs[:-1]:
+        bar.file_done(done)
+    bar.bytes_read(inputs[-1], 10)
+    assert bar.text(200).endswith("finishing 1 file")

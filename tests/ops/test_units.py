@@ -39,7 +39,7 @@ def test_reading_log_line_says_mib_not_bytes(cli: Cli, partition: Callable[..., 
                                                 for i in range(2000))})
     result = cli(DAY_ARG, "--source", source)
     assert_ok(result)
-    reading = [line for line in lines(result.stderr) if "reading 1 files" in line]
+    reading = [line for line in lines(result.stderr) if "reading 1 file " in line]
     assert reading and re.search(r"\(\d+\.\d KiB\)", reading[0]), result.stderr
     assert not MISNAMED.search(result.stderr), result.stderr
 

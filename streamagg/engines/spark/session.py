@@ -9,14 +9,17 @@ import os
 import re
 import shutil
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ...config import DEFAULT_SPARK_MASTER
 from ...errors import StreamaggError, UsageError
 from ...memory import process_peak_memory
 from ...pandas_guard import let_pandas_in
+from .jvm import launch_logged_jvm
 from .shipping import environment_to_ship, executor_python, is_local_master, ship_package
 
 if TYPE_CHECKING:
@@ -27,7 +30,8 @@ log = logging.getLogger("streamagg")
 INSTALL_HINT = "install the spark extra (in streamagg's clone: pip install -e '.[spark]')"
 
 # Spark's own logging: warnings and errors only, and not the two start-up warnings every local
-# run prints (no native Hadoop library; the host name resolving to a loopback address).
+# run prints (no native Hadoop library; the host name resolving to a loopback address). No time
+# stamp: the lines reach streamagg's log (`jvm.launch_logged_jvm`), which stamps them.
 _LOG4J2 = """\
 rootLogger.level = warn
 rootLogger.appenderRef.stderr.ref = stderr
@@ -35,7 +39,7 @@ appender.stderr.type = Console
 appender.stderr.name = stderr
 appender.stderr.target = SYSTEM_ERR
 appender.stderr.layout.type = PatternLayout
-appender.stderr.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex
+appender.stderr.layout.pattern = %p %c{1}: %m%n%ex
 logger.native.name = org.apache.hadoop.util.NativeCodeLoader
 logger.native.level = error
 logger.utils.name = org.apache.spark.util.Utils
@@ -64,7 +68,8 @@ def require_spark() -> None:
         raise UsageError(f"--engine spark needs pandas on the driver, which is not installed: "
                          f"{INSTALL_HINT}") from err
     if running_session() is None and not java_found():
-        raise UsageError("--engine spark needs Java 17 or later: no java on PATH or in JAVA_HOME")
+        raise UsageError("--engine spark needs Java 17 or later: no java on PATH or in JAVA_HOME "
+                         "(pip does not bring it; docs/SPARK.md says how to install it)")
 
 
 def java_found() -> bool:
@@ -88,9 +93,10 @@ def running_session() -> SparkSession | None:
 
 
 @contextlib.contextmanager
-def spark_session(master: str, work: str, spark_env: str = "none") -> Iterator[SparkSession]:
-    """The running session when there is one, left as it is; otherwise a new one on ``master``,
-    quiet, stopped afterwards.
+def spark_session(master: str | None, work: str, spark_env: str = "none"
+                  ) -> Iterator[SparkSession]:
+    """The running session when there is one, left as it is; otherwise a new one on ``master``
+    (None: `DEFAULT_SPARK_MASTER`), quiet, stopped afterwards.
 
     Cluster executors get this streamagg as a zip either way, and with ``spark_env`` (auto or an
     archive's path) a Python environment to run it in (see `shipping`).
@@ -99,33 +105,40 @@ def spark_session(master: str, work: str, spark_env: str = "none") -> Iterator[S
 
     running = running_session()
     if running is not None:
-        log.info("using the running Spark session; --spark-master does not apply")
+        if master is not None:  # given, yet spark-submit (or the caller) chose already
+            log.info("using the running Spark session; --spark-master %s does not apply", master)
         ship_package_to(running, work)
         yield running
         return
+    master = DEFAULT_SPARK_MASTER if master is None else master
     if not master.strip():
         raise UsageError("--spark-master is empty: expected e.g. local[*] or yarn")
     log_config = os.path.join(work, "log4j2.properties")
     with open(log_config, "w", encoding="utf-8") as out:
         out.write(log4j_config(os.path.join(work, JVM_ERRORS)))
-    builder = (SparkSession.builder.master(master).appName("streamagg")
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.driver.extraJavaOptions",
-                       f"-Dlog4j2.configurationFile=file:{log_config}"))
+    settings: dict[str, Any] = {"spark.master": master, "spark.app.name": "streamagg",
+                "spark.ui.showConsoleProgress": "false",
+                "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log_config}"}
     memory = default_driver_memory(master, driver_memory_set(os.environ, spark_defaults()),
                                    physical_memory())
     if memory is not None:
         log.debug("spark.driver.memory=%s (local mode: the tasks share the driver's heap)", memory)
-        builder = builder.config("spark.driver.memory", memory)
+        settings["spark.driver.memory"] = memory
     archive = environment_to_ship(spark_env, master, os.environ)
+    began = time.monotonic()
+    # The JVM takes seconds to start (20 on a small machine): the progress bar says so.
+    log.info("starting Spark on %s", master, extra={"stage": "starting Spark"})
     try:
         with quiet_pyspark_warnings(), local_python(master), executor_python(archive) as conf:
             for name, value in conf.items():
                 log.debug("%s=%s", name, value)
-                builder = builder.config(name, value)
-            session = builder.getOrCreate()
+            settings.update(conf)
+            launch_logged_jvm(settings)
+            session = SparkSession.builder.config(map=settings).getOrCreate()
     except Exception as err:  # noqa: BLE001 - any failure to start is one line, exit 1
         raise StreamaggError(f"cannot start Spark on {master}: {failure_summary(err)}") from err
+    log.info("Spark started in %.1f s", time.monotonic() - began,
+             extra={"stage": "reading on Spark"})
     session.sparkContext.setLogLevel("WARN")
     ship_package_to(session, work)
     with quiet_dead_jvm(session):
