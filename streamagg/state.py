@@ -25,6 +25,7 @@ from .layout import DayLayout
 from .outputs.manifest import MANIFEST_VERSION, InputRecord, file_sha256, output_parameters
 from .sources import InputFile, Storage, storage_for
 from .state_index import index_problem
+from .units import human_time
 
 # 1 kept the exact key bytes; 3 keeps 128-bit fingerprints, each stored batch sorted on the
 # high lane (2, unsorted, was never released); 4 records every file's sha256 and, in the index,
@@ -116,7 +117,7 @@ class DayState:
             return Decision("full", f"the kept state is unreadable: {err}")
         new = len(earlier.new_inputs)
         reason = (f"{new} new input file{'s' if new != 1 else ''} since the run that kept its "
-                  f"state at {earlier.written}")
+                  f"state at {human_time(earlier.written)}")
         return Decision("incremental", reason, earlier)
 
     def _check(self, dest: Storage, inputs: list[InputFile], work: str) -> Earlier:

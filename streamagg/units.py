@@ -27,17 +27,20 @@ def count_of(number: int, noun: str, plural: str | None = None) -> str:
     return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
 
 
-def human_time(moment: dt.datetime | str | None) -> str:
+def human_time(moment: object) -> str:
     """The one timestamp format people read: ``2021-01-30T10:00:00Z``, in UTC (a naive time is
-    taken as UTC); a text that is not an ISO 8601 time is shown as it is."""
+    taken as UTC); anything that is not an ISO 8601 time (read from a manifest, say) is shown
+    as it is."""
     if moment is None:
         return "?"
     if isinstance(moment, str):
+        text = moment
         try:
-            moment = dt.datetime.fromisoformat(moment)
+            moment = dt.datetime.fromisoformat(text)
         except ValueError:
-            return str(moment)
-    assert isinstance(moment, dt.datetime)
+            return text
+    if not isinstance(moment, dt.datetime):
+        return str(moment)
     if moment.utcoffset() is not None:
         moment = moment.astimezone(dt.UTC)
     return f"{moment:%Y-%m-%dT%H:%M:%S}Z"

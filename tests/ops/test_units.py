@@ -58,3 +58,16 @@ def test_dry_run_lists_sizes_in_binary_units(cli: Cli, partition: Callable[..., 
     result = cli(DAY_ARG, "--source", source, "--dry-run")
     assert_ok(result)
     assert f"({human_bytes(len(GOOD))})" in result.stdout, result.stdout
+
+
+def test_one_timestamp_format_for_people() -> None:
+    import datetime as dt
+
+    from streamagg.units import count_of, human_time
+
+    assert human_time("2021-01-31T03:10:07.412+01:00") == "2021-01-31T02:10:07Z"
+    assert human_time(dt.datetime(2021, 1, 31, 2, 10, 7)) == "2021-01-31T02:10:07Z"
+    # Read from an untrusted manifest: shown as it is, never a crash.
+    assert (human_time("yesterday"), human_time(None), human_time(12)) == ("yesterday", "?", "12")
+    assert (count_of(1, "file"), count_of(0, "file"), count_of(1234, "day")) == (
+        "1 file", "0 files", "1,234 days")
