@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -14,10 +15,12 @@ def main() -> None:
     choose_arrow_allocator()
     no_blas_threads()
     from .ops.cli import main as cli_main
+    from .ops.command import drop_broken_streams
 
     try:
         cli_main()
     except SystemExit as done:
+        drop_broken_streams()
         if "pyspark" in sys.modules:  # its JVM gateway shuts down in interpreter exit hooks
             raise
         # Everything of ours is closed and removed by now. Skipping interpreter teardown
@@ -26,12 +29,8 @@ def main() -> None:
         # (apache/arrow#34314; seen here once after SIGTERM).
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         if not isinstance(done.code, int | None):
-            print(done.code, file=sys.stderr)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass  # a closed pipe: nothing left to tell that reader
+            with contextlib.suppress(OSError, ValueError):  # a closed stderr: nobody to tell
+                print(done.code, file=sys.stderr, flush=True)
         os._exit(code)
 
 

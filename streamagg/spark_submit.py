@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from streamagg.engines.spark import quiet_pyspark_warnings
     from streamagg.ops.cli import main as command
+    from streamagg.ops.command import drop_broken_streams
 
     args = command_args(sys.argv[1:] if argv is None else argv)
     for variable in URI_VARIABLES:
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         with shipped_package(spark):
             command(args, prog_name="streamagg")  # exits with the command's status
     finally:
+        drop_broken_streams()  # a published day's status stays 0 with stdout gone
         # After the JVM died (out of memory) stopping fails too; the command has said why.
         with contextlib.suppress(Exception):
             spark.stop()

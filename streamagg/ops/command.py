@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -139,6 +140,18 @@ class OneLineCommand(click.Command):
         if rest:
             with formatter.section("Other"):
                 formatter.write_dl(rest)
+
+
+def drop_broken_streams() -> None:
+    """Flush stdout and stderr; one that cannot take it (a closed pipe, a full disk) is swapped
+    for /dev/null, so that the interpreter's own flush at exit cannot turn a finished run's
+    status into 120 with an "Exception ignored" message."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
 
 
 def fail(message: str, code: int, log_format: str) -> None:
