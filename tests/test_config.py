@@ -212,7 +212,7 @@ FIELDS = [f.name for f in dataclasses.fields(Config)]
 SCHEMA_FIELDS = [f.name for f in dataclasses.fields(Schema)]
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(st.dictionaries(st.sampled_from(FIELDS), ANY_VALUE, min_size=1, max_size=4),
        st.dictionaries(st.sampled_from(SCHEMA_FIELDS), ANY_VALUE, max_size=2))
 def test_any_field_value_is_a_config_or_a_usage_error(fields: dict[str, object],

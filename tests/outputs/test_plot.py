@@ -238,9 +238,8 @@ def test_a_panel_with_nothing_to_show_says_so() -> None:
         assert [t.get_text() for t in ax.get_yticklabels()] == [], heading  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("names", [["Save $$ now", "$5 off $10"], ["$", "a$b$c", "$\\alpha$"],
-                                   ["x^2_y", "{}", "$$$$"]])
-def test_campaign_names_are_plain_text_never_math(names: list[str], tmp_path: Path) -> None:
+def test_campaign_names_are_plain_text_never_math(tmp_path: Path) -> None:
+    names = ["Save $$ now", "$5 off $10", "$", "a$b$c", "$\\alpha$", "x^2_y", "{}", "$$$$"]
     pytest.importorskip("matplotlib")
     from streamagg.aggregate import HourlyRow
     from streamagg.outputs.plot import draw_day, render_day
@@ -260,7 +259,7 @@ def test_campaign_names_are_plain_text_never_math(names: list[str], tmp_path: Pa
         assert label.get_window_extent().width > 0
 
 
-@pytest.mark.parametrize("peak", [3, 13, 48_611, 7_654_321, 2**40 + 17])
+@pytest.mark.parametrize("peak", [13, 48_611, 2**40 + 17])
 def test_ticks_fall_on_round_steps(peak: int) -> None:
     pytest.importorskip("matplotlib")
     from streamagg.aggregate import HourlyRow
