@@ -13,6 +13,8 @@ from typing import IO
 import numpy as np
 import pyarrow as pa
 
+from .errors import StorageError
+
 # The columns every clean batch carries, whatever the file called them.
 KEY, INSTANT, GROUP = "key", "instant", "group"
 CLEAN_SCHEMA = pa.schema([(KEY, pa.string()), (INSTANT, pa.int64()), (GROUP, pa.string())])
@@ -81,15 +83,27 @@ class _Run:
         self.count -= 1
 
     def _store(self, rows: list[BadRow]) -> None:
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(dir=self._tmp_dir)
-        self._file.seek(0, os.SEEK_END)
-        self._chunks.append((self._file.tell(), rows[-1].record, len(rows)))
-        pickle.dump(rows, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(dir=self._tmp_dir)
+            self._file.seek(0, os.SEEK_END)
+            at = self._file.tell()
+            pickle.dump(rows, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        except OSError as err:
+            raise self._failed(err) from err
+        self._chunks.append((at, rows[-1].record, len(rows)))
+
+    def _failed(self, err: OSError) -> StorageError:
+        """The work folder failed, not the input being read: say so, naming the folder."""
+        return StorageError(f"cannot set bad rows aside: {err.strerror or err}",
+                            uri=self._tmp_dir or tempfile.gettempdir())
 
     def _load(self, index: int) -> list[BadRow]:
         assert self._file is not None
-        self._file.seek(self._chunks[index][0])
+        try:
+            self._file.seek(self._chunks[index][0])  # flushes what is still buffered
+        except OSError as err:
+            raise self._failed(err) from err
         rows: list[BadRow] = pickle.load(self._file)  # noqa: S301 - our own temporary file
         return rows
 

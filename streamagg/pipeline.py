@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import re
 import resource
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 from .aggregate import HourlyRow
 from .cleanup import remove_leftovers, work_folder
 from .columns import BadRow
-from .config import Config
+from .config import DEFAULT_SOURCE, Config
 from .engines import DayCounts, FileResult, RunContext, engine_for
 from .errors import NoInputError, StorageError, UsageError
 from .layout import DayLayout
@@ -114,10 +115,29 @@ def plan(config: Config) -> Plan:
             # A killed run's work files there would be listed as inputs of the next run.
             raise UsageError("--tmp-dir lies inside the source partition; its work files "
                              "would be read as input", uri=work)
-    inputs, empty = source.list_partition(layout.folder)
+    try:
+        inputs, empty = source.list_partition(layout.folder)
+        if not inputs and not empty and not source.holds_partitions():
+            raise UsageError(no_partitions(source.root_uri), uri=redact(source.root_uri))
+    except UsageError as err:
+        if config.source != DEFAULT_SOURCE:
+            raise
+        # Nobody chose this path: say so, and how to choose one.
+        raise UsageError(f"{err.message}; {DEFAULT_SOURCE} is the default source: give "
+                         "--source or set STREAMAGG_SOURCE", uri=err.uri) from err
     if not inputs and not empty:
         raise NoInputError("no input files in the partition", uri=partition)
+    dest.check_destination()  # a missing bucket found now, not after the day was read
     return Plan(source, dest, inputs, empty, layout)
+
+
+def no_partitions(root: str) -> str:
+    """What to say of a source root that holds no ``YYYY/MM/DD`` folder at all."""
+    message = "no date partitions (YYYY/MM/DD folders) below the source root"
+    day = re.fullmatch(r"(.*?)/+\d{4}/\d{2}/\d{2}/*", root)
+    if day and day.group(1):
+        return f"{message}: it looks like a day's folder; give --source {day.group(1)}"
+    return f"{message}: give the folder that holds them (--source)"
 
 
 class DayBooks:

@@ -42,6 +42,14 @@ class Storage(Protocol):
         A local root that does not exist is a `UsageError` (exit 2); a missing ``relative`` below
         an existing root is no inputs (the caller's exit 3)."""
 
+    def holds_partitions(self) -> bool:
+        """Whether the root holds any ``YYYY/`` folder: one that holds none is not a root of
+        date partitions (the caller's exit 2, where a missing day is exit 3)."""
+
+    def check_destination(self) -> None:
+        """Fail now, before anything is read, when results could not be written here (a
+        bucket that does not exist, a path that is not a writable folder)."""
+
     def open_input(self, item: InputFile) -> BinaryIO:
         """A binary stream of the object's bytes as stored (still compressed)."""
 

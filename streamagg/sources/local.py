@@ -8,7 +8,6 @@ import io
 import logging
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from stat import S_ISREG
@@ -18,6 +17,7 @@ from ..errors import BadDataError, StorageError, UsageError, printable
 from . import Digest, InputFile, NotInputs
 
 log = logging.getLogger("streamagg")
+_YEAR = re.compile(r"\d{4}")
 
 
 class LocalStorage:
@@ -134,21 +134,43 @@ class LocalStorage:
             raise StorageError(f"cannot write: {err.strerror}", uri=str(target)) from err
         out = os.fdopen(fd, "wb")
         try:
-            with open(local_path, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
+            _copy(local_path, out, target)
             out.flush()
             os.fsync(out.fileno())
             os.fchmod(fd, 0o644)
             # Renamed while still open, so the lock covers the file's whole life as a temp file.
             os.replace(tmp, target)
         except OSError as err:
+            _close_quietly(out)
             _unlink_quietly(tmp)
             raise StorageError(f"cannot write: {err.strerror}", uri=str(target)) from err
         except BaseException:
+            # Closing flushes what is still buffered, which fails again on a full disk: that
+            # second error must not replace the first, which names the right place.
+            _close_quietly(out)
             _unlink_quietly(tmp)
             raise
-        finally:
-            out.close()
+        out.close()  # everything was flushed and synced above
+
+    def check_destination(self) -> None:
+        """Fail before reading when results could not be written here: the root, or the
+        nearest folder of it that exists, is not a folder this process may write in."""
+        path = self.root
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        if not path.is_dir():
+            raise StorageError("cannot write the results: not a folder", uri=str(path))
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise StorageError("cannot write the results: permission denied", uri=str(path))
+
+    def holds_partitions(self) -> bool:
+        """Whether any ``YYYY`` folder lies below the root: a root without one is not the
+        root of date partitions (a day's folder given as the root, say)."""
+        try:
+            return any(entry.is_dir() and _YEAR.fullmatch(entry.name)
+                       for entry in os.scandir(self.root))
+        except OSError as err:
+            raise StorageError(f"cannot list folder: {err.strerror}", uri=self.root_uri) from err
 
     def remove_abandoned(self, relatives: list[str], *, older_than: float = 0) -> list[str]:
         """Remove temp files that killed runs left beside ``relatives``; return their paths.
@@ -369,6 +391,32 @@ def _remove_if_unlocked(path: str) -> bool:
         return False  # locked: a live run is writing it
     finally:
         os.close(fd)
+
+
+def _copy(local_path: str, out: Any, target: Path) -> None:
+    """Copy a work file into ``out``: a failure to read it names the work file, not the
+    target (`publish` names the target for the writes)."""
+    try:
+        src = open(local_path, "rb")  # noqa: SIM115 - closed below
+    except OSError as err:
+        raise StorageError(f"cannot read work file: {err.strerror}", uri=local_path) from err
+    with src:
+        while True:
+            try:
+                chunk = src.read(1 << 20)
+            except OSError as err:
+                raise StorageError(f"cannot read work file: {err.strerror}",
+                                   uri=local_path) from err
+            if not chunk:
+                return
+            out.write(chunk)
+
+
+def _close_quietly(out: Any) -> None:
+    try:
+        out.close()
+    except OSError:
+        pass
 
 
 def _unlink_quietly(path: str) -> None:

@@ -1,20 +1,23 @@
-"""S3 and S3-compatible stores: paginated listing, streamed reads via smart_open, atomic uploads."""
+"""S3 and S3-compatible stores: checked listings, streamed reads via smart_open, atomic uploads."""
 
 from __future__ import annotations
 
 import datetime as dt
 import email.utils
 import functools
+import re
 from collections.abc import Callable
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
 from ..errors import StorageError, UsageError
 from . import Digest, InputFile, NotInputs
-from .s3_client import check_endpoint, failure, make_client
-from .s3_reads import Pace, _CheckedBody, _PinnedReads
+from .s3_client import CALLS, check_endpoint, credentials, failure, make_client
+from .s3_deadlines import Deadline, enforce
+from .s3_listing import OBJECTS, UPLOADS, Listing, checked_pages
+from .s3_reads import CheckedBody, Pace, PacedBody, PaceMeter, PinnedReads
 
 T = TypeVar("T")
 
@@ -22,11 +25,8 @@ T = TypeVar("T")
 # Read when an upload starts (tests lower them).
 MULTIPART_THRESHOLD = 8 * 2**20
 PART_SIZE = 8 * 2**20
-# The step of a managed transfer S3 refused, by botocore operation name, for the error line.
-_UPLOAD_STEPS = {
-    "PutObject": "upload", "CreateMultipartUpload": "upload", "UploadPart": "upload part",
-    "CompleteMultipartUpload": "complete upload", "AbortMultipartUpload": "abort upload",
-}
+_YEAR = re.compile(r"\d{4}/")
+_MISSING = ("NoSuchKey", "404")
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -48,15 +48,18 @@ class S3Storage:
     def __init__(self, uri: str, *, endpoint_url: str | None = None, client: Any = None) -> None:
         self.bucket, self.prefix = split_uri(uri)
         self.root_uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        # A malformed endpoint is bad usage: refused here, before any request (exit 2).
+        # A malformed endpoint or setting is bad usage: refused here, before any request.
         self.endpoint_url = check_endpoint(endpoint_url)
         self.pace = Pace.from_environment()
+        self.deadline = Deadline.from_environment(self.pace.min_rate)
         self._client = client
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = make_client(self.endpoint_url)
+            client = make_client(self.endpoint_url)
+            enforce(client, self.deadline)
+            self._client = client
         return self._client
 
     def _key(self, relative: str) -> str:
@@ -66,17 +69,21 @@ class S3Storage:
         return f"s3://{self.bucket}/{self._key(relative)}"
 
     def _call(self, operation: str, key: str, fn: Callable[[], T]) -> T:
-        """Run one S3 call, turning boto errors into one clear line naming bucket and key."""
+        """Run S3 calls, turning boto errors into one clear line naming bucket and key."""
         try:
             return fn()
-        except botocore.exceptions.NoCredentialsError as err:
-            raise StorageError("no AWS credentials found (environment, profile or instance role)",
-                               uri=f"s3://{self.bucket}/{key}") from err
+        except (botocore.exceptions.NoCredentialsError,
+                botocore.exceptions.PartialCredentialsError,
+                botocore.exceptions.ProfileNotFound) as err:
+            raise credentials(err) from err
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
                 OSError) as err:
             if operation == "upload":  # a managed transfer: name the step S3 refused
-                operation = _UPLOAD_STEPS.get(getattr(err, "operation_name", ""), operation)
-            raise StorageError(failure(operation, err), uri=f"s3://{self.bucket}/{key}") from err
+                operation = CALLS.get(getattr(err, "operation_name", ""), operation)
+            endpoint = self.endpoint_url or getattr(getattr(self._client, "meta", None),
+                                                    "endpoint_url", None)
+            raise StorageError(failure(operation, err, endpoint),
+                               uri=f"s3://{self.bucket}/{key}") from err
 
     def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
         base = self._key(relative).rstrip("/") + "/"
@@ -85,9 +92,8 @@ class S3Storage:
             found: list[InputFile] = []
             empty = 0
             others = NotInputs()
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
-                for obj in page.get("Contents", []):
+            for _, entries in checked_pages(self.client, OBJECTS, self.bucket, base):
+                for obj in entries:
                     key = obj["Key"]
                     if not others.sort(key[len(base):]):
                         continue
@@ -103,20 +109,49 @@ class S3Storage:
         found.sort(key=lambda item: item.key)
         return found, empty
 
-    def open_input(self, item: InputFile) -> BinaryIO:
-        import smart_open
+    def holds_partitions(self) -> bool:
+        """Whether any ``YYYY/`` folder lies below the root: a root without one is not the
+        root of date partitions (a day's folder given as the root, a mistyped prefix)."""
+        base = f"{self.prefix}/" if self.prefix else ""
 
-        key = item.key
+        def search() -> bool:
+            for _, entries in checked_pages(self.client, OBJECTS, self.bucket, base,
+                                            Delimiter="/"):
+                if any(_YEAR.fullmatch(str(entry.get("Prefix", ""))[len(base):])
+                       for entry in entries):
+                    return True
+            return False
+
+        return self._call("list", base, search)
+
+    def check_destination(self) -> None:
+        """Fail before reading when the bucket does not exist. A refusal to say (no
+        s3:ListBucket permission, a 403) is left to the upload."""
+        try:
+            self._call("check bucket", "", lambda: self.client.head_bucket(Bucket=self.bucket))
+        except StorageError as err:
+            cause = err.__cause__
+            if isinstance(cause, botocore.exceptions.ClientError):
+                code = str(cause.response.get("Error", {}).get("Code", ""))
+                if code in ("NoSuchBucket", "404"):
+                    raise StorageError("destination bucket does not exist: create it, or give "
+                                       "another --dest", uri=f"s3://{self.bucket}") from cause
+                if code in ("403", "AccessDenied", "Forbidden"):
+                    return
+            raise
+
+    def open_input(self, item: InputFile) -> BinaryIO:
+        import smart_open.s3
+
         # Every GET of the read, the Range re-requests smart_open makes after a broken connection
-        # included, goes through `_PinnedReads`: pinned to the listed version, and paced.
-        params = {"client": _PinnedReads(self.client, item, self.pace)}
+        # included, goes through `PinnedReads`: pinned to the listed version, and paced. The key
+        # goes to smart_open as it is, never inside a URI, which would lose a tab, '?' or '#'.
+        reads = PinnedReads(self.client, item, self.pace)
 
         def get() -> BinaryIO:
-            stream: BinaryIO = smart_open.open(f"s3://{self.bucket}/{key}", "rb",
-                                               compression="disable", transport_params=params)
-            return stream
+            return cast(BinaryIO, smart_open.s3.open(self.bucket, item.key, "rb", client=reads))
 
-        return _CheckedBody(self._call("read", key, get), item)  # type: ignore[return-value]
+        return CheckedBody(self._call("read", item.key, get), item)  # type: ignore[return-value]
 
     def publish(self, local_path: str, relative: str) -> None:
         """Upload through boto3's managed transfer: one PUT up to `MULTIPART_THRESHOLD`, else
@@ -145,9 +180,9 @@ class S3Storage:
         for folder in sorted({key.rpartition("/")[0] for key in keys}):
             prefix = f"{folder}/" if folder else ""
             pages = self._call("list uploads", prefix, functools.partial(
-                self._pages, "list_multipart_uploads", Bucket=self.bucket, Prefix=prefix))
-            stale = [(upload["Key"], upload["UploadId"]) for page in pages
-                     for upload in page.get("Uploads", []) if upload["Key"] in keys
+                self._all_pages, UPLOADS, prefix))
+            stale = [(upload["Key"], upload["UploadId"]) for page, uploads in pages
+                     for upload in uploads if upload["Key"] in keys
                      and (_server_time(page) - upload["Initiated"]).total_seconds()
                      >= older_than]
             for key, upload_id in stale:
@@ -157,23 +192,31 @@ class S3Storage:
                 removed.append(f"s3://{self.bucket}/{key} (multipart upload {upload_id})")
         return removed
 
-    def _pages(self, operation: str, **kwargs: Any) -> list[dict[str, Any]]:
-        return list(self.client.get_paginator(operation).paginate(**kwargs))
+    def _all_pages(self, listing: Listing, prefix: str) -> list[tuple[dict[str, Any],
+                                                                      list[dict[str, Any]]]]:
+        return list(checked_pages(self.client, listing, self.bucket, prefix))
 
     def remove(self, relative: str) -> None:
         key = self._key(relative)
         self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
 
+    def _body(self, key: str) -> PacedBody | None:
+        """A GET's body, paced as an input's is; None when the object does not exist."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as err:
+            if err.response.get("Error", {}).get("Code") in _MISSING:
+                return None
+            raise
+        return PacedBody(response["Body"], PaceMeter(self.pace, f"s3://{self.bucket}/{key}"),
+                         response.get("ContentLength"))
+
     def read_bytes(self, relative: str) -> bytes | None:
         key = self._key(relative)
 
         def get() -> bytes | None:
-            try:
-                return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-            except botocore.exceptions.ClientError as err:
-                if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    return None
-                raise
+            body = self._body(key)
+            return None if body is None else body.read()
 
         return self._call("read", key, get)
 
@@ -181,17 +224,19 @@ class S3Storage:
         key = self._key(relative)
 
         def get() -> bool:
+            body = self._body(key)
+            if body is None:
+                return False
+            # A body's read errors are botocore's (or the pace's), never OSError: an OSError
+            # here is the local file's, and names it.
             try:
-                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            except botocore.exceptions.ClientError as err:
-                if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    return False
-                raise
-            with open(local_path, "wb") as out:
-                for chunk in body.iter_chunks(1 << 20):
-                    out.write(chunk)
-                    if digest is not None:
-                        digest.update(chunk)
+                with open(local_path, "wb") as out:
+                    for chunk in body.iter_chunks(1 << 20):
+                        out.write(chunk)
+                        if digest is not None:
+                            digest.update(chunk)
+            except OSError as err:
+                raise _local_failure(err, local_path) from err
             return True
 
         return self._call("read", key, get)
@@ -201,9 +246,8 @@ class S3Storage:
         cut = len(self.prefix) + 1 if self.prefix else 0
 
         def listing() -> list[str]:
-            paginator = self.client.get_paginator("list_objects_v2")
-            return [obj["Key"][cut:] for page in paginator.paginate(Bucket=self.bucket, Prefix=base)
-                    for obj in page.get("Contents", [])]
+            return [obj["Key"][cut:] for _, entries in
+                    checked_pages(self.client, OBJECTS, self.bucket, base) for obj in entries]
 
         return sorted(self._call("list", base, listing))
 
@@ -212,6 +256,11 @@ class S3Storage:
 
     def remove_folder(self, relative: str) -> None:
         """S3 has no folders: a prefix is gone with its last object."""
+
+
+def _local_failure(err: OSError, path: str) -> StorageError:
+    """A local file that could not take an S3 object's bytes: the local place is at fault."""
+    return StorageError(f"cannot write: {err.strerror or err}", uri=path)
 
 
 def _server_time(response: dict[str, Any]) -> dt.datetime:

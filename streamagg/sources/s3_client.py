@@ -26,6 +26,8 @@ def make_client(endpoint_url: str | None = None) -> Any:
 
     The region is ``AWS_REGION`` when set, else boto3's own chain (``AWS_DEFAULT_REGION``, the
     profile's ``region`` in ``~/.aws/config``), else botocore's default, ``us-east-1``.
+    Credential mistakes found here (an unknown profile, a key without its secret) are exit 2
+    naming what to fix; so is finding no credentials at all, at the first call (`credentials`).
     """
     env = os.environ
     kwargs: dict[str, Any] = {}
@@ -45,8 +47,48 @@ def make_client(endpoint_url: str | None = None) -> Any:
         where = (f" {_redact_endpoint(endpoint)!r}" if endpoint
                  else " (from AWS_ENDPOINT_URL_S3 or the AWS config file)")
         raise UsageError(f"invalid S3 endpoint URL{where}") from err
-    except botocore.exceptions.BotoCoreError as err:  # e.g. a profile that does not exist
+    except (botocore.exceptions.ProfileNotFound,
+            botocore.exceptions.PartialCredentialsError) as err:
+        raise credentials(err) from err
+    except botocore.exceptions.BotoCoreError as err:
         raise UsageError(f"cannot set up the S3 client: {describe(err)}") from err
+
+
+# Where each credential provider of botocore's chain reads its values, for the error line.
+_PROVIDERS = {"env": "the environment", "shared-credentials-file": "the shared credentials file",
+              "config-file": "the AWS config file"}
+
+
+def credentials(err: BaseException) -> UsageError:
+    """A credential mistake as one line naming what to fix (exit 2). Only names of variables,
+    profiles and files appear in it, never a value."""
+    env = os.environ
+    profile = env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE")
+    if isinstance(err, botocore.exceptions.ProfileNotFound):
+        name = err.kwargs.get("profile", profile)
+        files = env.get("AWS_CONFIG_FILE", "~/.aws/config")
+        return UsageError(f"AWS profile {name!r} not found in {files} or the shared credentials "
+                          "file: check AWS_PROFILE (or --profile in the AWS config), or unset it")
+    if isinstance(err, botocore.exceptions.PartialCredentialsError):
+        provider = str(err.kwargs.get("provider", ""))
+        missing = str(err.kwargs.get("cred_var", "")).strip("'")
+        if provider == "env":
+            given = ("AWS_ACCESS_KEY_ID" if missing == "AWS_SECRET_ACCESS_KEY"
+                     else "AWS_SECRET_ACCESS_KEY")
+            return UsageError(f"incomplete AWS credentials: {given} is set but {missing} is "
+                              "not; set both, or neither to use a profile or role")
+        where = _PROVIDERS.get(provider, provider or "the credential chain")
+        return UsageError(f"incomplete AWS credentials in {where} (profile "
+                          f"{profile or 'default'!r}): {missing} is missing")
+    # No credentials anywhere: say which half of a pair was given, if one was.
+    for given, wanted in (("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
+                          ("AWS_ACCESS_KEY", "AWS_SECRET"), ("AWS_SECRET", "AWS_ACCESS_KEY")):
+        if env.get(given) and not env.get(wanted) and not env.get("AWS_ACCESS_KEY_ID"):
+            return UsageError(f"incomplete AWS credentials: {given} is set but {wanted} is not")
+    held = f" (AWS profile {profile!r} holds none)" if profile else ""
+    return UsageError(f"no AWS credentials found{held}: set AWS_ACCESS_KEY_ID and "
+                      "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an instance or "
+                      "container role")
 
 
 def check_endpoint(url: str | None) -> str | None:
@@ -89,18 +131,29 @@ _CODES = {
 }
 
 
-def failure(operation: str, err: BaseException) -> str:
+# The words of the error line for each S3 call the storage makes.
+CALLS = {
+    "ListObjectsV2": "list", "ListMultipartUploads": "list uploads", "HeadBucket": "check bucket",
+    "HeadObject": "head", "GetObject": "read", "PutObject": "upload",
+    "CreateMultipartUpload": "start upload", "UploadPart": "upload part",
+    "CompleteMultipartUpload": "complete upload", "AbortMultipartUpload": "abort upload",
+    "DeleteObject": "delete",
+}
+
+
+def failure(operation: str, err: BaseException, endpoint: str | None = None) -> str:
     """``S3 <operation> failed[ after N attempts]: <reason>``, without secrets."""
     backend = getattr(err, "backend_error", err)
     attempts = 0
     if isinstance(backend, botocore.exceptions.ClientError):
         attempts = backend.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
     after = f" after {attempts} attempts" if attempts > 1 else ""
-    return f"S3 {operation} failed{after}: {describe(err)}"
+    return f"S3 {operation} failed{after}: {describe(err, endpoint)}"
 
 
-def describe(err: BaseException) -> str:
-    """A short, secret-free reason for a failed S3 call."""
+def describe(err: BaseException, endpoint: str | None = None) -> str:
+    """A short, secret-free reason for a failed S3 call; ``endpoint`` is named when it cannot
+    be reached."""
     # smart_open wraps the botocore error of a GET in an OSError and keeps it here.
     backend = getattr(err, "backend_error", None)
     if isinstance(backend, botocore.exceptions.ClientError):
@@ -111,7 +164,8 @@ def describe(err: BaseException) -> str:
         return _CODES.get(code) or f"{code}: {error.get('Message') or ''}".strip(": ")
     if isinstance(err, (botocore.exceptions.EndpointConnectionError,
                         botocore.exceptions.ConnectTimeoutError)):
-        return "cannot reach the S3 endpoint"
+        return ("cannot reach the S3 endpoint"
+                + (f" {_redact_endpoint(endpoint)}" if endpoint else ""))
     if isinstance(err, botocore.exceptions.ReadTimeoutError):
         return "the S3 endpoint stopped answering (read timeout)"
     if isinstance(err, (botocore.exceptions.ConnectionClosedError,
@@ -123,4 +177,3 @@ def describe(err: BaseException) -> str:
     if "failed to read" in text and "attempts" in text:  # smart_open's re-reads ran out
         return "connection lost mid-read, and re-reading failed on every attempt"
     return text.strip().splitlines()[0] if text.strip() else type(err).__name__
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -64,19 +64,20 @@ class Pace:
         return cls(rate, window)
 
 
-class _PinnedReads:
+class PinnedReads:
     """The S3 client as smart_open sees it while reading one object.
 
     Each GET carries ``If-Match`` with the listed ETag, and its answer's ETag is compared with
     the listed one too: some S3-compatible stores ignore ``If-Match`` and would serve a
     replaced object of the same size silently. Either way the read fails as for a changed
-    object. Each body is wrapped in `_PacedBody`.
+    object. Each body is wrapped in `PacedBody`, all of them sharing one `PaceMeter`: a body
+    that stalls and is re-requested does not start its pace again.
     """
 
     def __init__(self, client: Any, item: InputFile, pace: Pace) -> None:
         self._client = client
         self._item = item
-        self._pace = pace
+        self._meter = PaceMeter(pace, item.uri)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -85,38 +86,61 @@ class _PinnedReads:
         params["IfMatch"] = self._item.version
         response: dict[str, Any] = self._client.get_object(**params)
         etag = response.get("ETag")
-        if etag is not None and _bare(etag) != _bare(self._item.version):
+        if etag is not None and bare_etag(etag) != bare_etag(self._item.version):
             response["Body"].close()
             raise botocore.exceptions.ClientError({"Error": {
                 "Code": "PreconditionFailed",
                 "Message": f"answered ETag {etag}, listed {self._item.version}"}}, "GetObject")
-        response["Body"] = _PacedBody(response["Body"], self._item, self._pace,
-                                      response.get("ContentLength"))
+        response["Body"] = PacedBody(response["Body"], self._meter,
+                                     response.get("ContentLength"))
         return response
 
 
-def _bare(etag: str) -> str:
+def bare_etag(etag: str) -> str:
     """An ETag without its quotes or weak marker: stores differ in how they write it."""
     return etag.strip().removeprefix("W/").strip('"')
 
 
-class _PacedBody:
+class PaceMeter:
+    """The time one object's bodies spent waiting on the network, and the bytes it brought,
+    in the current window of `Pace`; fails the read when they fall below its minimum."""
+
+    def __init__(self, pace: Pace, uri: str) -> None:
+        self.pace = pace
+        self.uri = uri
+        self._waited = 0.0
+        self._got = 0
+
+    def count(self, waited: float, got: int) -> None:
+        self._waited += waited
+        self._got += got
+        if self._waited < self.pace.window:
+            return
+        if self._got < self.pace.min_rate * self._waited:
+            raise StorageError(
+                f"S3 read failed: too slow, {human_bytes(self._got)} in "
+                f"{self._waited:.1f} s of waiting, below the minimum of "
+                f"{human_bytes(self.pace.min_rate)}/s ({MIN_RATE_VARIABLE}, "
+                f"{SLOW_SECONDS_VARIABLE})", uri=self.uri)
+        self._waited, self._got = 0.0, 0
+
+
+class PacedBody:
     """A GET's body, read like botocore's ``StreamingBody``, that fails when it trickles.
 
     It reads one network packet at a time (urllib3's ``read1``) so that the pace is checked
-    after every packet, not after a whole buffer that may take hours to fill.
+    after every packet, not after a whole buffer that may take hours to fill. A wait that ends
+    in a read timeout counts too, so a body that stalls for good fails on its pace instead of
+    being re-requested for as long as each stall beats the timeout.
     """
 
-    def __init__(self, body: Any, item: InputFile, pace: Pace, length: int | None) -> None:
+    def __init__(self, body: Any, meter: PaceMeter, length: int | None) -> None:
         self._body = body
         self._length = length  # the answer's Content-Length, when it had one
         self._total = 0
         raw = getattr(body, "_raw_stream", None)  # botocore keeps the urllib3 response here
         self._read1: Callable[[int], bytes] | None = getattr(raw, "read1", None)
-        self._item = item
-        self._pace = pace
-        self._waited = 0.0  # seconds spent waiting in the current window
-        self._got = 0  # bytes received in it
+        self._meter = meter
 
     def read(self, amt: int | None = None) -> bytes:
         if self._read1 is None:  # not a urllib3 body: botocore's own reads, unpaced
@@ -137,6 +161,10 @@ class _PacedBody:
                 wanted -= len(chunk)
         return b"".join(chunks)
 
+    def iter_chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        while chunk := self.read(chunk_size):
+            yield chunk
+
     def _step(self, amt: int) -> bytes:
         assert self._read1 is not None
         began = time.monotonic()
@@ -144,27 +172,19 @@ class _PacedBody:
             chunk = bytes(self._read1(amt))
         # Raised as StreamingBody does, so smart_open resumes the read as it would.
         except urllib3.exceptions.ReadTimeoutError as err:
+            self._meter.count(time.monotonic() - began, 0)
             raise botocore.exceptions.ReadTimeoutError(endpoint_url=err.url, error=err) from err
         except urllib3.exceptions.ProtocolError as err:
             raise botocore.exceptions.ResponseStreamingError(error=err) from err
-        self._waited += time.monotonic() - began
-        self._got += len(chunk)
         self._total += len(chunk)
-        if self._waited >= self._pace.window:
-            if self._got < self._pace.min_rate * self._waited:
-                raise StorageError(
-                    f"S3 read failed: too slow, {human_bytes(self._got)} in "
-                    f"{self._waited:.1f} s of waiting, below the minimum of "
-                    f"{human_bytes(self._pace.min_rate)}/s ({MIN_RATE_VARIABLE}, "
-                    f"{SLOW_SECONDS_VARIABLE})", uri=self._item.uri)
-            self._waited, self._got = 0.0, 0
+        self._meter.count(time.monotonic() - began, len(chunk))
         return chunk
 
     def close(self) -> None:
         self._body.close()
 
 
-class _CheckedBody(io.RawIOBase):
+class CheckedBody(io.RawIOBase):
     """An S3 object's bytes that end only where the listing said they would.
 
     Errors while streaming become one `StorageError` naming the object, and a body that ends

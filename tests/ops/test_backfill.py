@@ -155,6 +155,7 @@ def test_keep_going_without_to_is_refused(cli: Cli, month: Callable[..., Path]) 
 
 
 def test_no_input_on_any_day_exits_3(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "2020" / "12" / "31").mkdir(parents=True)  # a root of partitions, none of them
     result = cli(str(FIRST), "--to", str(LAST), "--source", tmp_path)
     assert result.exit_code == 3
     assert "no input files in any partition from 2021-01-01 to 2021-01-04" in result.stderr

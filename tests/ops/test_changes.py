@@ -149,6 +149,7 @@ def test_check_without_a_manifest_says_all_files_are_new(
 
 
 def test_check_of_an_empty_partition_exits_3(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "2021" / "01" / "30").mkdir(parents=True)  # the day's folder, empty
     result = cli(DAY_ARG, "--source", tmp_path, "--check")
     assert result.exit_code == 3
     assert lines(result.stderr)[-1].startswith("streamagg: error: no input files")

@@ -49,13 +49,14 @@ def test_no_endpoint_answering_fails_quickly_in_a_real_process(
     # A child process keeps botocore's real backoff: 5 attempts, then one line.
     env = child_env(s3)
     env["AWS_SECRET_ACCESS_KEY"] = SECRET
+    endpoint = f"http://127.0.0.1:{closed_port()}"
     began = time.monotonic()
     code, _, stderr = spawn([DAY_ARG, "--source", "s3://some-bucket/in", "--endpoint-url",
-                             f"http://127.0.0.1:{closed_port()}"], env=env).wait(timeout=60)
+                             endpoint], env=env).wait(timeout=60)
     elapsed = time.monotonic() - began
     assert code == 1, stderr
     message = error_line(stderr)
-    assert "S3 list failed: cannot reach the S3 endpoint" in message, message
+    assert f"S3 list failed: cannot reach the S3 endpoint {endpoint} (" in message, message
     assert f"s3://some-bucket/in/{PART}/" in message
     assert SECRET not in stderr
     assert elapsed < 10, f"took {elapsed:.1f} s"

@@ -15,7 +15,7 @@ from click.testing import Result
 
 from streamagg.errors import StorageError
 from streamagg.sources import InputFile
-from streamagg.sources.s3_reads import _CheckedBody
+from streamagg.sources.s3_reads import CheckedBody
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3
 from tests.reference import expected_day
 from tests.reliability.faults import FaultProxy
@@ -155,12 +155,12 @@ class _ShortStream(io.BytesIO):
 @pytest.mark.parametrize("size", [10, 1])
 def test_a_body_ending_before_its_listed_size_is_an_error_not_a_short_file(size: int) -> None:
     item = InputFile(uri="s3://b/in/a.csv", key="in/a.csv", size=20, version='"etag"')
-    body = _CheckedBody(_ShortStream(b"x" * size), item)  # type: ignore[arg-type]
+    body = CheckedBody(_ShortStream(b"x" * size), item)  # type: ignore[arg-type]
     with pytest.raises(StorageError, match="got .* bytes of the 20 listed") as info:
         while body.read(4):
             pass
     assert "s3://b/in/a.csv" in str(info.value)
-    exact = _CheckedBody(io.BytesIO(b"y" * 20), item)  # type: ignore[arg-type]
+    exact = CheckedBody(io.BytesIO(b"y" * 20), item)  # type: ignore[arg-type]
     assert exact.read() == b"y" * 20
 
 
@@ -285,9 +285,9 @@ def test_a_store_ignoring_if_match_still_cannot_serve_a_replaced_object(
 
 
 def test_an_etag_written_differently_by_the_store_is_the_same_version() -> None:
-    from streamagg.sources.s3_reads import _bare
+    from streamagg.sources.s3_reads import bare_etag
 
-    assert _bare('"abc-2"') == _bare("abc-2") == _bare('W/"abc-2"') == "abc-2"
+    assert bare_etag('"abc-2"') == bare_etag("abc-2") == bare_etag('W/"abc-2"') == "abc-2"
 
 
 @pytest.mark.parametrize("gzip_input", [False, True])

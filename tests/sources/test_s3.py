@@ -275,9 +275,10 @@ def test_original_job_credential_names(cli: Cli, s3: S3, monkeypatch: pytest.Mon
     args = [DAY_ARG, "--source", f"{s3.uri}/in", "--endpoint-url", s3.endpoint]
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    # With no credentials at all the run fails, in one line that says so.
+    # With no credentials at all the run fails, in one line that says so (exit 2, like every
+    # credential mistake: tests/reliability/test_s3_credentials.py).
     failed = cli(*args)
-    assert failed.exit_code == 1, failed.output
+    assert failed.exit_code == 2, failed.output
     assert "credential" in lines(failed.stderr)[-1].lower()
     monkeypatch.setenv("AWS_ACCESS_KEY", ORIGINAL_KEY)
     monkeypatch.setenv("AWS_SECRET", SECRET)

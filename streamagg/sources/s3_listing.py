@@ -1,0 +1,91 @@
+"""S3 listings that are complete or fail: each page checked against the ones before it."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import StorageError
+
+# A store that answers "more to come" with no entry, page after page, never ends a listing
+# by itself; S3 may send an empty page now and then, never this many in a row.
+MAX_EMPTY_PAGES = 100
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How one kind of S3 listing pages: the call, where the entries are, their names, and
+    the request parameters that ask for the next page."""
+
+    operation: str  # the client method
+    entries: tuple[str, ...]  # the page's lists of entries (Contents, CommonPrefixes, ...)
+    name: Callable[[dict[str, Any]], str]  # an entry's key, which must lie below the prefix
+    identity: Callable[[dict[str, Any]], tuple[str, ...]]  # what must not repeat
+    next_page: Callable[[dict[str, Any]], dict[str, str] | None]  # None: no token given
+
+
+def _objects_next(page: dict[str, Any]) -> dict[str, str] | None:
+    token = page.get("NextContinuationToken")
+    return {"ContinuationToken": token} if token else None
+
+
+def _uploads_next(page: dict[str, Any]) -> dict[str, str] | None:
+    key, upload = page.get("NextKeyMarker"), page.get("NextUploadIdMarker")
+    if not key:
+        return None
+    return {"KeyMarker": key, **({"UploadIdMarker": upload} if upload else {})}
+
+
+def _name(entry: dict[str, Any]) -> str:
+    return str(entry.get("Key", entry.get("Prefix", "")))
+
+
+OBJECTS = Listing("list_objects_v2", ("Contents", "CommonPrefixes"), _name,
+                  lambda entry: (_name(entry),), _objects_next)
+UPLOADS = Listing("list_multipart_uploads", ("Uploads",), _name,
+                  lambda entry: (_name(entry), str(entry.get("UploadId", ""))), _uploads_next)
+
+
+def checked_pages(client: Any, listing: Listing, bucket: str, prefix: str,
+                  **params: Any) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each page of a listing of ``prefix`` in ``bucket`` with its entries, checked: a page
+    marked truncated without a token for the next, a token seen before (a loop), an entry
+    listed twice or lying outside the prefix, or pages that never end, each fail with a
+    `StorageError` naming the prefix; never a partial or doubled listing."""
+    uri = f"s3://{bucket}/{prefix}"
+    seen: set[tuple[str, ...]] = set()
+    tokens: set[tuple[tuple[str, str], ...]] = set()
+    following: dict[str, str] = {}
+    empty = 0
+    for number in itertools.count(1):
+        page = getattr(client, listing.operation)(Bucket=bucket, Prefix=prefix, **params,
+                                                  **following)
+        entries = [entry for field in listing.entries for entry in page.get(field) or ()]
+        for entry in entries:
+            name = listing.name(entry)
+            if not name.startswith(prefix):
+                raise StorageError(f"S3 listing is wrong: page {number:,} holds {name!r}, "
+                                   "outside the prefix listed", uri=uri)
+            identity = listing.identity(entry)
+            if identity in seen:
+                raise StorageError(f"S3 listing is wrong: {name!r} listed twice (page "
+                                   f"{number:,}); the day would be read twice", uri=uri)
+            seen.add(identity)
+        yield page, entries
+        if not page.get("IsTruncated"):
+            return
+        empty = 0 if entries else empty + 1
+        if empty >= MAX_EMPTY_PAGES:
+            raise StorageError(f"S3 listing makes no progress: {empty:,} pages in a row "
+                               "marked truncated hold nothing", uri=uri)
+        following = listing.next_page(page) or {}
+        if not following:
+            raise StorageError(f"S3 listing is incomplete: page {number:,} is marked "
+                               "truncated but gives no continuation token", uri=uri)
+        token = tuple(sorted(following.items()))
+        if token in tokens:
+            raise StorageError(f"S3 listing loops: page {number:,} gives a continuation "
+                               "token seen before", uri=uri)
+        tokens.add(token)
