@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from tests.reliability.listing import page_of, whole_listing_query
+
 # What a fault does to a matching request:
 #   status        answer with an S3 error (``status``, ``code``) instead of forwarding
 #   reset         drop the connection with a TCP reset before any answer
@@ -23,9 +25,14 @@ from urllib.parse import urlsplit
 #   ok200error    answer 200 OK with an S3 error body (how S3 fails CompleteMultipartUpload)
 #   trickle       forward, then send the headers and one body byte every ``interval`` seconds
 #                 (an endpoint that beats every read timeout yet never finishes)
+#   drip          forward, then send the whole answer, status line and headers included, one
+#                 byte every ``interval`` seconds (for answers without a body too)
+#   listing       answer ListObjectsV2 or ListMultipartUploads from the real listing, in pages
+#                 of one entry, misbehaving as ``misbehave`` says (see `listing.py`)
 # and, for any action that forwards, ``drop`` names request headers removed first (a store
 # that ignores ``If-Match``: drop=("If-Match",)).
-ACTIONS = ("status", "reset", "cut", "cut_unframed", "stall", "hook", "ok200error", "trickle")
+ACTIONS = ("status", "reset", "cut", "cut_unframed", "stall", "hook", "ok200error", "trickle",
+           "drip", "listing")
 
 
 @dataclass
@@ -43,6 +50,7 @@ class Fault:
     hook: Callable[[], None] | None = None
     interval: float = 20.0
     drop: tuple[str, ...] = ()
+    misbehave: str = "none"  # for "listing": one of listing.MISBEHAVIOURS
     hits: int = 0
     reached: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
@@ -229,10 +237,22 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and action == "hook" and fault.hook is not None:
             fault.hook()
+        if fault is not None and action == "listing":
+            status, reason, headers, payload = self._forward(
+                body, target=f"{path}?{whole_listing_query(query)}")
+            payload = self.owner._true_upload_times(self.command, query, payload)
+            self._send(status, reason, headers, page_of(payload, query, fault.misbehave))
+            return
         status, reason, headers, payload = self._forward(body, fault.drop if fault else ())
         payload = self.owner._true_upload_times(self.command, query, payload)
         if fault is not None and action == "trickle":
             self._send_trickle(status, reason, headers, payload, fault)
+            return
+        if fault is not None and action == "drip":
+            length = len(payload) if self.command != "HEAD" else next(
+                (int(v) for k, v in headers if k.lower() == "content-length"), 0)
+            answer = self._head_lines(status, reason, headers, length)
+            self._drip(answer + (payload if self.command != "HEAD" else b""), fault)
             return
         if fault is not None and action in ("cut", "cut_unframed"):
             self._send_cut(status, reason, headers, payload, fault.fraction,
@@ -240,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(status, reason, headers, payload)
 
-    def _forward(self, body: bytes, drop: tuple[str, ...] = ()
+    def _forward(self, body: bytes, drop: tuple[str, ...] = (), target: str | None = None
                  ) -> tuple[int, str, list[tuple[str, str]], bytes]:
         conn = http.client.HTTPConnection(*self.owner.upstream, timeout=60)
         skip = {"transfer-encoding", "expect", "connection", "content-length"}
@@ -249,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body or self.command in ("PUT", "POST"):
             headers["Content-Length"] = str(len(body))
         try:
-            conn.request(self.command, self.path, body=body or None, headers=headers)
+            conn.request(self.command, target or self.path, body=body or None, headers=headers)
             resp = conn.getresponse()
             payload = resp.read()
             return resp.status, resp.reason, resp.getheaders(), payload
@@ -300,8 +320,11 @@ class _Handler(BaseHTTPRequestHandler):
                       payload: bytes, fault: Fault) -> None:
         self.wfile.write(self._head_lines(status, reason, headers, len(payload)))
         self.wfile.flush()
+        self._drip(payload, fault)
+
+    def _drip(self, data: bytes, fault: Fault) -> None:
         self.close_connection = True
-        for byte in payload:
+        for byte in data:
             if fault.release.wait(timeout=fault.interval):
                 break  # the test is over
             try:

@@ -1,0 +1,167 @@
+"""Listings are complete or the run fails: a stand-in store pages wrongly in every known way."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from click.testing import Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamagg.errors import StorageError
+from streamagg.sources import s3_listing
+from streamagg.sources.s3 import S3Storage
+from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3
+from tests.reference import expected_day
+from tests.reliability.faults import FaultProxy
+from tests.reliability.helpers import PART, H, error_line, put_day, results, rows
+from tests.reliability.listing import MISBEHAVIOURS
+
+pytestmark = pytest.mark.s3
+Cli = Callable[..., Result]
+
+# What the error line says for each way of paging wrongly.
+WORDS = {
+    "truncated_without_token": "marked truncated but gives no continuation token",
+    "key_twice": "listed twice",
+    "token_cycle": "continuation token seen before",
+    "token_repeated": "continuation token seen before",
+    "outside_prefix": "outside the prefix",
+    "endless": "makes no progress",
+}
+
+
+@pytest.fixture(autouse=True)
+def few_empty_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3_listing, "MAX_EMPTY_PAGES", 5)
+
+
+def three_files() -> dict[str, str | bytes]:
+    return {f"{name}.csv": H + rows(100, prefix=name) for name in "abc"}
+
+
+@pytest.mark.parametrize("misbehave", ["none", *MISBEHAVIOURS])
+def test_a_day_listed_wrongly_fails_naming_the_prefix_and_writes_nothing(
+    cli: Cli, s3: S3, proxy: FaultProxy, misbehave: str
+) -> None:
+    stored = put_day(s3, "in", three_files())
+    proxy.add("listing", method="GET", query="list-type=2", times=-1, misbehave=misbehave)
+    result = cli(DAY_ARG, "--source", f"{s3.uri}/in", "--dest", f"{s3.uri}/out",
+                 "--endpoint-url", proxy.url)
+    if misbehave == "none":  # the stand-in's paging itself is right: the day is whole
+        assert result.exit_code == 0, result.output
+        partition = [seen for seen in proxy.requests("listing") if f"prefix=in/{PART}" in
+                     seen.query.replace("%2F", "/")]
+        assert len(partition) == 3  # one page per file
+        found = results(s3, "out")
+        manifest = json.loads(found[MANIFEST_NAME])
+        assert found[OUTPUT_NAME] == expected_day(stored, DAY).output
+        assert len(manifest["inputs"]) == 3 and manifest["totals"]["rows_read"] == 300
+        return
+    assert result.exit_code == 1, result.output
+    message = error_line(result.stderr)
+    assert WORDS[misbehave] in message, message
+    assert f"(s3://{s3.bucket}/in/{PART}/)" in message, message
+    assert results(s3, "out") == {}  # never a partial or doubled day
+
+
+@pytest.mark.parametrize("misbehave", MISBEHAVIOURS)
+@pytest.mark.parametrize("listing", ["state folder", "uploads"])
+def test_every_other_listing_is_checked_too(
+    s3: S3, proxy: FaultProxy, misbehave: str, listing: str
+) -> None:
+    storage = S3Storage(f"{s3.uri}/out", endpoint_url=proxy.url)
+    folder = f"{PART}/_state"
+    for name in "abc":
+        if listing == "uploads":
+            s3.client.create_multipart_upload(Bucket=s3.bucket, Key=f"out/{PART}/{name}.csv")
+        else:
+            s3.put(f"out/{folder}/{name}.arrow", b"x")
+    query = "uploads" if listing == "uploads" else "list-type=2"
+    proxy.add("listing", method="GET", query=query, times=-1, misbehave=misbehave)
+    with pytest.raises(StorageError) as failed:
+        if listing == "uploads":
+            storage.remove_abandoned([f"{PART}/a.csv"], older_than=0)
+        else:
+            storage.list_below(folder)
+    prefix = f"out/{PART}/" + ("" if listing == "uploads" else "_state/")
+    assert WORDS[misbehave] in str(failed.value) and f"s3://{s3.bucket}/{prefix}" in str(
+        failed.value)
+
+
+# --- the same, without HTTP: any listing, paged any way, corrupted any way ---------------------
+
+
+class _PagedStore:
+    """A client whose list_objects_v2 pages ``keys`` by ``sizes`` (what is left on a last
+    page) and misbehaves as ``fault`` says on page ``at``."""
+
+    def __init__(self, keys: list[str], sizes: list[int], fault: str, at: int) -> None:
+        self.pages: list[list[str]] = []
+        rest = list(keys)
+        for size in sizes:
+            self.pages.append(rest[:size])
+            rest = rest[size:]
+        self.pages.append(rest)
+        self.fault, self.at = fault, min(at, len(self.pages) - 1)
+        self.calls = 0
+
+    @property
+    def corrupts(self) -> bool:
+        """Whether the fault changes what is listed (a key twice needs a key to repeat)."""
+        if self.fault == "key_twice":
+            return any(self.pages[:self.at + 1])
+        return self.fault != "none"
+
+    def list_objects_v2(self, **params: Any) -> dict[str, Any]:
+        self.calls += 1
+        assert self.calls < 100, "the listing never ended"
+        number = int(params.get("ContinuationToken", "t0")[1:])
+        keys = list(self.pages[number]) if number < len(self.pages) else []
+        following: str | None = f"t{number + 1}" if number + 1 < len(self.pages) else None
+        if number == self.at:
+            if self.fault == "truncated_without_token":
+                following = ""
+            elif self.fault == "key_twice" and self.corrupts:
+                keys.append([key for page in self.pages[:number + 1] for key in page][0])
+            elif self.fault == "token_repeated":
+                following = f"t{number}"
+            elif self.fault == "token_cycle":
+                following = f"t{max(number - 1, 0)}"
+            elif self.fault == "outside_prefix":
+                keys.append("other/x.csv")
+        if self.fault == "endless" and number >= len(self.pages) - 1:
+            following = f"t{number + 1}"
+        page: dict[str, Any] = {
+            "IsTruncated": following is not None,
+            "Contents": [{"Key": key, "Size": 1, "ETag": '"e"'} for key in keys]}
+        if following:
+            page["NextContinuationToken"] = following
+        return page
+
+
+# A key is any text below the prefix: control characters and URL syntax included.
+KEYS = st.lists(st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1,
+                        max_size=8).map(lambda name: f"in/{name}"), unique=True, max_size=12)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(keys=KEYS, sizes=st.lists(st.integers(0, 4), max_size=4),
+       fault=st.sampled_from(["none", *MISBEHAVIOURS]), at=st.integers(0, 4))
+def test_a_listing_returns_every_key_once_or_fails(
+    keys: list[str], sizes: list[int], fault: str, at: int
+) -> None:
+    # Fewer empty pages in a row than MAX_EMPTY_PAGES (5 here) unless the fault is "endless".
+    store = _PagedStore(keys, sizes, fault, at)
+    try:
+        listed = S3Storage("s3://bucket", client=store).list_below("in")
+    except StorageError as err:
+        assert store.corrupts, err
+        assert "(s3://bucket/in/)" in str(err)
+        return
+    assert not store.corrupts, f"{fault} at page {store.at} of {store.pages} passed"
+    assert listed == sorted(keys)  # whole, and each key once
