@@ -15,9 +15,9 @@ import pytest
 from click.testing import Result
 
 from streamagg.testing.generate import generate_day
-from tests.conftest import DAY, DAY_ARG, S3
+from tests.conftest import DAY, DAY_ARG, DEDUPE_BACKENDS, S3
 from tests.reliability.faults import FaultProxy
-from tests.reliability.helpers import PART, error_line, results
+from tests.reliability.helpers import PART, H, error_line, results, rows
 
 pytestmark = pytest.mark.s3
 Cli = Callable[..., Result]
@@ -39,19 +39,34 @@ def day(tmp_path: Path, day_template: Path) -> Path:
 
 
 @pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 192 KiB tmpfs: a real file system that fills up. Needs root (CAP_SYS_ADMIN)."""
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    mounted = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=192k,mode=0777", "tmpfs", str(folder)],
-        capture_output=True, check=False).returncode == 0
-    if not mounted:
-        pytest.skip("cannot mount a tmpfs here (not root); the patched-write tests cover this")
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """Mounts tiny tmpfs folders, ``tmpfs(name, size)``: real file systems that fill up. Needs
+    root (CAP_SYS_ADMIN); skips where mounting is impossible."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        done = os.geteuid() == 0 and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(folder)],
+            capture_output=True, check=False).returncode == 0
+        if not done:
+            pytest.skip("cannot mount a tmpfs here (not root); the patched-write tests cover "
+                        "this")
+        mounted.append(folder)
+        return folder
+
     try:
-        yield folder
+        yield mount
     finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+        for folder in mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmpfs: Callable[[str, str], Path]) -> Path:
+    """A 192 KiB tmpfs."""
+    return tmpfs("tiny", "192k")
 
 
 def run_to_s3(cli: Cli, source: Path, s3: S3, proxy: FaultProxy, tmp_dir: Path,
@@ -163,3 +178,40 @@ def test_unwritable_tmp_dir_is_one_clear_line(
     message = error_line(result.stderr)
     assert "cannot create a work folder: Permission denied" in message and str(tmp_path) in message
     assert not (day / "results" / PART).exists()
+
+
+# Each place a run writes, filled up: the tmpfs goes there, and the error must name it.
+# "bad rows" fills --tmp-dir with the rows a file's reading sets aside (columns.BadRows).
+PLACES = ["destination", "tmp-dir", "bad rows", "state"]
+
+
+@pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
+@pytest.mark.parametrize("place", PLACES)
+def test_a_full_place_is_the_place_the_error_names(
+    cli: Cli, tmp_path: Path, tmpfs: Callable[[str, str], Path], place: str, dedupe: str
+) -> None:
+    source = tmp_path / "source"
+    folder = source / PART
+    folder.mkdir(parents=True)
+    # An output of 264 rows (6.5 KiB): more than the destination holds, less than a write
+    # buffer, so it fails when flushed. 6,000 bad rows: over the 4,096 a file keeps in memory.
+    bad = "".join(f"bad{i},not a time,{i % 7}\n" for i in range(6000 if place == "bad rows"
+                                                                 else 0))
+    (folder / "a.csv").write_text(H + rows(6000, campaigns=11) + bad)
+    full = tmpfs("full", "16k" if place == "state" else "4k" if place == "destination"
+                 else "64k")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    where = {"destination": ["--dest", full], "tmp-dir": ["--tmp-dir", full],
+             "bad rows": ["--tmp-dir", full], "state": ["--state", full, "--incremental"]}
+    args = ["--tmp-dir", scratch, "--dest", tmp_path / "out", *where[place]]
+    result = cli(DAY_ARG, "--source", source, "--dedupe", dedupe, "--max-bad-rows", "100%",
+                 "--chunk-size", "500", *args)
+    assert result.exit_code == 1, result.output
+    message = error_line(result.stderr)
+    assert f"({full}/" in message or f"({full})" in message, message
+    assert "No space left on device" in message or "disk is full" in message, message
+    assert "read failed" not in message  # an input was never the place that failed
+    if place == "bad rows":
+        assert "cannot set bad rows aside" in message, message
+    assert not (tmp_path / "out" / PART).exists() or place == "state"
