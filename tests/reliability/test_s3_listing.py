@@ -148,7 +148,7 @@ KEYS = st.lists(st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]),
                         max_size=8).map(lambda name: f"in/{name}"), unique=True, max_size=12)
 
 
-@settings(max_examples=200, deadline=None, derandomize=True,
+@settings(max_examples=100, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(keys=KEYS, sizes=st.lists(st.integers(0, 4), max_size=4),
        fault=st.sampled_from(["none", *MISBEHAVIOURS]), at=st.integers(0, 4))
