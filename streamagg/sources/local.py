@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import io
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any, BinaryIO
 
 from ..errors import BadDataError, StorageError, UsageError, printable
 from . import Digest, InputFile, NotInputs
+from .local_writes import copy_to_file, publish_file, remove_abandoned_temps
 
 log = logging.getLogger("streamagg")
 _YEAR = re.compile(r"\d{4}")
@@ -125,32 +124,7 @@ class LocalStorage:
         return io.BufferedReader(raw, buffer_size=64 << 10)
 
     def publish(self, local_path: str, relative: str) -> None:
-        target = self.root / relative
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # A temp name in the target folder keeps the rename atomic (same file system).
-            fd, tmp = _locked_temp(target)
-        except OSError as err:
-            raise StorageError(f"cannot write: {err.strerror}", uri=str(target)) from err
-        out = os.fdopen(fd, "wb")
-        try:
-            _copy(local_path, out, target)
-            out.flush()
-            os.fsync(out.fileno())
-            os.fchmod(fd, 0o644)
-            # Renamed while still open, so the lock covers the file's whole life as a temp file.
-            os.replace(tmp, target)
-        except OSError as err:
-            _close_quietly(out)
-            _unlink_quietly(tmp)
-            raise StorageError(f"cannot write: {err.strerror}", uri=str(target)) from err
-        except BaseException:
-            # Closing flushes what is still buffered, which fails again on a full disk: that
-            # second error must not replace the first, which names the right place.
-            _close_quietly(out)
-            _unlink_quietly(tmp)
-            raise
-        out.close()  # everything was flushed and synced above
+        publish_file(local_path, self.root / relative)
 
     def check_destination(self) -> None:
         """Fail before reading when results could not be written here: the root, or the
@@ -174,23 +148,10 @@ class LocalStorage:
 
     def remove_abandoned(self, relatives: list[str], *, older_than: float = 0) -> list[str]:
         """Remove temp files that killed runs left beside ``relatives``; return their paths.
-
-        A writer holds a lock on its temp file until it is renamed, so a temp file whose lock
-        can be taken belongs to no live process, whatever its age (``older_than`` is unused).
-        """
-        removed = []
-        for relative in relatives:
-            target = self.root / relative
-            pattern = re.compile(re.escape(f".{target.name}.") + r"[^/]+\.tmp")
-            try:
-                names = os.listdir(target.parent)
-            except OSError:
-                continue  # no folder yet: nothing left behind
-            for name in names:
-                path = target.parent / name
-                if pattern.fullmatch(name) and _remove_if_unlocked(str(path)):
-                    removed.append(str(path))
-        return removed
+        A live writer holds a lock on its own, so age does not matter (``older_than`` is
+        unused)."""
+        return [path for relative in relatives
+                for path in remove_abandoned_temps(self.root / relative)]
 
     def remove(self, relative: str) -> None:
         try:
@@ -208,15 +169,13 @@ class LocalStorage:
 
     def fetch(self, relative: str, local_path: str, *, digest: Digest | None = None) -> bool:
         try:
-            with open(self.root / relative, "rb") as src, open(local_path, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
-                    if digest is not None:
-                        digest.update(chunk)
+            src = open(self.root / relative, "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:
             return False
         except OSError as err:
             raise StorageError(f"cannot read: {err.strerror}", uri=self.uri_of(relative)) from err
+        with src:
+            copy_to_file(src, self.uri_of(relative), local_path, digest)
         return True
 
     def list_below(self, relative: str) -> list[str]:
@@ -358,69 +317,3 @@ class _CheckedFile(io.FileIO):
         while chunk := self.read(1 << 20):
             chunks.append(chunk)
         return b"".join(chunks)
-
-
-def _locked_temp(target: Path) -> tuple[int, str]:
-    """A new temp file beside ``target``, locked for as long as this process holds it open.
-
-    The lock tells a later run's clean-up that the file is in use; it is re-checked after
-    locking in case a clean-up removed the file in between.
-    """
-    while True:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
-                return fd, tmp
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-
-
-def _remove_if_unlocked(path: str) -> bool:
-    """Delete a temp file no live process holds a lock on."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.unlink(path)
-        return True
-    except OSError:
-        return False  # locked: a live run is writing it
-    finally:
-        os.close(fd)
-
-
-def _copy(local_path: str, out: Any, target: Path) -> None:
-    """Copy a work file into ``out``: a failure to read it names the work file, not the
-    target (`publish` names the target for the writes)."""
-    try:
-        src = open(local_path, "rb")  # noqa: SIM115 - closed below
-    except OSError as err:
-        raise StorageError(f"cannot read work file: {err.strerror}", uri=local_path) from err
-    with src:
-        while True:
-            try:
-                chunk = src.read(1 << 20)
-            except OSError as err:
-                raise StorageError(f"cannot read work file: {err.strerror}",
-                                   uri=local_path) from err
-            if not chunk:
-                return
-            out.write(chunk)
-
-
-def _close_quietly(out: Any) -> None:
-    try:
-        out.close()
-    except OSError:
-        pass
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

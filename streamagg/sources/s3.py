@@ -14,6 +14,7 @@ from boto3.s3.transfer import TransferConfig
 
 from ..errors import StorageError, UsageError
 from . import Digest, InputFile, NotInputs
+from .local_writes import copy_to_file
 from .s3_client import CALLS, check_endpoint, credentials, failure, make_client
 from .s3_deadlines import Deadline, enforce
 from .s3_listing import OBJECTS, UPLOADS, Listing, checked_pages
@@ -227,16 +228,8 @@ class S3Storage:
             body = self._body(key)
             if body is None:
                 return False
-            # A body's read errors are botocore's (or the pace's), never OSError: an OSError
-            # here is the local file's, and names it.
-            try:
-                with open(local_path, "wb") as out:
-                    for chunk in body.iter_chunks(1 << 20):
-                        out.write(chunk)
-                        if digest is not None:
-                            digest.update(chunk)
-            except OSError as err:
-                raise _local_failure(err, local_path) from err
+            # The body's errors are botocore's (mapped below), the local file's name it.
+            copy_to_file(body, f"s3://{self.bucket}/{key}", local_path, digest)
             return True
 
         return self._call("read", key, get)
@@ -256,11 +249,6 @@ class S3Storage:
 
     def remove_folder(self, relative: str) -> None:
         """S3 has no folders: a prefix is gone with its last object."""
-
-
-def _local_failure(err: OSError, path: str) -> StorageError:
-    """A local file that could not take an S3 object's bytes: the local place is at fault."""
-    return StorageError(f"cannot write: {err.strerror or err}", uri=path)
 
 
 def _server_time(response: dict[str, Any]) -> dt.datetime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -160,10 +160,6 @@ class PacedBody:
             if wanted > 0:
                 wanted -= len(chunk)
         return b"".join(chunks)
-
-    def iter_chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        while chunk := self.read(chunk_size):
-            yield chunk
 
     def _step(self, amt: int) -> bytes:
         assert self._read1 is not None

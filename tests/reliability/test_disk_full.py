@@ -215,3 +215,22 @@ def test_a_full_place_is_the_place_the_error_names(
     if place == "bad rows":
         assert "cannot set bad rows aside" in message, message
     assert not (tmp_path / "out" / PART).exists() or place == "state"
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_fetching_into_a_full_folder_names_the_folder_not_the_object(
+    tmp_path: Path, tmpfs: Callable[[str, str], Path], s3: S3, storage: str
+) -> None:
+    # How a kept state comes down into the work folder: its failure is the folder's.
+    from streamagg.errors import StorageError
+    from streamagg.sources import storage_for
+
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "state.arrow").write_bytes(b"x" * 20_000)
+    s3.put("store/state.arrow", b"x" * 20_000)
+    root = str(tmp_path / "store") if storage == "local" else f"{s3.uri}/store"
+    full = tmpfs("full", "4k")
+    with pytest.raises(StorageError) as failed:
+        storage_for(root, endpoint_url=s3.endpoint).fetch("state.arrow", str(full / "copy"))
+    assert str(failed.value) == ("cannot write: No space left on device "
+                                 f"({full / 'copy'})"), failed.value
