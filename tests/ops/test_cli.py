@@ -104,6 +104,7 @@ def test_no_inputs_exits_3(
 ) -> None:
     source = partition(files) if files is not None else tmp_path / "source"
     source.mkdir(exist_ok=True)  # an existing root without the day (a missing root is exit 2)
+    (source / "2021" / "01" / "29").mkdir(parents=True, exist_ok=True)  # (one of no days: 2)
     result = cli(DAY_ARG, "--source", source)
     message = assert_failed(result, 3, str(source / day_path(DAY)))
     assert "input" in message.lower()
