@@ -59,7 +59,8 @@ def test_no_endpoint_answering_fails_quickly_in_a_real_process(
     assert f"S3 list failed: cannot reach the S3 endpoint {endpoint} (" in message, message
     assert f"s3://some-bucket/in/{PART}/" in message
     assert SECRET not in stderr
-    assert elapsed < 10, f"took {elapsed:.1f} s"
+    # Measured about 1 s idle and 12.6 s at a load average of 20 (the process start, mostly).
+    assert elapsed < 30, f"took {elapsed:.1f} s"
 
 
 def test_hung_endpoint_is_given_up_on_after_the_attempts(
