@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 
 MiB = 2**20
+# --memory-limit when none is given (and no container's limit is lower; see container.py).
+DEFAULT_LIMIT = 256 * MiB
 # Python, pyarrow and numpy alone take about 90 MB resident: below this no working set is left.
 MIN_MEMORY_LIMIT = 128 * MiB
 # The smallest --memory-limit that holds on every machine measured, a fresh install included.
@@ -54,6 +56,10 @@ class Budget:
     # partitions are many: a sixteenth of the budget; none below 256 MB, where the megabytes
     # decide whether the limit holds.
     spill_buffer_bytes: int
+    # The (group, bucket) counts: folded in memory up to an eighth of this, then spilled as
+    # sorted runs and merged back in the output's order (aggregate.py). A sixteenth of the
+    # budget: 960,000 pairs (a 26 MiB output) spill a few runs at 256 MB.
+    counts_bytes: int
     # The sqlite backend's page cache, its only large allocation: a thirty-second of the budget.
     # On a 10M-row day 4 to 32 MB made no difference to the time (the kernel's page cache serves
     # the rest), and a larger one cost the 128 MB limit.
@@ -83,6 +89,7 @@ def _budget(limit: int, cpus: int) -> Budget:
         spill_threads=spill_threads,
         spill_partition_bytes=max(working // 2 // spill_threads, 8 * MiB),
         spill_buffer_bytes=0 if small else limit // 16,
+        counts_bytes=limit // 16,
         sqlite_cache_kib=max(limit // 32 // 1024, 2048),
         heap_trim_threshold=(2 if small else 8) * MiB,
     )

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .aggregate import HourlyRow
+from .aggregate import HourlyCounts
+from .budget import Budget
 from .cleanup import remove_leftovers, work_folder
 from .columns import BadRow
 from .config import DEFAULT_SOURCE, Config
@@ -22,9 +23,9 @@ from .layout import DayLayout
 from .memory import process_peak_memory
 from .observer import FileCallback, ProgressSink
 from .outputs.csv import publish, write_output
-from .outputs.hourly import TallyingRejects, hourly_section
+from .outputs.hourly import OutputTally, TallyingRejects, hourly_section
 from .outputs.manifest import InputRecord, Manifest, file_sha256
-from .outputs.plot import render_day, require_matplotlib
+from .outputs.plot import TOP_CAMPAIGNS, render_day, require_matplotlib
 from .sources import InputFile, Storage, redact, storage_for
 from .state import DayState, Decision, Earlier, fold_earlier
 from .units import count_of, human_bytes
@@ -205,9 +206,9 @@ def run_day(config: Config, *, on_file_done: FileCallback | None = None,
         day = engine_for(config.engine)(RunContext(config, source, reading, work, keys), books)
         if earlier is not None:
             resume_counts(day, earlier)
-        rows = day.counts.rows()
-        keep_totals(manifest, config, books, day, rows, planned.empty)
-        written = write_files(work, config, layout, manifest, rows, rejects)
+        output = render_output(work, config, layout, day.counts)
+        keep_totals(manifest, config, books, day, output, planned.empty)
+        written = write_files(work, config, layout, manifest, output, rejects)
         if keys is not None:  # the state first, under new names: nothing refers to it yet
             manifest.state = kept.publish(keys, state_books(day, books, manifest, written))
         # The manifest goes last: it records the others, and its presence marks a finished run.
@@ -278,8 +279,33 @@ def state_books(day: DayCounts, books: DayBooks, manifest: Manifest,
     }
 
 
+@dataclass(frozen=True)
+class RenderedOutput:
+    """The output CSV in the work folder, and what was tallied while it was written."""
+
+    path: str
+    sha256: str
+    tally: OutputTally
+
+
+def render_output(work: str, config: Config, layout: DayLayout, counts: HourlyCounts
+                  ) -> RenderedOutput:
+    """Write the output CSV from the counts in their order, one slice of rows at a time."""
+    grain = config.schema.grain_seconds
+    group_totals = None
+    if config.plot:  # each campaign's total for the top campaigns, spilled as the counts are
+        group_totals = HourlyCounts(grain, memory_bytes=Budget.of(config.memory_limit)
+                                    .counts_bytes, spill_dir=work)
+    tally = OutputTally(config.day, grain, group_totals=group_totals)
+    path = os.path.join(work, layout.output_name)
+    with open(path, "wb") as out:
+        sha256 = write_output(tally.observe(counts.sorted_parts()), out, config.schema, grain)
+    counts.close()
+    return RenderedOutput(path, sha256, tally)
+
+
 def keep_totals(manifest: Manifest, config: Config, books: DayBooks, day: DayCounts,
-                rows: list[HourlyRow], empty_listed: int) -> None:
+                output: RenderedOutput, empty_listed: int) -> None:
     """The manifest's inputs, totals and hourly section, checked to add up."""
     totals = manifest.totals
     manifest.inputs = books.files
@@ -288,12 +314,13 @@ def keep_totals(manifest: Manifest, config: Config, books: DayBooks, day: DayCou
     totals.bad_rows = books.rejects.count
     totals.duplicates = day.duplicates
     totals.conflicting_duplicates = day.conflicting_duplicates
-    totals.output_rows = len(rows)
-    totals.impressions = sum(r.count for r in rows)
-    totals.outside_day = day.counts.outside(config.day)
+    totals.output_rows = output.tally.rows
+    totals.impressions = output.tally.impressions
+    totals.outside_day = output.tally.outside_day
     if totals.impressions != totals.rows_read - totals.bad_rows - totals.duplicates:
         raise StorageError("internal check failed: impressions do not add up; nothing written")
-    manifest.hourly = hourly_section(config.day, config.schema.grain_seconds, rows,
+    manifest.hourly = hourly_section(config.day, config.schema.grain_seconds,
+                                     output.tally.per_bucket,
                                      day.clean_per_bucket, totals.duplicates,
                                      books.rejects.per_bucket, books.rejects.without_time)
 
@@ -325,24 +352,21 @@ def publish_file(dest: Storage, made: Made, relative: str) -> dict[str, Any] | N
 
 
 def write_files(work: str, config: Config, layout: DayLayout, manifest: Manifest,
-                rows: list[HourlyRow], rejects: TallyingRejects) -> Written:
+                output: RenderedOutput, rejects: TallyingRejects) -> Written:
     """The day's files in the work folder, each with what the manifest says of it."""
-    out_path = os.path.join(work, layout.output_name)
-    with open(out_path, "wb") as out:
-        sha256 = write_output(rows, out, config.schema)
-    output = Made(out_path, {"bytes": os.path.getsize(out_path), "sha256": sha256})
+    made = Made(output.path, {"bytes": os.path.getsize(output.path), "sha256": output.sha256})
     plot = Made(None)
     if config.plot:  # drawn before anything is published: a failure publishes nothing
         plot_path = os.path.join(work, layout.plot_name)
         render_day(plot_path, day=config.day, title=f"{config.day} ({config.initials})",
-                   rows=rows, hourly=manifest.hourly or {}, totals=manifest.totals.as_dict(),
-                   group_name=config.schema.group_column)
+                   top=output.tally.top_groups(TOP_CAMPAIGNS), hourly=manifest.hourly or {},
+                   totals=manifest.totals.as_dict(), group_name=config.schema.group_column)
         plot = Made(plot_path, {"bytes": os.path.getsize(plot_path)})
     rejects.close()
     # Its checksum lets an incremental run trust it as the start of the day's rejects.
     kept = (Made(rejects.path, {"rows": rejects.count, "sha256": file_sha256(rejects.path)})
             if rejects.count else Made(None))
-    return Written(output=output, rejects=kept, plot=plot)
+    return Written(output=made, rejects=kept, plot=plot)
 
 
 def peak_memory_bytes() -> int:

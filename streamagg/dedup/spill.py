@@ -46,10 +46,11 @@ class SpillDeduper:
         self.grain_seconds = grain_seconds
         self._state = state
         self._kept = KeptSegments(state) if state is not None else None
-        self._arrived = HourlyCounts(grain_seconds)
         # mkdtemp creates the folder 0700: spilled keys are customer data.
         self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
         budget = Budget.of(memory_limit)
+        self._arrived = HourlyCounts(grain_seconds, memory_bytes=budget.counts_bytes,
+                                     spill_dir=self.folder)
         self.threads = budget.spill_threads
         self._buffer_bytes = budget.spill_buffer_bytes
         self._pieces = PieceSplitter(self.folder, budget.spill_partition_bytes, grain_seconds,
@@ -111,7 +112,8 @@ class SpillDeduper:
 
     def fold_into(self, counts: HourlyCounts) -> None:
         self._partition_bits()  # a day of no rows has partitions too, for the kept state
-        counts.fold_counts(self._arrived.table())
+        counts.fold_from(self._arrived)
+        self._arrived.close()
         self._arrived = HourlyCounts(self.grain_seconds)
         for done in self._done():
             counts.fold_counts(done.taken_out)

@@ -53,7 +53,8 @@ class SqliteDeduper:
                 state.release(stored.path)
             else:
                 os.replace(stored.path, self.path)
-        self._arrived = HourlyCounts(grain_seconds)
+        self._arrived = HourlyCounts(grain_seconds, spill_dir=self.folder,
+                                     memory_bytes=Budget.of(memory_limit).counts_bytes)
         self._db = sqlite3.connect(self.path, isolation_level=None)
         # The page cache is the only large allocation (its share: `Budget.sqlite_cache_kib`).
         # The database is scratch: no journal, no fsync.
@@ -121,7 +122,7 @@ class SqliteDeduper:
     def fold_into(self, counts: HourlyCounts) -> None:
         if counts.grain_ns != self._arrived.grain_ns:
             raise ValueError("fold_into: counts of another grain than this key table's")
-        counts.fold_counts(self._arrived.table())
+        counts.fold_from(self._arrived)
         try:
             self._read_dropped(counts)
             if self._state is not None:

@@ -43,7 +43,8 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
     config, source, inputs, work = run.config, run.source, run.inputs, run.work
     # The spill backend sizes its partitions from this (compressed inputs: `Compression.expansion`).
     expected = sum(reader_for(i).expected_bytes for i in inputs)
-    result = DayCounts(HourlyCounts(config.schema.grain_seconds))
+    result = DayCounts(HourlyCounts(config.schema.grain_seconds, spill_dir=work,
+                                    memory_bytes=Budget.of(config.memory_limit).counts_bytes))
     row_size = _RowSize()
 
     def batches_then_stats(item: InputFile) -> Iterator[Prepared | FileStats]:

@@ -8,7 +8,12 @@ import hashlib
 from collections.abc import Iterable
 from typing import BinaryIO
 
-from ..aggregate import HourlyRow
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..aggregate import BUCKET, COUNT
+from ..columns import GROUP
 from ..config import Schema
 from ..sources import Storage
 
@@ -17,6 +22,7 @@ from ..sources import Storage
 # every earlier output: the bytes would change), and was no faster (203 ms against 174 ms);
 # pyarrow's writer quotes every string, the header too.
 _NEEDS_QUOTES = (",", '"', "\r", "\n")
+_QUOTE_PATTERN = '[,"\r\n]'
 
 
 def csv_field(value: str) -> str:
@@ -34,27 +40,43 @@ def format_bucket(start_seconds: int) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S}"
 
 
-def write_output(rows: Iterable[HourlyRow], out: BinaryIO, schema: Schema | None = None) -> str:
-    """Write the day's CSV (UTF-8, LF, header always) and return its sha256."""
+def write_output(parts: Iterable[pa.Table], out: BinaryIO, schema: Schema | None = None,
+                 grain_seconds: int = 3600) -> str:
+    """Write the day's CSV (UTF-8, LF, header always) from (group, bucket, count) tables in
+    output order, and return its sha256."""
     schema = schema or Schema()
     digest = hashlib.sha256()
     header = ",".join(csv_field(c) for c in (schema.group_column, schema.bucket_column,
                                               schema.count_column))
-    lines = [header]
-    for row in rows:
-        lines.append(f"{csv_field(row.group)},{format_bucket(row.bucket_start)},{row.count}")
-        if len(lines) >= 10_000:
-            _emit(lines, out, digest)
-    _emit(lines, out, digest)
+    _emit((header + "\n").encode("utf-8"), out, digest)
+    for part in parts:
+        if part.num_rows:
+            _emit(csv_lines(part, grain_seconds), out, digest)
     return digest.hexdigest()
 
 
-def _emit(lines: list[str], out: BinaryIO, digest: hashlib._Hash) -> None:
-    if lines:
-        data = ("\n".join(lines) + "\n").encode("utf-8")
-        out.write(data)
-        digest.update(data)
-        lines.clear()
+def csv_lines(part: pa.Table, grain_seconds: int) -> memoryview:
+    """The output lines of a (group, bucket, count) table, built column by column: the same
+    bytes as `csv_field` and `format_bucket` row by row, without a Python object per row."""
+    groups = part.column(GROUP).combine_chunks()
+    quoted = pc.binary_join_element_wise(
+        '"', pc.replace_substring(groups, '"', '""'), '"', "")
+    fields = pc.if_else(pc.match_substring_regex(groups, _QUOTE_PATTERN), quoted, groups)
+    buckets = part.column(BUCKET).to_numpy()
+    starts, where = np.unique(buckets, return_inverse=True)
+    texts = pa.array([format_bucket(int(b) * grain_seconds) for b in starts.tolist()])
+    hours = texts.take(pa.array(where.reshape(-1)))
+    counts = pc.cast(part.column(COUNT).combine_chunks(), pa.string())
+    lines = pc.binary_join_element_wise(fields, hours, counts, ",")
+    lines = pc.binary_join_element_wise(lines, "", "\n")
+    offsets = np.frombuffer(lines.buffers()[1], np.int32)
+    first, last = offsets[lines.offset], offsets[lines.offset + len(lines)]
+    return memoryview(lines.buffers()[2])[first:last]
+
+
+def _emit(data: bytes | memoryview, out: BinaryIO, digest: hashlib._Hash) -> None:
+    out.write(data)
+    digest.update(data)
 
 
 def publish(storage: Storage, local_path: str, relative: str) -> str:

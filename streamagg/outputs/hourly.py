@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..aggregate import HourlyRow
-from ..columns import BadRow
+import numpy as np
+import pyarrow as pa
+
+from ..aggregate import BUCKET, COUNT, HourlyCounts, day_buckets, tally_counts, top_groups
+from ..columns import GROUP, BadRow
 from ..config import BadRowLimit
 from ..errors import StorageError
 from ..read import parse_instant
@@ -50,7 +53,43 @@ class TallyingRejects(RejectsFile):
         return self
 
 
-def hourly_section(day: dt.date, grain_seconds: int, rows: Iterable[HourlyRow],
+class OutputTally:
+    """What the manifest and the plot say of the output, gathered as its rows go by: their
+    number, the impressions per bucket (those outside the day in two sums, see
+    `tally_counts`) and, for the plot, each group's total."""
+
+    def __init__(self, day: dt.date, grain_seconds: int, *,
+                 group_totals: HourlyCounts | None = None) -> None:
+        self.day = day_buckets(day, grain_seconds)
+        self.rows = 0
+        self.impressions = 0
+        self.per_bucket: dict[int, int] = {}
+        self.group_totals = group_totals
+
+    def observe(self, parts: Iterable[pa.Table]) -> Iterator[pa.Table]:
+        """``parts``, unchanged, tallied on the way."""
+        for part in parts:
+            self.rows += part.num_rows
+            self.impressions += int(np.sum(part.column(COUNT).to_numpy()))
+            tally_counts(self.per_bucket, part, self.day)
+            if self.group_totals is not None:
+                self.group_totals.fold_counts(pa.table({
+                    GROUP: part.column(GROUP), BUCKET: np.zeros(part.num_rows, np.int64),
+                    COUNT: part.column(COUNT)}))
+            yield part
+
+    @property
+    def outside_day(self) -> int:
+        """Impressions whose bucket lies outside the day."""
+        first, last = self.day
+        return sum(n for b, n in self.per_bucket.items() if not first <= b < last)
+
+    def top_groups(self, n: int) -> list[tuple[str, int]]:
+        """The ``n`` groups with the most impressions over the day, most first (ties by name)."""
+        return [] if self.group_totals is None else top_groups(self.group_totals, n)
+
+
+def hourly_section(day: dt.date, grain_seconds: int, impressions: dict[int, int],
                    clean_per_bucket: dict[int, int], duplicates: int,
                    bad_per_bucket: dict[int, int], bad_without_time: int) -> dict[str, Any]:
     """The manifest's ``hourly`` object: every bucket of the day, then what fell outside it.
@@ -59,10 +98,6 @@ def hourly_section(day: dt.date, grain_seconds: int, rows: Iterable[HourlyRow],
     counted there (a duplicate shares its key's instant, hence its bucket); every engine reports
     its clean rows per bucket.
     """
-    impressions: dict[int, int] = {}
-    for row in rows:
-        bucket = row.bucket_start // grain_seconds
-        impressions[bucket] = impressions.get(bucket, 0) + row.count
     if sum(clean_per_bucket.values()) != sum(impressions.values()) + duplicates:
         raise StorageError("internal check failed: clean rows per bucket do not add up; "
                            "nothing written")

@@ -6,7 +6,6 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from ..aggregate import HourlyRow
 from ..errors import StorageError, UsageError
 
 INSTALL_HINT = "install the plot extra (in streamagg's clone: pip install -e '.[plot]')"
@@ -30,22 +29,14 @@ def require_matplotlib() -> None:
                          ) from err
 
 
-def top_campaigns(rows: Sequence[HourlyRow], n: int = TOP_CAMPAIGNS) -> list[tuple[str, int]]:
-    """The ``n`` campaigns with the most impressions over the day, most first (ties by name)."""
-    totals: dict[str, int] = {}
-    for row in rows:
-        totals[row.group] = totals.get(row.group, 0) + row.count
-    return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-
-
-def render_day(path: str, *, day: dt.date, title: str, rows: Sequence[HourlyRow],
+def render_day(path: str, *, day: dt.date, title: str, top: Sequence[tuple[str, int]],
                hourly: dict[str, Any], totals: dict[str, int],
                group_name: str = "CAMPAIGN_ID") -> None:
     """Draw the day into a PNG at ``path`` with matplotlib's Agg canvas (no display, no pyplot
     state shared with a caller's figures)."""
     from matplotlib import rc_context
 
-    figure = draw_day(day=day, title=title, rows=rows, hourly=hourly, totals=totals,
+    figure = draw_day(day=day, title=title, top=top, hourly=hourly, totals=totals,
                       group_name=group_name)
     try:
         # No software version in the metadata: the same day gives the same bytes. Names are
@@ -56,7 +47,7 @@ def render_day(path: str, *, day: dt.date, title: str, rows: Sequence[HourlyRow]
         raise StorageError(f"cannot write the plot: {err.strerror or err}", uri=path) from err
 
 
-def draw_day(*, day: dt.date, title: str, rows: Sequence[HourlyRow], hourly: dict[str, Any],
+def draw_day(*, day: dt.date, title: str, top: Sequence[tuple[str, int]], hourly: dict[str, Any],
              totals: dict[str, int], group_name: str = "CAMPAIGN_ID") -> Any:
     """The day's matplotlib ``Figure``: four panels, every axis labelled, counts with thousands
     separators on round steps; rows outside the day (and bad rows without a time) as bars of
@@ -66,11 +57,11 @@ def draw_day(*, day: dt.date, title: str, rows: Sequence[HourlyRow], hourly: dic
     from matplotlib import rc_context
 
     with rc_context({"text.parse_math": False}):
-        return _draw(day=day, title=title, rows=rows, hourly=hourly, totals=totals,
+        return _draw(day=day, title=title, top=top, hourly=hourly, totals=totals,
                      group_name=group_name)
 
 
-def _draw(*, day: dt.date, title: str, rows: Sequence[HourlyRow], hourly: dict[str, Any],
+def _draw(*, day: dt.date, title: str, top: Sequence[tuple[str, int]], hourly: dict[str, Any],
           totals: dict[str, int], group_name: str) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -131,7 +122,7 @@ def _draw(*, day: dt.date, title: str, rows: Sequence[HourlyRow], hourly: dict[s
                outside_bar("bad_rows") + ([(_NO_TIME, without_time)] if without_time else []))
 
     ax = axes[0][1]
-    top = top_campaigns(rows)
+    top = list(top)  # the day's top campaigns and their impressions, most first
     if top:
         names = [_short(name) for name, _ in reversed(top)]
         ax.barh(range(len(top)), [count for _, count in reversed(top)],

@@ -150,11 +150,10 @@ def _hourly(outside: int, without_time: int) -> dict[str, object]:
 
 def test_every_axis_is_labelled_with_thousands_separators() -> None:
     pytest.importorskip("matplotlib")
-    from streamagg.aggregate import HourlyRow
     from streamagg.outputs.plot import draw_day
 
-    rows = [HourlyRow(group=str(1000 + i), bucket_start=0, count=2_500_000 - i) for i in range(12)]
-    figure = draw_day(day=DAY, title="t", rows=rows, hourly=_hourly(1234, 5),
+    top = [(str(1000 + i), 2_500_000 - i) for i in range(10)]
+    figure = draw_day(day=DAY, title="t", top=top, hourly=_hourly(1234, 5),
                       totals={"impressions": 1, "duplicates": 1, "bad_rows": 1},
                       group_name="CAMPAIGN_ID")
     figure.canvas.draw()  # tick labels are formatted at draw time
@@ -187,7 +186,7 @@ def test_a_day_with_nothing_outside_it_draws_only_its_hours() -> None:
     pytest.importorskip("matplotlib")
     from streamagg.outputs.plot import draw_day
 
-    figure = draw_day(day=DAY, title="t", rows=[], hourly=_hourly(0, 0),
+    figure = draw_day(day=DAY, title="t", top=[], hourly=_hourly(0, 0),
                       totals={"impressions": 0, "duplicates": 0, "bad_rows": 0})
     impressions = next(ax for ax in figure.axes
                        if ax.get_title(loc="left").startswith("Impressions"))
@@ -213,10 +212,9 @@ def _quiet_hourly(impressions: int = 5) -> dict[str, object]:
 
 def test_a_panel_with_nothing_to_show_says_so() -> None:
     pytest.importorskip("matplotlib")
-    from streamagg.aggregate import HourlyRow
     from streamagg.outputs.plot import draw_day
 
-    figure = draw_day(day=DAY, title="t", rows=[HourlyRow("7", 0, 5)], hourly=_quiet_hourly(),
+    figure = draw_day(day=DAY, title="t", top=[("7", 5)], hourly=_quiet_hourly(),
                       totals={"impressions": 5, "duplicates": 0, "bad_rows": 0})
     figure.canvas.draw()
     for heading, said in (("Bad rows", "no bad rows on this day"),
@@ -229,7 +227,7 @@ def test_a_panel_with_nothing_to_show_says_so() -> None:
     assert list(impressions.texts) == []  # type: ignore[attr-defined]
     ticks = [t.get_text() for t in impressions.get_yticklabels()]  # type: ignore[attr-defined]
     assert "-0" not in ticks and len(set(ticks)) == len(ticks), ticks
-    empty = draw_day(day=DAY, title="t", rows=[], hourly=_quiet_hourly(0),
+    empty = draw_day(day=DAY, title="t", top=[], hourly=_quiet_hourly(0),
                      totals={"impressions": 0, "duplicates": 0, "bad_rows": 0})
     empty.canvas.draw()
     for heading in ("Impressions", "Top", "Bad rows", "Duplicates"):
@@ -241,11 +239,10 @@ def test_a_panel_with_nothing_to_show_says_so() -> None:
 def test_campaign_names_are_plain_text_never_math(tmp_path: Path) -> None:
     names = ["Save $$ now", "$5 off $10", "$", "a$b$c", "$\\alpha$", "x^2_y", "{}", "$$$$"]
     pytest.importorskip("matplotlib")
-    from streamagg.aggregate import HourlyRow
     from streamagg.outputs.plot import draw_day, render_day
 
-    rows = [HourlyRow(name, 0, 10 - i) for i, name in enumerate(names)]
-    args = dict(day=DAY, title="t", rows=rows, hourly=_quiet_hourly(),
+    top = [(name, 10 - i) for i, name in enumerate(names)]
+    args = dict(day=DAY, title="t", top=top, hourly=_quiet_hourly(),
                 totals={"impressions": 5, "duplicates": 0, "bad_rows": 0})
     render_day(str(tmp_path / "day.png"), **args)  # type: ignore[arg-type]
     assert (tmp_path / "day.png").read_bytes()[:8] == PNG_MAGIC
@@ -262,10 +259,9 @@ def test_campaign_names_are_plain_text_never_math(tmp_path: Path) -> None:
 @pytest.mark.parametrize("peak", [13, 48_611, 2**40 + 17])
 def test_ticks_fall_on_round_steps(peak: int) -> None:
     pytest.importorskip("matplotlib")
-    from streamagg.aggregate import HourlyRow
     from streamagg.outputs.plot import draw_day
 
-    figure = draw_day(day=DAY, title="t", rows=[HourlyRow("1", 0, peak), HourlyRow("2", 0, 1)],
+    figure = draw_day(day=DAY, title="t", top=[("1", peak), ("2", 1)],
                       hourly=_quiet_hourly(peak),
                       totals={"impressions": peak, "duplicates": 0, "bad_rows": 0})
     figure.canvas.draw()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ...aggregate import BUCKET, COUNT, HourlyCounts
+from ...budget import Budget
 from ...columns import GROUP, INSTANT, KEY, BadRow
 from ...config import Config
 from ...errors import StreamaggError
@@ -52,7 +53,8 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
     """
     config, inputs, work = run.config, run.inputs, run.work
     require_spark()
-    result = DayCounts(HourlyCounts(config.schema.grain_seconds))
+    result = DayCounts(HourlyCounts(config.schema.grain_seconds, spill_dir=work,
+                                    memory_bytes=Budget.of(config.memory_limit).counts_bytes))
     if not inputs:  # only empty files: the header-only output needs no cluster
         return result
     from pyspark import StorageLevel
