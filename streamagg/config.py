@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from . import container
 from .budget import MIN_MEMORY_LIMIT
 from .errors import UsageError
 from .registry import DEDUPE_BACKENDS, ENGINES
@@ -17,8 +18,8 @@ from .units import human_bytes
 DEFAULT_SOURCE = "./data"
 DEFAULT_INITIALS = "SA"
 DEFAULT_CHUNK_SIZE = 100_000
-DEFAULT_MEMORY_LIMIT = 256 * 2**20
-DEFAULT_MEMORY_LIMIT_HELP = "256MB"  # what --help says of `default_memory_limit`
+# What --help says of `default_memory_limit`.
+DEFAULT_MEMORY_LIMIT_HELP = "256MB, or 3/4 of the container's memory limit if smaller"
 DEFAULT_SPARK_MASTER = "local[*]"  # when --spark-master is not given and no session runs
 LOG_FORMATS = ("text", "json")
 # --spark-env: ship the driver's environment to cluster executors (auto), never (none), or a
@@ -211,8 +212,9 @@ class Schema:
 
 
 def default_memory_limit() -> int:
-    """``--memory-limit`` when none is given: the one place that decides it."""
-    return DEFAULT_MEMORY_LIMIT
+    """``--memory-limit`` when none is given: the one place that decides it (256MB, or three
+    quarters of the container's memory limit when that is smaller: `streamagg.container`)."""
+    return container.default_memory_limit(container.container_memory_limit())
 
 
 _TEXT_FIELDS = ("source", "dest", "tmp_dir", "endpoint_url", "state", "spark_master")

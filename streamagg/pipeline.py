@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import container
 from .aggregate import HourlyCounts
 from .budget import Budget
 from .cleanup import remove_leftovers, work_folder
@@ -179,6 +180,11 @@ def run_day(config: Config, *, on_file_done: FileCallback | None = None,
         return report
     remove_leftovers(dest, list(layout.published), config.tmp_dir)
     manifest = Manifest(config=config, started=started, version_field=source.version_field)
+    found = container.container_memory_limit()
+    manifest.container_memory_limit_bytes = found.bytes if found else None
+    warning = container.limit_warning(config.memory_limit, found)
+    if warning and config.engine == "local":  # Spark's memory is its JVMs'
+        log.warning(warning)
     kept = DayState.of(config, dest)
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(work_folder(config.tmp_dir))

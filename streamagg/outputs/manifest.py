@@ -65,6 +65,8 @@ class Manifest:
     mode_reason: str = ""
     state: dict[str, Any] | None = None  # the kept state's generation, when one was kept
     jvm_peak_memory_bytes: int | None = None  # the Spark engine's driver JVM; None otherwise
+    # The memory limit of the container (cgroup) the run found itself in; None outside one.
+    container_memory_limit_bytes: int | None = None
     version_field: str = "mtime"  # how the source names its inputs' versions (etag on S3)
 
     def parameters(self) -> dict[str, Any]:
@@ -95,6 +97,7 @@ class Manifest:
             "elapsed_seconds": round((finished - self.started).total_seconds(), 3),
             "peak_memory_bytes": self.peak_memory_bytes,
             "jvm_peak_memory_bytes": self.jvm_peak_memory_bytes,
+            "container_memory_limit_bytes": self.container_memory_limit_bytes,
         }
 
     def to_json(self) -> str:

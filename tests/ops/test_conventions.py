@@ -80,7 +80,8 @@ def test_help_groups_the_options_and_ends_with_examples_and_exit_codes(cli: Cli)
     for code in ("0 ", "2 ", "3 ", "4 ", "1 ", "130 ", "143 ", "129 "):
         assert re.search(rf"(^|\s){code}", text.split("Exit status:")[1]), code
     # Defaults come from Config, with thousands separators.
-    assert "[default: 100,000]" in flat and "[default: 256MB]" in flat and "[default: 1%]" in flat
+    assert "[default: 100,000]" in flat and "[default: 1%]" in flat
+    assert "[default: 256MB, or 3/4 of the container's memory limit if smaller]" in flat
 
 
 @pytest.mark.parametrize(("args", "expected"), [
