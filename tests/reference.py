@@ -23,7 +23,7 @@ NS_PER_HOUR = 3600 * NS_PER_SECOND
 
 DATETIME_RE = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})"
-    r"(?:\.([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})?"
+    r"(?:\.([0-9]+))?([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
 )
 INTEGER_RE = re.compile(r"[+-]?[0-9]+")
 FIELD_PADDING = " \t"
@@ -82,8 +82,8 @@ def parse_instant(text: str) -> int | None:
         return None
     offset_seconds = 0
     zone = match.group(8)
-    if zone and zone != "Z":
-        off_h, off_m = int(zone[1:3]), int(zone[4:6])
+    if zone and zone not in ("Z", "z"):  # +HH, +HHMM or +HH:MM
+        off_h, off_m = int(zone[1:3]), int(zone[-2:]) if len(zone) > 3 else 0
         if off_h > 23 or off_m > 59:
             return None
         offset_seconds = (off_h * 3600 + off_m * 60) * (1 if zone[0] == "+" else -1)
