@@ -46,6 +46,18 @@ class Budget:
     # cost 60 MB more peak on a 10M-row day than 256 KiB, for no speed); it also caps the
     # longest row pyarrow can take (longer rows go through the slower csv fallback).
     reader_block_size: int
+    # The reader's bounds on what follows the shape of a file, not its size (see read/limits.py):
+    # gathered blocks stop at this many bytes of the three columns as well as at gather_rows, so
+    # long fields gather fewer rows, not more memory: a 32nd of the budget, about twice what
+    # gather_rows rows of a typical log take.
+    reader_gather_bytes: int
+    # The widest header read: a column costs a few hundred bytes (its name as Python and as
+    # pyarrow strings, pyarrow's per-column state); one column per 4 KiB of budget keeps the
+    # widest header under a tenth of it (65,536 columns at 256 MB). Wider ones are refused.
+    reader_max_columns: int
+    # The longest row (or header) read: the csv fallback holds a row a few times over (its line,
+    # its fields, their bytes, the Arrow batch). 16 MiB, or a sixteenth of the budget below 256 MB.
+    reader_max_row_bytes: int
     # The spill backend: two partitions at once where the budget allows, each getting half of
     # its share; a partition's work gets half of what the runtime leaves (the other half is what
     # the allocators keep and the hourly counts). A third of the whole budget, as it was, let a
@@ -86,6 +98,9 @@ def _budget(limit: int, cpus: int) -> Budget:
         gather_rows=gather,
         queue_depth=2 if small else max(2, limit // 8 // (readers * gather * PREPARED_ROW_BYTES)),
         reader_block_size=max(256 << 10, min(4 << 20, limit // 1024)),
+        reader_gather_bytes=limit // 32,
+        reader_max_columns=limit // 4096,
+        reader_max_row_bytes=min(16 * MiB, limit // 16),
         spill_threads=spill_threads,
         spill_partition_bytes=max(working // 2 // spill_threads, 8 * MiB),
         spill_buffer_bytes=0 if small else limit // 16,

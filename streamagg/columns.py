@@ -6,6 +6,7 @@ import heapq
 import os
 import pickle
 import tempfile
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
@@ -35,9 +36,23 @@ def string_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 # A rejects line keeps at most this much raw text, so one runaway field cannot flood the file.
 MAX_RAW_CHARS = 64 * 1024
+# A bad row keeps at most this much of each required field (to check the locating, and its
+# time for the manifest's hours): a bad row costs the same whatever its fields' length.
+MAX_FIELD_BYTES = 64 * 1024
 
 
-@dataclass
+def raw_text(raw: bytes, errors: str = "backslashreplace") -> str:
+    """The start of a record's bytes as a bad row keeps it."""
+    # Four bytes a character at most: enough bytes for MAX_RAW_CHARS characters, no more.
+    return raw[:4 * MAX_RAW_CHARS].decode("utf-8", errors)[:MAX_RAW_CHARS]
+
+
+def capped(fields: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """A bad row's required fields as it keeps them."""
+    return tuple(f[:MAX_FIELD_BYTES] for f in fields)
+
+
+@dataclass(slots=True)
 class BadRow:
     """One rejected row: where it was, why, and its raw text."""
 
@@ -46,7 +61,8 @@ class BadRow:
     reason: str
     raw: str | None = None
     line: int | None = None  # physical line in the file, filled in by `locate_bad_rows`
-    fields: tuple[bytes, ...] | None = None  # the required fields as parsed, to check the locating
+    # The required fields as parsed (each cut at MAX_FIELD_BYTES), to check the locating.
+    fields: tuple[bytes, ...] | None = None
 
 
 # A file's bad rows wait in memory up to this many, or this much raw text, then go to disk.
@@ -60,7 +76,9 @@ class _Run:
     def __init__(self, tmp_dir: str | None) -> None:
         self._tmp_dir = tmp_dir
         self._file: IO[bytes] | None = None
-        self._chunks: list[tuple[int, int, int]] = []  # (offset, last record, rows) per chunk
+        # Per chunk on disk, its offset, last record and rows: 24 bytes a chunk of up to 4096
+        # rows, so a run of a billion bad rows keeps 6 MB at hand.
+        self._offsets, self._lasts, self._rows = array("q"), array("q"), array("q")
         self._tail: list[BadRow] = []
         self._tail_bytes = 0
         self.count = 0
@@ -88,10 +106,14 @@ class _Run:
                 self._file = tempfile.TemporaryFile(dir=self._tmp_dir)
             self._file.seek(0, os.SEEK_END)
             at = self._file.tell()
-            pickle.dump(rows, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+            # As tuples: a slotted dataclass pickles through a Python call per row.
+            pickle.dump([(r.uri, r.record, r.reason, r.raw, r.line, r.fields) for r in rows],
+                        self._file, protocol=pickle.HIGHEST_PROTOCOL)
         except OSError as err:
             raise self._failed(err) from err
-        self._chunks.append((at, rows[-1].record, len(rows)))
+        self._offsets.append(at)
+        self._lasts.append(rows[-1].record)
+        self._rows.append(len(rows))
 
     def _failed(self, err: OSError) -> StorageError:
         """The work folder failed, not the input being read: say so, naming the folder."""
@@ -101,28 +123,36 @@ class _Run:
     def _load(self, index: int) -> list[BadRow]:
         assert self._file is not None
         try:
-            self._file.seek(self._chunks[index][0])  # flushes what is still buffered
+            self._file.seek(self._offsets[index])  # flushes what is still buffered
         except OSError as err:
             raise self._failed(err) from err
-        rows: list[BadRow] = pickle.load(self._file)  # noqa: S301 - our own temporary file
+        stored = pickle.load(self._file)  # noqa: S301 - our own temporary file
+        rows = [BadRow(*row) for row in stored]
         return rows
 
     def truncate(self, last_record: int) -> None:
         """Forget the rows after ``last_record``."""
         kept = [row for row in self._tail if row.record <= last_record]
-        while self._chunks and self._chunks[-1][1] > last_record:
-            rows = self._load(len(self._chunks) - 1)
+        while self._lasts and self._lasts[-1] > last_record:
+            rows = self._load(len(self._lasts) - 1)
             assert self._file is not None
-            self._file.truncate(self._chunks.pop()[0])
+            self._file.truncate(self._offsets.pop())
+            self._lasts.pop()
+            self._rows.pop()
             kept = [row for row in rows if row.record <= last_record] + kept
             if rows[0].record <= last_record:
                 break
         self._tail = kept
         self._tail_bytes = sum(_size(row) for row in kept)
-        self.count = sum(chunk[2] for chunk in self._chunks) + len(kept)
+        self.count = sum(self._rows) + len(kept)
+        if len(kept) > 1 and (len(kept) > _RUN_ROWS or self._tail_bytes > _RUN_BYTES):
+            # A whole chunk came back: it goes out again.
+            self._store(kept[:-1])
+            self._tail = kept[-1:]
+            self._tail_bytes = _size(self._tail[0])
 
     def __iter__(self) -> Iterator[BadRow]:
-        for index in range(len(self._chunks)):
+        for index in range(len(self._offsets)):
             yield from self._load(index)
         yield from list(self._tail)
 
@@ -132,7 +162,9 @@ class _Run:
 
 
 def _size(row: BadRow) -> int:
-    return 64 + len(row.raw or "") + sum(len(f) for f in row.fields or ())
+    """About what a bad row takes in memory: the object and its strings (a raw text holding
+    one emoji takes four bytes a character)."""
+    return 400 + 4 * len(row.raw or "") + sum(33 + len(f) for f in row.fields or ())
 
 
 class BadRows:
@@ -184,7 +216,7 @@ class FileStats:
 
     rows_read: int = 0
     bad_rows: BadRows = field(default_factory=BadRows)
-    header_lines: int = 1
+    header_line: int = 1  # the physical line the header starts on
     data_offset: int = 0  # bytes before the first data record (the header, blank lines before it)
     data_line: int = 2  # the physical line the first data record starts on
     positions: list[int] = field(default_factory=list)  # of the required columns in the header

@@ -116,6 +116,11 @@ def has_invalid_utf8(value: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
+def is_blank(raw: str) -> bool:
+    """Whether a record's text holds nothing but spaces, tabs, byte-order marks, line ends."""
+    return not raw.replace("\ufeff", "").strip(" \t\r\n")
+
+
 def physical_lines(text: str) -> list[str]:
     """Split on LF only, keeping the line ends (str.splitlines splits on far more)."""
     parts = text.split("\n")
@@ -198,8 +203,8 @@ def read_file(path: str, data: bytes, rejects: list[Reject]) -> tuple[list[_Row]
                 positions[column] = names.index(column)
             width = len(fields)
             continue
-        if not fields:
-            continue  # a blank line
+        if not fields or is_blank(raw):
+            continue  # a blank line: nothing, or only spaces, tabs and byte-order marks
         rows_read += 1
         reason = None
         if len(fields) != width:

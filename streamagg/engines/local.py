@@ -15,7 +15,7 @@ from ..columns import BadRows, FileStats
 from ..config import Config
 from ..dedup import Prepared, make_deduper
 from ..errors import StorageError
-from ..read import reader_for
+from ..read import ReadLimits, reader_for
 from ..sources import InputFile, Storage
 from . import Books, DayCounts, FileResult, RunContext
 from .prefetch import ordered_prefetch
@@ -95,17 +95,15 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
 def read_file(config: Config, source: Storage, item: InputFile,
               stats: FileStats) -> Iterator[pa.RecordBatch]:
     """One input's clean batches, in order; its bad rows, located, end up in ``stats``."""
-    budget = Budget.of(config.memory_limit)
+    limits = ReadLimits.of(Budget.of(config.memory_limit))
     kind = reader_for(item).format
     with open_input(source, item) as stream:
         yield from kind.read_batches(stream, item.uri, schema=config.schema,
-                                     chunk_size=config.chunk_size,
-                                     block_size=budget.reader_block_size, stats=stats,
+                                     chunk_size=config.chunk_size, stats=stats,
                                      reopen=functools.partial(open_input, source, item),
-                                     gather_rows=budget.gather_rows,
-                                     stop_after_bad=config.max_bad_rows.count)
+                                     stop_after_bad=config.max_bad_rows.count, limits=limits)
     if stats.bad_rows:
-        kind.locate_bad_rows(functools.partial(open_input, source, item), stats)
+        kind.locate_bad_rows(functools.partial(open_input, source, item), stats, limits)
 
 
 @contextlib.contextmanager

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import bisect
-import codecs
+import dataclasses
 import io
-from array import array
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import BinaryIO
@@ -14,12 +12,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from ..columns import MAX_RAW_CHARS, BadRow, FileStats
+from ..columns import MAX_RAW_CHARS, BadRow, FileStats, capped
 from ..config import Schema
 from ..errors import BadDataError, StorageError
+from .blank import empty_blank_lines, is_blank_text
 from .clean import clean_columns
 from .fallback import read_rest_with_csv
 from .header import HEADER_READ, find_columns, split_header
+from .limits import ReadLimits
+from .numbering import Runs, record_number
 from .quotes import EOF_PROBE, UNTERMINATED, is_probe, strip_probe
 
 ROW_SAMPLE_BYTES = 16 * 1024
@@ -28,6 +29,10 @@ ROW_SAMPLE_BYTES = 16 * 1024
 class _NulByte(pa.ArrowInvalid):
     """pyarrow's chunker can split a record holding a NUL in a quoted field and a quoted line
     break at a block boundary (pyarrow 26), so a file with a NUL is read on with csv."""
+
+
+# What starts a line of spaces, tabs or BOMs: only a chunk holding one is looked at closer.
+_PADDED_STARTS = (b"\n ", b"\n\t", b"\n\xef", b"\r ", b"\r\t", b"\r\xef")
 
 
 def _refuse_nul(data: bytes | memoryview) -> None:
@@ -40,13 +45,17 @@ def _refuse_nul(data: bytes | memoryview) -> None:
 
 
 class _Prefixed(io.RawIOBase):
-    """Bytes already read for the header, followed by the rest of the stream, then the probe
-    that tells whether the file ended inside a quoted field (see `quotes.EOF_PROBE`)."""
+    """Bytes already read (the sentinel record, what was read past the header), followed by the
+    rest of the stream, then the probe that tells whether the file ended inside a quoted field
+    (see `quotes.EOF_PROBE`)."""
 
     def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
         self._prefix = memoryview(prefix)
         self._rest = rest
         self._nul_in_prefix = b"\x00" in prefix
+        # Up to the file's first quote every byte is outside quoted fields, so a line of
+        # spaces, tabs and BOMs there is a blank line for sure.
+        self._before_quotes = b'"' not in prefix
         self._suffix = memoryview(EOF_PROBE)
         self.at_eof = False  # the stream is read to its end: the last record may be parsed
 
@@ -72,8 +81,29 @@ class _Prefixed(io.RawIOBase):
             self.at_eof = True
             return super().read(size) or b""  # the probe
         data = data if isinstance(data, bytes) else bytes(data)
+        if self._before_quotes:
+            data = self._emptied(data)
         _refuse_nul(data)
         return data
+
+    def _emptied(self, data: bytes) -> bytes:
+        """The blank lines of ``data`` that are surely outside quotes, emptied.
+
+        pyarrow skips an empty line itself, but hands a line of spaces to the invalid-row
+        handler, a Python call each (4 us): 100 MiB of them took two minutes. Emptied here in a
+        few numpy passes over a block (only one holding a line start followed by a blank byte),
+        they cost a second.
+        """
+        quote = data.find(b'"')
+        head = data if quote < 0 else data[:quote]
+        if quote >= 0:
+            self._before_quotes = False
+        if not any(start in head for start in _PADDED_STARTS):
+            return data
+        emptied = empty_blank_lines(head)
+        if emptied is head:
+            return data
+        return emptied if quote < 0 else emptied + data[quote:]
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         if self._prefix:
@@ -100,16 +130,20 @@ def read_batches(
     *,
     schema: Schema | None = None,
     chunk_size: int = 100_000,
-    block_size: int = 1 * 2**20,
+    block_size: int | None = None,
     stats: FileStats | None = None,
     reopen: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
     gather_rows: int | None = None,
     stop_after_bad: int | None = None,
+    limits: ReadLimits | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream a decompressed CSV file as clean batches of at most ``chunk_size`` rows.
 
-    pyarrow's small blocks are gathered up to ``gather_rows`` rows (default ``chunk_size``)
-    before they are cleaned: fewer, larger batches cost less per row, more memory per reader.
+    pyarrow's small blocks are gathered up to ``gather_rows`` rows (default
+    ``limits.gather_rows``) or ``limits.gather_bytes`` before they are cleaned: fewer, larger
+    batches cost less per row, more memory per reader. ``limits`` (the default
+    ``--memory-limit``'s when not given) also bounds the header's columns and a row's length;
+    ``block_size`` and ``gather_rows`` override its own.
 
     Only the three required columns are converted; bad rows are appended to ``stats.bad_rows``
     with their record number (see `locate_bad_rows` for line numbers and raw text). A file with
@@ -123,13 +157,21 @@ def read_batches(
     more bad rows than that, and ``stats.stopped`` says so: the run fails anyway.
     """
     schema = schema or Schema()
+    limits = limits or ReadLimits.default()
+    if block_size is not None:
+        limits = dataclasses.replace(limits, block_size=block_size)
     stats = stats if stats is not None else FileStats()
-    names, rest, stats.header_lines, stats.data_offset, stats.data_line = split_header(stream, uri)
-    if not names:
+    header = split_header(stream, uri, schema, limits)
+    stats.header_line, stats.data_offset, stats.data_line = (
+        header.line, header.data_offset, header.data_line)
+    if not header.names:
         stats.empty = True
         return
-    positions = find_columns(names, schema, uri)
+    positions = find_columns(header.names, schema, uri, header.line)
     stats.positions = positions
+    width = len(header.names)
+    rest = header.rest
+    del header  # a wide header's names
     if not rest:
         rest = stream.read(HEADER_READ)
         if not rest:
@@ -140,114 +182,140 @@ def read_batches(
     sampled = rest.rfind(b"\n", 0, ROW_SAMPLE_BYTES) + 1 or rest.find(b"\n") + 1
     if sampled:
         stats.row_bytes = sampled / rest.count(b"\n", 0, sampled)
-    if rest.startswith(codecs.BOM_UTF8):
-        rest = codecs.BOM_UTF8 + rest  # pyarrow drops one, taking it for the file's own BOM
-    field_names = [f"f{i}" for i in range(len(names))]
+    field_names = [f"f{i}" for i in range(width)]
     wanted = [field_names[p] for p in positions]
-    invalid = array("q")  # record numbers of structurally bad rows, in order
+    # Record numbers of the malformed rows, as runs: a billion of them in a row is one.
+    invalid = Runs()
+    # Records pyarrow counts that are none: the sentinel, then blank lines of spaces, tabs or
+    # BOMs (empty ones it skips itself). Reported in record order, they shift the numbers after.
+    uncounted = [1]
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         if row.number is None:  # only happens with parallel parsing, which we do not use
             raise BadDataError("row has the wrong number of fields", uri=uri)
-        invalid.append(row.number)
+        if row.actual_columns == 1 and row.text is not None and is_blank_text(row.text):
+            uncounted[0] += 1  # a blank line, as docs/CONTRACT.md says
+            return "skip"
+        number = row.number - uncounted[0]
+        invalid.add(number)
         stats.bad_rows.malformed.append(BadRow(
-            uri, row.number,
-            f"expected {row.expected_columns} fields, got {row.actual_columns}",
+            uri, number, f"expected {row.expected_columns} fields, got {row.actual_columns}",
             row.text[:MAX_RAW_CHARS] if row.text is not None else None))
         return "skip"
 
     parsed = 0  # structurally valid rows returned so far, clean or not
-    framed = _Prefixed(rest, stream)
+    # pyarrow's streaming reader skips the blocks that hold no row (blank lines, bad rows) before
+    # its first row by recursion, one level of stack a block: a few gigabytes of blank lines
+    # after a header overflowed a thread's stack (SIGSEGV). A first record of the right width,
+    # dropped again, puts a row in the first block, so that path is never taken.
+    sentinel = b"s" + b"," * (width - 1) + b"\n"
+    framed = _Prefixed(sentinel + rest, stream)
+    del rest
+    reader = None
     try:
         reader = pacsv.open_csv(
             framed,
-            read_options=pacsv.ReadOptions(column_names=field_names, block_size=block_size,
-                                           use_threads=False),
+            read_options=pacsv.ReadOptions(column_names=field_names,
+                                           block_size=limits.block_size, use_threads=False),
             parse_options=pacsv.ParseOptions(newlines_in_values=True,
                                              invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
                 include_columns=wanted, column_types={n: pa.binary() for n in wanted},
                 strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
+        del field_names
         # pyarrow reads ahead several blocks, so blocks stay small to bound memory; they are
         # gathered into batches of about chunk_size rows so the per-batch cost stays low.
         gathered: list[pa.RecordBatch] = []
-        gathered_rows = 0
-        gather_target = min(chunk_size, gather_rows or chunk_size)
+        gathered_rows = gathered_bytes = 0
+        gather_target = min(chunk_size, gather_rows or limits.gather_rows or chunk_size)
         exhausted = False
+        first = True
         while not exhausted:
             try:
                 block = reader.read_next_batch()
-                gathered.append(block)
-                gathered_rows += block.num_rows
+                if first:
+                    block, first = block.slice(1), False  # the sentinel
+                if block.num_rows:  # a block of blank lines or bad rows holds none
+                    gathered.append(block)
+                    gathered_rows += block.num_rows
+                    gathered_bytes += block.nbytes
             except StopIteration:
                 exhausted = True
             # Past a count limit, what is gathered is cleaned at once, to see whether to stop.
             over = stop_after_bad is not None and len(stats.bad_rows) > stop_after_bad
             # Once the stream is read to its end, the blocks left (pyarrow's read-ahead, a few)
             # are gathered whole: the last record may turn out to hold an unclosed quote.
-            if not exhausted and (framed.at_eof or (gathered_rows < gather_target and not over)):
+            if not exhausted and (framed.at_eof or (
+                    gathered_rows < gather_target and gathered_bytes < limits.gather_bytes
+                    and not over)):
                 continue
             columns = [_concat([b.column(n) for b in gathered]) if gathered
                        else pa.array([], pa.binary()) for n in wanted]
-            gathered, gathered_rows = [], 0
+            gathered, gathered_rows, gathered_bytes = [], 0, 0
             cut = exhausted and _check_last_record(columns, parsed, invalid, stats, uri)
             if cut:  # the last record is a bad row now
                 columns = [c.slice(0, len(c) - 1) for c in columns]
             clean, bad = clean_columns(columns, schema)
             for index, reason in bad:
-                record = _record_number(parsed + index, invalid)
-                fields = tuple(c[index].as_py() for c in columns)
+                record = record_number(parsed + index, invalid)
+                fields = capped(tuple(c[index].as_py() for c in columns))
                 stats.bad_rows.append(BadRow(uri, record, reason, fields=fields))
             parsed += len(columns[0]) + cut
+            del columns
+            if parsed and not cut:
+                invalid.forget_upto(record_number(parsed - 1, invalid))
             for offset in range(0, clean.num_rows, chunk_size):
                 yield clean.slice(offset, chunk_size)
             if over and not exhausted and _stop(parsed, invalid, stats, stop_after_bad):
                 break
     except pa.ArrowInvalid as err:
-        if "Empty CSV file" in str(err):
-            pass  # only blank lines after the header
-        elif reopen is None:
+        if reopen is None:
             raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
-        else:
-            # Keep what belongs to the records returned, then read on after the last of them.
-            # pyarrow parses ahead, so it may have reported invalid rows past that point.
-            done = _record_number(parsed - 1, invalid) if parsed else 0
-            del invalid[bisect.bisect_right(invalid, done):]
-            stats.bad_rows.truncate(done)
-            with reopen() as again:
-                yield from read_rest_with_csv(again, uri, schema, len(names), positions, done,
-                                              chunk_size, stats, invalid, stop_after_bad)
-            parsed = stats.rows_read - len(invalid)
+        # Keep what belongs to the records returned, then read on after the last of them.
+        # pyarrow parses ahead, so it may have reported invalid rows past that point.
+        done = record_number(parsed - 1, invalid) if parsed else 0
+        invalid.truncate_after(done)
+        stats.bad_rows.truncate(done)
+        if reader is not None:
+            reader.close()
+            reader = None
+        with reopen() as again:
+            yield from read_rest_with_csv(again, uri, schema, width, positions, done,
+                                          chunk_size, stats, invalid, stop_after_bad, limits)
+        return
     except OSError as err:
         raise StorageError(f"read failed: {_first_line(err)}", uri=uri) from err
+    finally:
+        # Closed here, on this thread: left to the garbage collector, pyarrow's read-ahead
+        # thread may still call into Python while the interpreter exits, which aborts it.
+        if reader is not None:
+            reader.close()
     stats.rows_read = parsed + len(invalid)
 
 
-def _stop(parsed: int, invalid: array[int], stats: FileStats, limit: int | None) -> bool:
+def _stop(parsed: int, invalid: Runs, stats: FileStats, limit: int | None) -> bool:
     """Whether the records read so far hold more bad rows than ``limit``; if so, forget what
     pyarrow reported beyond them, and mark the file as stopped early."""
-    done = _record_number(parsed - 1, invalid) if parsed else 0
+    done = record_number(parsed - 1, invalid) if parsed else 0
     # The malformed records right after the last row returned are read too.
-    at = bisect.bisect_right(invalid, done)
-    while at < len(invalid) and invalid[at] == done + 1:
-        done, at = done + 1, at + 1
-    if limit is None or stats.bad_rows.cleaned.count + at <= limit:
+    done = max(done, invalid.run_end(done + 1))
+    if limit is None or stats.bad_rows.cleaned.count + invalid.count_upto(done) <= limit:
         return False
-    del invalid[at:]
+    invalid.truncate_after(done)
     stats.bad_rows.truncate(done)
     stats.stopped = True
     return True
 
 
-def _check_last_record(columns: list[pa.Array], parsed: int, invalid: array[int],
+def _check_last_record(columns: list[pa.Array], parsed: int, invalid: Runs,
                        stats: FileStats, uri: str) -> bool:
     """Drop the probe's record; if there is none (the file ended inside a quoted field), the
     last record is a bad row. True when that is the last of ``columns`` (the last rows parsed,
     after the ``parsed`` ones returned before), which the caller then leaves out."""
     last = parsed + len(columns[0]) + len(invalid)  # the probe's record number, if it is there
     bad = stats.bad_rows.malformed.last()
-    if invalid and invalid[-1] == last and bad is not None and bad.record == last:
+    if invalid.last() == last and bad is not None and bad.record == last:
         if is_probe(bad.raw):
             invalid.pop()
             stats.bad_rows.malformed.pop()
@@ -256,7 +324,7 @@ def _check_last_record(columns: list[pa.Array], parsed: int, invalid: array[int]
         return False
     if not len(columns[0]):
         return False  # cannot happen: the last record is parsed only once the stream ended
-    fields = tuple(c[len(c) - 1].as_py() for c in columns)
+    fields = capped(tuple(c[len(c) - 1].as_py() for c in columns))
     stats.bad_rows.malformed.append(BadRow(uri, last, UNTERMINATED, fields=fields))
     return True
 
@@ -267,15 +335,3 @@ def _concat(chunks: list[pa.Array]) -> pa.Array:
 
 def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def _record_number(valid_index: int, invalid: array[int]) -> int:
-    """The record number of the ``valid_index``-th (0-based) well-formed row."""
-    # The smallest number with valid_index + 1 well-formed records up to it: the count of
-    # malformed ones below a guess only grows, so a few bisections reach it.
-    number = valid_index + 1
-    while True:
-        guess = valid_index + 1 + bisect.bisect_right(invalid, number)
-        if guess == number:
-            return number
-        number = guess

@@ -9,8 +9,13 @@ from typing import BinaryIO, NamedTuple
 
 from ..config import Schema
 from ..errors import BadDataError
+from .blank import BOM, blank_run_end
+from .limits import ReadLimits
+from .quotes import FieldCounter
 
 HEADER_READ = 64 * 1024
+# Stands for a column name too long to be any required one: it is never decoded or compared.
+_LONG_NAME = "\ufffe"
 
 
 class Header(NamedTuple):
@@ -18,107 +23,130 @@ class Header(NamedTuple):
 
     names: list[str]  # empty: the file has no header at all
     rest: bytes  # the bytes read past it
-    lines: int  # its physical lines, the blank ones before it included
+    line: int  # the physical line (counted by LF) it starts on
     data_offset: int  # bytes before the first data record
     data_line: int  # the physical line (counted by LF) the data begins on
 
 
-def split_header(stream: BinaryIO, uri: str) -> Header:
+def split_header(stream: BinaryIO, uri: str, schema: Schema | None = None,
+                 limits: ReadLimits | None = None) -> Header:
     """Read exactly the header record, and no byte more than the returned ``rest``.
 
-    Lines before the header that hold
-    nothing but spaces, tabs or a byte-order mark are blank: skipped, as docs/CONTRACT.md says.
+    Lines before the header that hold nothing but spaces, tabs or byte-order marks are blank:
+    skipped (and forgotten as they pass), as docs/CONTRACT.md says. A header longer than a row
+    may be, or with more columns than ``limits.max_columns``, is refused before its names are
+    made: each name is a Python string, and pyarrow keeps a few structures per column.
     """
-    buf = b""
-    skipped = 0  # bytes of blank lines before the header
-    skipped_lines = 0
+    schema = schema or Schema()
+    limits = limits or ReadLimits.default()
+    buf = bytearray()
+    offset = 0  # bytes of the stream before buf[0]
+    line = 1  # the physical line buf[0] is on
+    started = False  # buf[0] is the header's first byte that is not blank
+    counter = FieldCounter(limits.max_columns)
+    scanned = 0  # buf[:scanned] is whole lines of the header, fed to the counter
     while True:
         chunk = stream.read(HEADER_READ)
+        final = not chunk
         buf += chunk
-        while True:
-            line_end = _blank_line_end(buf, skipped, final=not chunk)
-            if line_end is None:
-                break
-            skipped_lines += 1
-            skipped = line_end
-        end = _record_end(buf[skipped:])
-        if end is not None or not chunk:
+        if not started:
+            # Blank lines, and the blank bytes that open the header's line (names are trimmed
+            # of them anyway), are dropped as they are read: a run of them costs no memory.
+            cut = blank_run_end(buf)
+            # The first bytes of a byte-order mark, at the end of what is read so far, may be
+            # one whole with the next.
+            started = cut < len(buf) and (final or not BOM.startswith(buf[cut:]))
+            line += buf.count(b"\n", 0, cut)
+            offset += cut
+            del buf[:cut]
+            if not started:
+                if final:
+                    return Header([], b"", line, offset, line)
+                continue
+        scanned = _feed_lines(counter, buf, scanned, final)
+        if counter.over:
+            raise BadDataError(f"header has more than {limits.max_columns} columns, more than "
+                               "the reader takes within --memory-limit", uri=uri, line=line)
+        if counter.ended or final:
             break
-        if len(buf) - skipped > 16 * 2**20:
-            raise BadDataError("header row is longer than 16 MiB", uri=uri, line=skipped_lines + 1)
-    header_start = skipped
-    header_end = len(buf) if end is None else skipped + end
-    header, rest = buf[header_start:header_end], buf[header_end:]
-    if header.startswith(codecs.BOM_UTF8):
-        header = header[len(codecs.BOM_UTF8):]
-    if not header.strip(b" \t\r\n"):
-        return Header([], rest, skipped_lines, header_end, buf.count(b"\n", 0, header_end) + 1)
-    line = buf.count(b"\n", 0, header_start) + 1
-    try:
-        text = header.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise BadDataError("header row is not valid UTF-8", uri=uri, line=line) from err
-    names = next(csv.reader(io.StringIO(text, newline="")), [])
-    lines = skipped_lines + 1 + text.rstrip("\r\n").count("\n")
-    return Header(names, rest, lines, header_end, buf.count(b"\n", 0, header_end) + 1)
+        if len(buf) > limits.max_row_bytes:
+            raise BadDataError(f"header row is longer than {limits.max_row_bytes // 2**20} MiB",
+                               uri=uri, line=line)
+    end = scanned if counter.ended else len(buf)
+    header, rest = bytes(buf[:end]), bytes(buf[end:])
+    del buf
+    data_line = line + header.count(b"\n")
+    if not _is_utf8(header):
+        raise BadDataError("header row is not valid UTF-8", uri=uri, line=line)
+    # Split as Latin-1, one byte a character (never four, as one emoji in a header would make
+    # a whole str), then only the names short enough to be a required one are decoded.
+    fields = next(csv.reader(io.StringIO(header.decode("latin-1"), newline="")), [])
+    longest = 4 * max(len(name) for name in schema.required)  # UTF-8: four bytes a character
+    names = []
+    for field in fields:
+        raw = _trimmed(field.encode("latin-1"))
+        names.append(raw.decode("utf-8") if len(raw) <= longest else _LONG_NAME)
+    return Header(names, rest, line, offset + end, data_line)
 
 
-def _blank_line_end(buf: bytes, start: int, *, final: bool) -> int | None:
-    """Offset just past the line at ``start`` if it is blank (spaces and tabs, after a
-    byte-order mark), else None; also None while more bytes could still make it blank."""
-    pos = start
-    if buf.startswith(codecs.BOM_UTF8, start):
-        pos += len(codecs.BOM_UTF8)
-    while pos < len(buf) and buf[pos] in b" \t":
-        pos += 1
-    if pos == len(buf):
-        return None  # blank so far: the caller reads more, or ends with a file of no header
-    if buf[pos:pos + 2] == b"\r\n":
-        return pos + 2
-    if buf[pos] == 0x0D:
-        if pos + 1 == len(buf) and not final:
-            return None  # could be the first half of CRLF: need more bytes
-        return pos + 1
-    if buf[pos] == 0x0A:
-        return pos + 1
-    return None
-
-
-def _record_end(buf: bytes) -> int | None:
-    """Offset just past the first record's line end, or None if the record is incomplete."""
-    in_quotes = False
-    start = 0
-    while True:
-        nl = buf.find(b"\n", start)
-        cr = buf.find(b"\r", start)
-        ends = [i for i in (nl, cr) if i >= 0]
+def _feed_lines(counter: FieldCounter, buf: bytearray, start: int, final: bool) -> int:
+    """Feed the counter the whole lines of ``buf`` from ``start`` until the record ends; the
+    offset after the last line fed."""
+    while not counter.ended and not counter.over:
+        ends = [i for i in (buf.find(b"\n", start), buf.find(b"\r", start)) if i >= 0]
         if not ends:
-            return None
-        pos = min(ends)
-        in_quotes ^= buf.count(b'"', start, pos) % 2 == 1
-        if not in_quotes:
-            if buf[pos:pos + 2] == b"\r\n":
-                return pos + 2
-            if buf[pos:pos + 1] == b"\r" and pos + 1 == len(buf):
-                return None  # could be the first half of CRLF: need more bytes
-            return pos + 1
-        start = pos + 1
+            if final and start < len(buf):
+                counter.feed(buf[start:].decode("latin-1"))
+                return len(buf)
+            return start
+        end = min(ends) + 1
+        if buf[end - 1] == 0x0D:
+            if end == len(buf) and not final:
+                return start  # could be the first half of CRLF: need more bytes
+            if buf[end:end + 1] == b"\n":
+                end += 1
+        counter.feed(buf[start:end].decode("latin-1"))
+        start = end
+    return start
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is UTF-8, checked in pieces: never one str of the whole."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for start in range(0, len(data), HEADER_READ):
+            decoder.decode(data[start:start + HEADER_READ])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _trimmed(name: bytes) -> bytes:
+    """A name's bytes without the spaces, tabs and byte-order marks around it."""
+    while True:
+        trimmed = name.strip(b" \t").removeprefix(BOM).removesuffix(BOM)
+        if trimmed == name:
+            return name
+        name = trimmed
 
 
 def normalize_name(name: str) -> str:
-    return name.lstrip("\ufeff").strip(" \t").upper()
+    """A column name as it is matched: without the spaces, tabs and BOMs around it, in upper
+    case."""
+    return name.strip(" \t\ufeff").upper()
 
 
-def find_columns(names: list[str], schema: Schema, uri: str) -> list[int]:
+def find_columns(names: list[str], schema: Schema, uri: str, line: int = 1) -> list[int]:
     """Positions of the required columns, matched case-insensitively after trimming."""
     normalized = [normalize_name(n) for n in names]
     positions = []
     for wanted in schema.required:
         hits = [i for i, n in enumerate(normalized) if n == normalize_name(wanted)]
         if not hits:
-            raise BadDataError("missing required column", uri=uri, line=1, column=wanted)
+            raise BadDataError("missing required column", uri=uri, line=line, column=wanted)
         if len(hits) > 1:
-            raise BadDataError("required column appears more than once", uri=uri, line=1,
+            raise BadDataError("required column appears more than once", uri=uri, line=line,
                                column=wanted)
         positions.append(hits[0])
     return positions

@@ -11,14 +11,17 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..columns import MAX_RAW_CHARS, BadRow, BadRows, FileStats
-from .fallback import MAX_ROW_CHARS
+from ..columns import MAX_RAW_CHARS, BadRow, BadRows, FileStats, capped, raw_text
+from .blank import blank_spans
 from .header import skip_header
+from .limits import ReadLimits
 from .quotes import UNTERMINATED, unterminated_reason
+from .records import read_records
 
 
 def locate_bad_rows(
-    open_stream: Callable[[], AbstractContextManager[BinaryIO]], stats: FileStats
+    open_stream: Callable[[], AbstractContextManager[BinaryIO]], stats: FileStats,
+    limits: ReadLimits | None = None,
 ) -> None:
     """Fill in the physical line and raw text of a file's bad rows with a second pass.
 
@@ -42,7 +45,8 @@ def locate_bad_rows(
         located = BadRows(stats.bad_rows.tmp_dir)
         with open_stream() as raw:
             skip_header(raw, stats.data_offset)
-            for bad in _locate_with_csv(raw, iter(stats.bad_rows), stats.data_line):
+            for bad in _locate_with_csv(raw, iter(stats.bad_rows), stats.data_line,
+                                        limits or ReadLimits.default()):
                 located.append(bad)
     stats.bad_rows.close()
     stats.bad_rows = located
@@ -52,25 +56,28 @@ class _Untrusted(Exception):
     """Quote parity cannot be trusted for this file: locate it with the csv module."""
 
 
-def _matches(bad: BadRow, line: int, text: bytes, positions: list[int]) -> bool:
+def _matches(bad: BadRow, text: bytes, positions: list[int]) -> bool:
     """Whether the located record is the one the parser reported."""
-    if bad.fields is None:  # a wrong field count: pyarrow gave its text
-        got = text.decode("utf-8", "replace")[:MAX_RAW_CHARS].rstrip("\r")
+    if bad.fields is None:  # a wrong field count: the parser gave its text
+        got = raw_text(text, "replace").rstrip("\r")
         return bad.raw is None or got == bad.raw.rstrip("\r")
-    decoded = text.decode("utf-8", "surrogateescape")
+    # Latin-1: one byte a character, and the field's bytes back exactly.
+    decoded = text.decode("latin-1")
     try:
-        row = next(csv.reader([decoded] if "\n" not in decoded
-                              else io.StringIO(decoded, newline="")), [])
+        row = next(csv.reader(io.StringIO(decoded, newline="")), [])
     except csv.Error:  # a lone CR in an unquoted field: leave it to the exact locator
         return False
     try:
-        found = tuple(row[p].encode("utf-8", "surrogateescape") for p in positions)
+        found = capped(tuple(row[p].encode("latin-1") for p in positions))
     except IndexError:
         return False
     return found == bad.fields
 
 
 _SCAN_CHUNK = 256 * 2**10  # its numpy masks take several times this, held at once
+# A record longer than this is left to the exact locator: the masks and positions of a longer
+# one would take tens of times its bytes (a field of quotes is eight bytes a byte).
+_SCAN_LONGEST = 4 * _SCAN_CHUNK
 
 
 def _scan_records(raw: BinaryIO, wanted: Iterator[BadRow], data_line: int,
@@ -78,8 +85,8 @@ def _scan_records(raw: BinaryIO, wanted: Iterator[BadRow], data_line: int,
     """The wanted bad rows (in record order) with their physical start line and raw text,
     found by quote parity; ``raw`` is past the header, at ``data_line``.
 
-    Raises `_Untrusted` where parity cannot be trusted (lone CR line ends, a record over
-    64 MiB, a record that is not the one the parser saw, or one never found).
+    Raises `_Untrusted` where parity cannot be trusted (lone CR line ends, a record that is not
+    the one the parser saw, or one never found), or for a record over `_SCAN_LONGEST`.
     """
     pending = next(wanted, None)
     carry = b""
@@ -107,8 +114,7 @@ def _scan_records(raw: BinaryIO, wanted: Iterator[BadRow], data_line: int,
         ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
         if len(ends):
             starts = np.concatenate(([0], ends[:-1] + 1))
-            lengths = ends - starts
-            records = np.flatnonzero(~((lengths == 0) | ((lengths == 1) & (data[starts] == 13))))
+            records = np.flatnonzero(~blank_spans(data, starts, ends))
             # The k-th non-blank record here is record + 1 + k.
             while pending is not None and pending.record - record - 1 < len(records):
                 if pending.record <= record:
@@ -118,10 +124,11 @@ def _scan_records(raw: BinaryIO, wanted: Iterator[BadRow], data_line: int,
                 text = buf[start:end]
                 text = text[:-1] if text.endswith(b"\r") else text
                 found = line + int(np.searchsorted(newlines, start))
-                if not _matches(pending, found, text, positions):
+                if not _matches(pending, text, positions):
                     raise _Untrusted
-                yield replace(pending, line=found,
-                              raw=text.decode("utf-8", "backslashreplace")[:MAX_RAW_CHARS])
+                # In place: read back from the file's own runs, which this pass replaces.
+                pending.line, pending.raw = found, raw_text(text)
+                yield pending
                 pending = next(wanted, None)
             record += len(records)
             consumed = int(ends[-1]) + 1
@@ -129,15 +136,16 @@ def _scan_records(raw: BinaryIO, wanted: Iterator[BadRow], data_line: int,
             carry = buf[consumed:]
         else:
             carry = buf
-        if len(carry) > 64 * 2**20:
+        if len(carry) > _SCAN_LONGEST:
             raise _Untrusted
     if pending is not None:
         raise _Untrusted
 
 
-def _locate_with_csv(raw: BinaryIO, wanted: Iterator[BadRow],
-                     data_line: int) -> Iterator[BadRow]:
-    """The exact, slow locator: Python's csv module, reading lines as they are consumed.
+def _locate_with_csv(raw: BinaryIO, wanted: Iterator[BadRow], data_line: int,
+                     limits: ReadLimits) -> Iterator[BadRow]:
+    """The exact, slow locator: Python's csv module, record by record, each within the
+    reader's bounds.
 
     Physical lines are counted by LF, as editors and ``sed`` count them; a lone CR ends a
     record for the parser but starts no new line.
@@ -145,33 +153,18 @@ def _locate_with_csv(raw: BinaryIO, wanted: Iterator[BadRow],
     pending = next(wanted, None)
     if pending is None:
         return
-    csv.field_size_limit(MAX_ROW_CHARS)  # the read pass took every row: they fit
-    text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
-    consumed: list[str] = []
-
-    def lines() -> Iterator[str]:
-        for line in text:
-            consumed.append(line)
-            yield line
-
-    record = 0
-    newlines_before = data_line - 1  # ``raw`` is past the header
-    for fields in csv.reader(lines()):
-        raw_text = "".join(consumed)
-        consumed.clear()
-        start = 1 + newlines_before
-        newlines_before += raw_text.count("\n")
-        if not fields:  # a blank line is no record
+    number = 0
+    for record in read_records(raw, data_line, limits, pending.uri):
+        if not record.size or record.is_blank():
+            continue  # a blank line is no record
+        number += 1
+        if number != pending.record:
             continue
-        record += 1
-        if record != pending.record:
-            continue
-        restored = raw_text.rstrip("\r\n").encode("utf-8", "surrogateescape")
         reason = pending.reason
         if reason == UNTERMINATED:  # only the quick scan never finds such a record
-            reason = unterminated_reason(raw_text, start)
-        yield replace(pending, line=start, reason=reason,
-                      raw=restored.decode("utf-8", "backslashreplace")[:MAX_RAW_CHARS])
+            reason = unterminated_reason("".join(record.lines), record.line)
+        yield replace(pending, line=record.line, reason=reason,
+                      raw=raw_text(record.raw(4 * MAX_RAW_CHARS + 2).rstrip(b"\r\n")))
         pending = next(wanted, None)
         if pending is None:
             return

@@ -4,6 +4,9 @@ parser and the reference agree on every string, valid or nearly so."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+from collections.abc import Callable
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -12,6 +15,10 @@ from hypothesis import strategies as st
 
 from streamagg.read import parse_instant, parse_instants
 from tests import reference
+from tests.conftest import DAY, run_api
+from tests.reference import expected_for
+
+H = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -79,3 +86,21 @@ def test_every_iso_8601_offset_form_is_an_instant(text: str, utc: str) -> None:
     expected = (moment - EPOCH) // dt.timedelta(microseconds=1) * 1000
     assert parse_instant(text) == expected
     assert vectorised([text, "2021-01-30 00:00:00"])[0] == expected
+
+
+def test_every_engine_takes_every_offset_form_and_blank_line(
+    engine: str, partition: Callable[..., Path]
+) -> None:
+    # The same impressions in each offset form (one instant each: duplicates), blank lines of
+    # spaces, tabs and BOMs before the header, between rows and at the end, and one bad row.
+    forms = ["2021-01-30 09:00:00Z", "2021-01-30T09:00:00z", "2021-01-30 10:00:00+01:00",
+             "2021-01-30T10:30:00+0130", "2021-01-30T04:00:00-05", "2021-01-30 09:00:00+0000"]
+    body = "".join(f"i{n % 3},{form},c{n % 2}\n \t\n\ufeff\n" for n, form in enumerate(forms))
+    data = ("  \n\ufeff\n" + H + "\t\n" + body + "bad,2021-01-30 09:00:00+24,1\n  ").encode()
+    source = partition({"a.csv": data, "b.csv.gz": gzip.compress(data.replace(b"i", b"j"))})
+    outcome = run_api(source, engine=engine, max_bad_rows="2")
+    assert outcome.exit_code == 0, outcome.message
+    expected = expected_for(source, DAY)
+    assert (outcome.output, outcome.totals) == (expected.output, expected.totals)
+    assert expected.totals["rows_read"] == 14 and expected.totals["bad_rows"] == 2
+    assert expected.totals["impressions"] == 6
