@@ -16,12 +16,14 @@ BENCH_STAMP := $(VENV)/.stamp-install-bench
 DEV_STAMP := $(VENV)/.stamp-install-dev
 PACKAGING := setup.cfg pyproject.toml
 
-.PHONY: help install install-test install-dev demo test ensure-java lint bench bench-large clean
+.PHONY: help install install-test install-dev demo test fuzz-reader ensure-java lint bench bench-large clean
 
 help:
 	@echo "make install       install streamagg (editable) into $(VENV)"
 	@echo "make demo          generate a sample day under $(DEMO_DATA) and aggregate it"
 	@echo "make test          run the test suite"
+	@echo "make fuzz-reader   a long coverage-guided fuzzing campaign of the reader (atheris);"
+	@echo "                   FUZZ_SECONDS=600, what it learns merged into tests/reliability/corpus"
 	@echo "make lint          ruff, mypy and the import contracts (lint-imports)"
 	@echo "make bench         benchmark against DuckDB, Polars, pandas and a parse-only floor"
 	@echo "                   (10M rows: mixed, adlog, wide gzipped, narrow, narrow in 2,000 files)"
@@ -80,6 +82,21 @@ test: install-test ensure-java
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
+# The suite fuzzes the reader for a few seconds (tests/reliability/test_fuzz_reader.py); this is
+# the long campaign. New inputs gather in $(FUZZ_DIR); those that reach new code are merged into
+# the corpus kept in tests/, and a finding (crash-*, timeout-*) is written to $(FUZZ_DIR).
+FUZZ_SECONDS ?= 600
+FUZZ_DIR ?= .fuzz
+READER_CORPUS := tests/reliability/corpus/reader
+# The script runs itself (libFuzzer's merge starts it again as argv[0]): the venv's python first.
+fuzz-reader: install-test
+	mkdir -p $(FUZZ_DIR)/reader
+	PATH="$(abspath $(VENV))/bin:$$PATH" tests/reliability/fuzz_reader.py \
+		-max_total_time=$(FUZZ_SECONDS) -timeout=30 -dict=$(READER_CORPUS).dict \
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/reader $(READER_CORPUS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" tests/reliability/fuzz_reader.py -merge=1 \
+		$(READER_CORPUS) $(FUZZ_DIR)/reader
+
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy streamagg
@@ -103,6 +120,6 @@ bench-large: install $(BENCH_STAMP)
 		$(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz \
 		demo benchmarks/data benchmarks/runs
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

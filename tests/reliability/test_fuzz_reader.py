@@ -1,19 +1,23 @@
-"""Fuzzing `read_batches`: any bytes give batches or a StreamaggError, never another exception."""
+"""Fuzzing the reader: any bytes give batches or one StreamaggError line, never another exception
+or a crash; what it reads agrees with the reference. Coverage-guided (atheris, a few seconds here,
+``make fuzz-reader`` for a campaign) and generated (hypothesis)."""
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
-import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streamagg.errors import StreamaggError
-from streamagg.read import CLEAN_SCHEMA, FileStats, locate_bad_rows, read_batches
-from tests.reference import MissingColumn, read_file
+from streamagg.read import ReadLimits
+from tests.reliability import reader_check
+from tests.reliability.helpers import REPO, child_env
+
+LIMITS = ReadLimits.default()
 
 REQUIRED = ["IMPRESSION_ID", "IMPRESSION_DATETIME", "CAMPAIGN_ID"]
 PIECES = ["a", "7", " ", "\t", ",", '"', '""', "\r", "\n", "\r\n", "\x00", "\ufeff", "é",
@@ -49,38 +53,8 @@ def csv_like(draw: st.DrawFn) -> bytes:
     return b"".join(out)
 
 
-def read_all(data: bytes, chunk_size: int, block_size: int) -> tuple[list[pa.RecordBatch],
-                                                                       FileStats]:
-    def reopen() -> contextlib.AbstractContextManager[io.BytesIO]:
-        return contextlib.nullcontext(io.BytesIO(data))
-
-    stats = FileStats()
-    batches = list(read_batches(io.BytesIO(data), "fuzz.csv", chunk_size=chunk_size,
-                                block_size=block_size, stats=stats, reopen=reopen))
-    locate_bad_rows(reopen, stats)
-    return batches, stats
-
-
 def check(data: bytes, chunk_size: int, block_size: int) -> None:
-    try:
-        batches, stats = read_all(data, chunk_size, block_size)
-    except StreamaggError as err:
-        assert str(err) and "\n" not in str(err).strip()
-        return
-    clean = sum(batch.num_rows for batch in batches)
-    assert all(batch.schema.equals(CLEAN_SCHEMA) for batch in batches)
-    assert all(0 < batch.num_rows <= chunk_size for batch in batches)
-    assert clean + len(stats.bad_rows) == stats.rows_read
-    for bad in stats.bad_rows:
-        assert 1 <= bad.record <= stats.rows_read
-        # Lines count LF only: after a header ended by a lone CR, line 1 is right.
-        assert bad.line is not None and bad.line >= 1, bad
-    # The reference implementation reads the same file the same way.
-    try:
-        good, rows_read, bad_count = read_file("fuzz.csv", data, [])
-    except (MissingColumn, csv.Error):
-        return  # the reference knows no lone CR line ends
-    assert (clean, stats.rows_read, len(stats.bad_rows)) == (len(good), rows_read, bad_count)
+    reader_check.check(data, chunk_size, dataclasses.replace(LIMITS, block_size=block_size))
 
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
@@ -114,3 +88,31 @@ def test_csv_like_bytes(data: bytes, chunk_size: int, block_size: int) -> None:
     check(data, chunk_size, block_size)
 
 
+
+
+@settings(max_examples=80, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=csv_like(), chunk_size=st.integers(1, 5))
+def test_csv_like_bytes_under_tiny_limits(data: bytes, chunk_size: int) -> None:
+    # Limits a few hundred bytes reach: a row past the block, too wide to split, too long.
+    reader_check.check(data, chunk_size, reader_check.TINY)
+
+
+FUZZER = Path(__file__).with_name("fuzz_reader.py")
+CORPUS = Path(__file__).with_name("corpus") / "reader"
+FUZZ_SECONDS = 5
+
+
+@pytest.mark.slow
+def test_the_coverage_guided_fuzzer_finds_nothing(tmp_path: Path) -> None:
+    # libFuzzer replays the corpus kept in tests/, then mutates for a few seconds; new inputs go
+    # to a scratch folder (the first), a finding to tmp_path as crash-* or timeout-*.
+    scratch = tmp_path / "corpus"
+    scratch.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(FUZZER), f"-max_total_time={FUZZ_SECONDS}", "-timeout=30",
+         f"-dict={CORPUS}.dict", f"-artifact_prefix={tmp_path}/", str(scratch), str(CORPUS)],
+        cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300, check=False)
+    findings = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert done.returncode == 0 and not findings, (findings, done.stderr[-4000:])
+    assert "Done" in done.stderr and "runs in" in done.stderr, done.stderr[-2000:]
