@@ -202,7 +202,8 @@ def run_day(config: Config, *, on_file_done: FileCallback | None = None,
         if progress is not None:
             source, on_file_done = progress.attach(source, reading, on_file_done)
         rejects = stack.enter_context(TallyingRejects(
-            os.path.join(work, "rejects.csv"), config.max_bad_rows, config.schema.grain_seconds))
+            os.path.join(work, "rejects.csv"), config.max_bad_rows, config.schema.grain_seconds,
+            day=config.day))
         books = DayBooks(rejects, on_file_done)
         # Only the local engine keeps the key set; Spark recomputes the day (docs/SPARK.md).
         keys = (kept.key_set(work, earlier) if config.incremental and config.engine == "local"

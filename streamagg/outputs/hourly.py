@@ -34,20 +34,27 @@ def bad_row_bucket(row: BadRow, grain_seconds: int) -> int | None:
 
 
 class TallyingRejects(RejectsFile):
-    """The rejects file, also counting bad rows per bucket as they pass (they are rare)."""
+    """The rejects file, also counting bad rows per bucket as they pass. Given the ``day``,
+    those before and after it are tallied as the bucket just before and just after, as
+    `tally_counts` does: a run of bad rows an hour apart each (1M took 71 MB) keeps two
+    entries, not one an hour."""
 
-    def __init__(self, path: str, limit: BadRowLimit, grain_seconds: int) -> None:
+    def __init__(self, path: str, limit: BadRowLimit, grain_seconds: int,
+                 day: dt.date | None = None) -> None:
         super().__init__(path, limit)
         self.grain_seconds = grain_seconds
         self.per_bucket: dict[int, int] = {}
         self.without_time = 0
+        self.day = None if day is None else day_buckets(day, grain_seconds)
 
     def tally(self, row: BadRow) -> None:
         bucket = bad_row_bucket(row, self.grain_seconds)
         if bucket is None:
             self.without_time += 1
-        else:
-            self.per_bucket[bucket] = self.per_bucket.get(bucket, 0) + 1
+            return
+        if self.day is not None:
+            bucket = min(max(bucket, self.day[0] - 1), self.day[1])
+        self.per_bucket[bucket] = self.per_bucket.get(bucket, 0) + 1
 
     def __enter__(self) -> TallyingRejects:
         return self

@@ -4,6 +4,7 @@ lines that only look blank, and a flood of bad rows (bounded memory, an early st
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import re
@@ -235,3 +236,33 @@ def test_many_bad_rows_keep_their_order_lines_and_raw_text_through_the_disk(
     assert [r[3] for r in got] == [line for i, line in enumerate(body.splitlines()) if i % 3 != 2]
     assert (source / "results" / day_path(DAY) / OUTPUT_NAME).read_bytes() == \
         expected_for(source, DAY).output
+
+
+def test_bad_rows_an_hour_apart_keep_one_tally_outside_the_day(
+    cli: Cli, partition: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bad rows whose times parse are counted per hour for the manifest; those outside the day
+    # only as sums, so a run of them an hour apart each (5 Mi hours lie between 1677 and 2262)
+    # keeps two keys (before the day, after it), not one per hour.
+    from streamagg.outputs import hourly
+
+    seen: list[int] = []
+    original = hourly.TallyingRejects.tally
+
+    def tally(self: hourly.TallyingRejects, row: object) -> None:
+        original(self, row)  # type: ignore[arg-type]
+        seen.append(len(self.per_bucket))
+
+    monkeypatch.setattr(hourly.TallyingRejects, "tally", tally)
+    start = dt.datetime(2000, 1, 1)
+    body = "".join(f"x{i},{start + dt.timedelta(hours=i):%Y-%m-%d %H:%M:%S},\n"
+                   for i in range(2000))
+    inside = "".join(f"y{h},2021-01-30 {h:02d}:30:00,\n" for h in range(24))
+    source = partition({"a.csv": H + rows(10) + body + inside})
+    result = cli(DAY_ARG, "--source", source, "--max-bad-rows", "100%")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((source / "results" / day_path(DAY) / MANIFEST_NAME).read_text())
+    hourly_section = manifest["hourly"]
+    assert hourly_section["outside_day"]["bad_rows"] == 2000
+    assert [b["bad_rows"] for b in hourly_section["buckets"]] == [1] * 24
+    assert max(seen) <= 26  # the day's 24 hours, one key before it and one after
