@@ -126,3 +126,17 @@ def test_a_header_wider_than_the_budget_is_refused_before_memory_grows(tmp_path:
     message = error_line(stderr)
     assert "header has more than 65536 columns" in message and "a.csv, line 1" in message
     assert peak <= 0.9 * limit_bytes("256MB"), f"peak {peak / MiB:.0f} MiB"
+
+
+@pytest.mark.parametrize(("limit", "columns", "row_mib", "gather_mib"), [
+    ("128MB", 32_768, 8, 4), ("192MB", 49_152, 12, 6), ("256MB", 65_536, 16, 8),
+    ("1024MB", 262_144, 16, 32),
+])
+def test_the_reader_bounds_come_from_the_budget(limit: str, columns: int, row_mib: int,
+                                                gather_mib: int) -> None:
+    from streamagg.budget import Budget
+    from streamagg.read import ReadLimits
+
+    limits = ReadLimits.of(Budget.of(limit_bytes(limit)))
+    assert (limits.max_columns, limits.max_row_bytes, limits.gather_bytes) == (
+        columns, row_mib * MiB, gather_mib * MiB)
