@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..budget import Budget
-from ..config import DEFAULT_MEMORY_LIMIT, parse_size
+from ..budget import DEFAULT_LIMIT, Budget
 
 
 @dataclass(frozen=True)
@@ -28,4 +27,4 @@ class ReadLimits:
     @classmethod
     def default(cls) -> ReadLimits:
         """The bounds under the default ``--memory-limit``."""
-        return cls.of(Budget.of(parse_size(DEFAULT_MEMORY_LIMIT)))
+        return cls.of(Budget.of(DEFAULT_LIMIT))
