@@ -18,6 +18,8 @@ from .errors import StorageError
 
 # The columns every clean batch carries, whatever the file called them.
 KEY, INSTANT, GROUP = "key", "instant", "group"
+# A row's time bucket, instant // grain: what counts and later occurrences are kept per.
+BUCKET = "bucket"
 CLEAN_SCHEMA = pa.schema([(KEY, pa.string()), (INSTANT, pa.int64()), (GROUP, pa.string())])
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .columns import GROUP
+from .columns import BUCKET, GROUP
 
-BUCKET, COUNT, KEY = "bucket", "count", "key"
+COUNT, KEY = "count", "key"
 RUN_SCHEMA = pa.schema([(KEY, pa.binary()), (GROUP, pa.string()), (BUCKET, pa.int64()),
                         (COUNT, pa.int64())])
 

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from ..aggregate import BUCKET, HourlyCounts
 from ..columns import GROUP
-from . import HIGH, LOW, KeySetState
-from .partition import _private_file
-from .pieces import (
-    STATE_SCHEMA,
-    Done,
-    PieceSplitter,
-    _column,
-    _lane,
-    _state_rows,
-    differing,
-    first_rows,
-)
+from .base import KeySetState, Later
+from .partition import private_file
+from .pieces import Done, differing, first_rows, later_rows
+from .rows import HIGH, LOW, STATE_SCHEMA, column, lane, state_rows
 
 # A partition's runs of kept batches are merged into one when a refresh would add one more
 # than this: each refresh reads them all anyway, so the merge costs only the write.
@@ -44,12 +34,10 @@ class KeptSegments:
 
     def write(self, index: int, batch: pa.RecordBatch) -> None:
         """Add rows of partition ``index``, in the state's form, to this run's file."""
-        state = self._state
-        name = f"{state.generation}.arrow"
+        name = f"{self._state.generation}.arrow"
         if self._generation is None:
-            sink = _private_file(os.path.join(state.folder, name))
+            sink = private_file(self._state.new_file(".arrow"))
             self._generation = (sink, pa.ipc.new_file(sink, STATE_SCHEMA))
-            state.written.append(name)
         ranges = self._ranges.setdefault(index, [])
         if not ranges or ranges[-1][0] != name or ranges[-1][1] + ranges[-1][2] != self._batches:
             ranges.append([name, self._batches, 0])
@@ -68,9 +56,9 @@ class KeptSegments:
             segments[index] = (ranges if index in self.merged
                                else [*segments.get(index, []), *ranges])
         self._ranges = {}
-        self._state.record = {"partitions": partitions, "seed": 0,
-                              "segments": {str(i): segments[i] for i in sorted(segments)}}
-        self._state.files = sorted({str(run[0]) for runs in segments.values() for run in runs})
+        self._state.keep({"partitions": partitions, "seed": 0,
+                          "segments": {str(i): segments[i] for i in sorted(segments)}},
+                         [str(run[0]) for runs in segments.values() for run in runs])
 
     def close(self) -> None:
         """Close this run's file and every stored file read."""
@@ -96,8 +84,8 @@ class KeptSegments:
                 yield entry[1].get_batch(number)
 
 
-    def against_stored(self, index: int, table: pa.Table, ranges: list[list[Any]],
-                       pieces: PieceSplitter, *, copy: bool = False) -> Done:
+    def against_stored(self, index: int, table: pa.Table, ranges: list[list[Any]], *,
+                       copy: bool = False) -> Done:
         """De-duplicate one partition's new rows against themselves and its stored keys
         (copying the stored batches into this run's file when ``copy``: a merge).
 
@@ -110,9 +98,9 @@ class KeptSegments:
             if copy:
                 for kept in self.stored_batches(ranges):
                     self.write(index, kept)
-            return Done(HourlyCounts().table(), 0, 0)
-        high, low = _lane(table, HIGH), _lane(table, LOW)
-        groups, n = _column(table, GROUP), table.num_rows
+            return Done(Later.none())
+        high, low = lane(table, HIGH), lane(table, LOW)
+        groups, n = column(table, GROUP), table.num_rows
         first = first_rows(high, low)
         heads = np.flatnonzero(first == np.arange(n))  # each new key's first row, in order
         head_high, head_low = high[heads], low[heads]
@@ -123,9 +111,9 @@ class KeptSegments:
         for stored in self.stored_batches(ranges):
             if copy:
                 self.write(index, stored)
-            # Stored batches are sorted on the high lane (`_state_rows`): each new key is
+            # Stored batches are sorted on the high lane (`state_rows`): each new key is
             # looked up in them, so the work follows the new keys, not the stored ones.
-            spots = _matches(_lane(stored, HIGH), _lane(stored, LOW), head_high, head_low)
+            spots = matches(lane(stored, HIGH), lane(stored, LOW), head_high, head_low)
             hit = spots >= 0
             if hit.any():
                 found = int(hit.sum())
@@ -135,23 +123,20 @@ class KeptSegments:
         key_of = np.searchsorted(heads, first)  # each row's key, as its place in `heads`
         stored_row = stored_of[key_of]
         dropped = (first != np.arange(n)) | (stored_row >= 0)
-        duplicates = int(np.count_nonzero(dropped))
-        conflicts = 0
-        taken_out = HourlyCounts().table()
-        if duplicates:
+        later = Later.none()
+        if dropped.any():
             # The group a key first had: the stored one where the key was stored.
             every = pa.concat_arrays([groups, *stored_groups])
             canonical = np.where(stored_row >= 0, n + stored_row, first)[dropped]
             mask = pa.array(dropped)
-            later = groups.filter(mask)
-            conflicts = differing(later, every.take(pa.array(canonical)))
-            taken_out = pieces.taken_out(later, _column(table, BUCKET).filter(mask))
-        kept = table.filter(pa.array(~dropped)) if duplicates else table
-        return Done(taken_out, duplicates, conflicts, _state_rows(kept))
+            conflicts = differing(groups.filter(mask), every.take(pa.array(canonical)))
+            later = later_rows(table, mask, conflicts)
+        kept = table.filter(pa.array(~dropped)) if dropped.any() else table
+        return Done(later, state_rows(kept))
 
 
-def _matches(sorted_high: np.ndarray, sorted_low: np.ndarray, high: np.ndarray,
-             low: np.ndarray) -> np.ndarray:
+def matches(sorted_high: np.ndarray, sorted_low: np.ndarray, high: np.ndarray,
+            low: np.ndarray) -> np.ndarray:
     """For each (high, low), its place among the keys sorted on their high lane, or -1 where
     it is not one of them.
 

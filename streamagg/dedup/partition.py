@@ -9,16 +9,17 @@ import numpy as np
 import pyarrow as pa
 
 
-def _by_partition(batch: pa.RecordBatch, partition: np.ndarray,
-                  partitions: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+def by_partition(batch: pa.RecordBatch, partition: np.ndarray,
+                 partitions: int) -> Iterator[tuple[int, pa.RecordBatch]]:
     """The rows of each partition that has any, in their order, as slices of one copy."""
     if batch.num_rows == 0:
         return
-    yield from _slices(*ordered_by_partition(batch, partition, partitions))
+    yield from slices(*ordered_by_partition(batch, partition, partitions))
 
 
-def _slices(ordered: pa.RecordBatch,
-            counts: np.ndarray) -> Iterator[tuple[int, pa.RecordBatch]]:
+def slices(ordered: pa.RecordBatch,
+           counts: np.ndarray) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """Rows grouped by partition (`ordered_by_partition`) as each partition's slice."""
     start = 0
     for index in np.flatnonzero(counts).tolist():
         count = int(counts[index])
@@ -26,7 +27,7 @@ def _slices(ordered: pa.RecordBatch,
         start += count
 
 
-def _private_file(path: str) -> pa.OSFile:
+def private_file(path: str) -> pa.OSFile:
     """A new spill file for writing, created 0600 first whatever the umask: spilled keys are
     customer data.
 
@@ -40,13 +41,13 @@ def _private_file(path: str) -> pa.OSFile:
     return pa.OSFile(path, "ab")
 
 
-def _write_table(path: str, table: pa.Table) -> None:
+def write_table(path: str, table: pa.Table) -> None:
     """A spill file of its own holding ``table``."""
-    with _private_file(path) as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+    with private_file(path) as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
 
 
-def _regrouped(batches: Iterator[pa.RecordBatch] | pa.ipc.RecordBatchStreamReader,
+def regrouped(batches: Iterator[pa.RecordBatch] | pa.ipc.RecordBatchStreamReader,
                rows: int) -> Iterator[pa.RecordBatch]:
     """The same rows, in order, in batches of at least ``rows`` (but the last)."""
     pending: list[pa.RecordBatch] = []
@@ -61,7 +62,7 @@ def _regrouped(batches: Iterator[pa.RecordBatch] | pa.ipc.RecordBatchStreamReade
         yield pa.concat_batches(pending)
 
 
-def _sliced(stream: pa.ipc.RecordBatchStreamReader, max_bytes: int) -> Iterator[pa.RecordBatch]:
+def sliced(stream: pa.ipc.RecordBatchStreamReader, max_bytes: int) -> Iterator[pa.RecordBatch]:
     """The stream's rows, in order, in batches of about ``max_bytes`` (at least one row)."""
     for batch in stream:
         if not batch.num_rows:
@@ -90,7 +91,7 @@ def ordered_by_partition(batch: pa.RecordBatch, partition: np.ndarray,
     return batch.take(pa.array(order)), np.bincount(partition, minlength=partitions)
 
 
-class _PartitionWriters:
+class PartitionWriters:
     """One Arrow IPC stream file per partition, opened when first written.
 
     `write_ordered` may hold batches, up to ``max_pending_bytes``, until each partition's share
@@ -110,7 +111,7 @@ class _PartitionWriters:
         self._pending_rows = self._pending_bytes = 0
 
     def write(self, batch: pa.RecordBatch, partition: np.ndarray) -> None:
-        for index, rows in _by_partition(batch, partition, len(self.paths)):
+        for index, rows in by_partition(batch, partition, len(self.paths)):
             self._writer(index).write_batch(rows)
 
     def write_ordered(self, batch: pa.RecordBatch, counts: np.ndarray) -> None:
@@ -125,7 +126,7 @@ class _PartitionWriters:
         """Write every batch held, each partition's rows of them as one message, in order."""
         pending, self._pending = self._pending, []
         self._pending_rows = self._pending_bytes = 0
-        cut = [dict(_slices(batch, counts)) for batch, counts in pending]
+        cut = [dict(slices(batch, counts)) for batch, counts in pending]
         for index in sorted(set().union(*cut)):
             parts = [slices[index] for slices in cut if index in slices]
             self._writer(index).write_batch(
@@ -134,7 +135,7 @@ class _PartitionWriters:
     def _writer(self, index: int) -> pa.ipc.RecordBatchStreamWriter:
         entry = self._sinks.get(index)
         if entry is None:
-            sink = _private_file(self.paths[index])
+            sink = private_file(self.paths[index])
             entry = (sink, pa.ipc.new_stream(sink, self.schema))
             self._sinks[index] = entry
         return entry[1]

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..aggregate import BUCKET, HourlyCounts, sum_per_pair
-from ..columns import GROUP
-from . import HIGH, LOW, spill_schema
-from .partition import (
-    _by_partition,
-    _PartitionWriters,
-    _regrouped,
-    _sliced,
-    _write_table,
-    bits_of,
-)
+from ..columns import BUCKET, GROUP
+from .base import Later
+from .partition import PartitionWriters, bits_of, by_partition, regrouped, sliced, write_table
+from .rows import HIGH, LOW, STATE_SCHEMA, column, lane, spill_schema, state_rows
 
 # Working memory of one partition's de-duplication per byte spilled (the table, its lanes as
 # numpy arrays, the sorted lane, run flags, and for the kept state its sorted copy), measured
@@ -34,17 +27,13 @@ SPLIT_FANOUT = 1 << SPLIT_BITS
 # A partition file is made of many small batches (one slice of every batch the day spilled);
 # splitting them one by one cost more than the de-duplication itself on a 100M-row day.
 SPLIT_BATCH_ROWS = 65_536
-# What the kept state holds of a first occurrence: the fingerprint and the group.
-STATE_SCHEMA = pa.schema([(HIGH, pa.uint64()), (LOW, pa.uint64()), (GROUP, pa.string())])
 
 
 @dataclass
 class Done:
     """What de-duplicating one piece found."""
 
-    taken_out: pa.Table  # the later occurrences, as negative counts per (group, bucket)
-    duplicates: int
-    conflicts: int
+    later: Later  # its later occurrences
     kept: pa.RecordBatch | None = None  # first occurrences as `STATE_SCHEMA` rows, if kept
 
 
@@ -70,9 +59,12 @@ class PieceSplitter:
         """Whether a piece of ``size`` bytes spilled can be de-duplicated at once."""
         return size * self.work_per_byte <= self.partition_budget
 
-    def first_of(self, path: str, shift: int, *, top: bool = False) -> list[Done]:
+    def first_of(self, path: str, shift: int, *,
+                 top: bool = False) -> list[Done | HotPiece]:
         """First occurrences of the spill file at ``path`` (removed), whose rows share the
-        fingerprint's bits above ``shift + SPLIT_BITS``; ``top`` for a whole partition."""
+        fingerprint's bits above ``shift + SPLIT_BITS``; ``top`` for a whole partition. A
+        piece that only streaming can take is returned as a `HotPiece`, for its consumer to
+        run."""
         size = os.path.getsize(path)
         if self.fits(size):
             with pa.ipc.open_stream(pa.OSFile(path)) as stream:
@@ -85,7 +77,7 @@ class PieceSplitter:
                 return pieces
         if shift >= 0:
             paths = self.split_on_disk(
-                path, lambda batch: bits_of(_lane(batch, HIGH), shift, SPLIT_BITS))
+                path, lambda batch: bits_of(lane(batch, HIGH), shift, SPLIT_BITS))
             if len(paths) > 1:
                 return [done for piece in paths
                         for done in self.first_of(piece, shift - SPLIT_BITS)]
@@ -97,9 +89,9 @@ class PieceSplitter:
         # progress, or stream the piece when they are all one.
         lowest, highest = _high_range(path)
         if lowest == highest:
-            return [self._streamed(path)]
+            return [HotPiece(self, path)]
         cut = max(0, (lowest ^ highest).bit_length() - SPLIT_BITS)
-        paths = self.split_on_disk(path, lambda batch: bits_of(_lane(batch, HIGH), cut,
+        paths = self.split_on_disk(path, lambda batch: bits_of(lane(batch, HIGH), cut,
                                                                SPLIT_BITS))
         return [done for piece in paths for done in self.first_of(piece, cut - SPLIT_BITS)]
 
@@ -107,12 +99,12 @@ class PieceSplitter:
                       where: Callable[[pa.RecordBatch], np.ndarray]) -> list[str]:
         """The rows of ``path`` cut into pieces by ``where``, each in its own file; order
         within each piece is kept, so first occurrences stay first."""
-        writers = _PartitionWriters(self.folder, f"{os.path.basename(path)}.", SPLIT_FANOUT,
+        writers = PartitionWriters(self.folder, f"{os.path.basename(path)}.", SPLIT_FANOUT,
                                     self.schema)
         # Read, not mapped: the pages of a mapped file stay resident until it is unmapped, and
         # a 22 MB partition took a 128MB budget over.
         with pa.ipc.open_stream(pa.OSFile(path)) as stream:
-            for batch in _regrouped(stream, SPLIT_BATCH_ROWS):
+            for batch in regrouped(stream, SPLIT_BATCH_ROWS):
                 writers.write(batch, where(batch))
         paths = writers.close()
         os.unlink(path)
@@ -126,69 +118,54 @@ class PieceSplitter:
                survivors: bool) -> tuple[Done, pa.Table | pa.RecordBatch]:
         """What de-duplicating ``rows`` among themselves found, and (with ``survivors``, or
         when the state is kept) their first occurrences; else ``rows`` as given."""
-        groups = _column(rows, GROUP)
-        keep, duplicates, conflicts = first_occurrences(_lane(rows, HIGH), _lane(rows, LOW),
+        groups = column(rows, GROUP)
+        keep, duplicates, conflicts = first_occurrences(lane(rows, HIGH), lane(rows, LOW),
                                                         groups)
-        taken_out = HourlyCounts().table()
+        later = Later.none()
         if duplicates:
             dropped = pa.array(~keep)
-            taken_out = self.taken_out(groups.filter(dropped),
-                                       _column(rows, BUCKET).filter(dropped))
+            later = later_rows(rows, dropped, conflicts)
             if survivors or self.keep:
                 rows = rows.filter(pa.array(keep))
-        return Done(taken_out, duplicates, conflicts,
-                    _state_rows(rows) if self.keep else None), rows
+        return Done(later, state_rows(rows) if self.keep else None), rows
 
-    def taken_out(self, groups: pa.Array, buckets: pa.Array) -> pa.Table:
-        """Negative counts per (group, bucket) of the rows given: what duplicates take out."""
-        if not len(groups):
-            return HourlyCounts().table()
-        return sum_per_pair(groups, buckets.to_numpy(zero_copy_only=False).astype(np.int64),
-                            np.full(len(groups), -1, np.int64))
-
-    def _streamed(self, path: str) -> Done:
+    def streamed(self, path: str) -> Iterator[Done]:
         """First occurrences of a piece too big for memory whose rows all share the high lane
         (one key, whatever its count): read in slices that fit, keeping the distinct low
         lanes seen so far, sorted, with the group each first had. Exact whatever the piece
-        holds; its memory is one slice plus those keys."""
+        holds; its memory is one slice plus those keys, and each slice's later occurrences
+        are yielded as it is done. The kept first occurrences come last."""
         seen = np.zeros(0, np.uint64)
         seen_groups = pa.array([], pa.string())
-        taken_out = HourlyCounts(self.grain_seconds)
         kept: list[pa.RecordBatch] = []
-        duplicates = conflicts = 0
         slice_bytes = max(int(self.partition_budget // (2 * self.work_per_byte)), 1)
         with pa.ipc.open_stream(pa.OSFile(path)) as stream:
-            for rows in _sliced(stream, slice_bytes):
-                low, groups = _lane(rows, LOW), rows.column(GROUP)
+            for rows in sliced(stream, slice_bytes):
+                low, groups = lane(rows, LOW), rows.column(GROUP)
                 spot = np.minimum(np.searchsorted(seen, low), max(len(seen) - 1, 0))
                 old = (seen[spot] == low) if len(seen) else np.zeros(len(low), bool)
                 if old.any():
                     mask = pa.array(old)
-                    duplicates += int(old.sum())
                     first = seen_groups.take(pa.array(spot[old]))
-                    conflicts += differing(groups.filter(mask), first)
-                    taken_out.fold_counts(self.taken_out(groups.filter(mask),
-                                                       rows.column(BUCKET).filter(mask)))
+                    yield Done(later_rows(rows, mask, differing(groups.filter(mask), first)))
                     rows = rows.filter(pa.array(~old))
                 if not rows.num_rows:
                     continue
                 done, rows = self._first(rows, survivors=True)
-                duplicates += done.duplicates
-                conflicts += done.conflicts
-                taken_out.fold_counts(done.taken_out)
+                yield Done(done.later)
                 if done.kept is not None:
                     kept.append(done.kept)
-                merged = np.concatenate([seen, _lane(rows, LOW)])
+                merged = np.concatenate([seen, lane(rows, LOW)])
                 order = np.argsort(merged, kind="stable")
                 seen = merged[order]
                 seen_groups = pa.concat_arrays([seen_groups, rows.column(GROUP)]).take(
                     pa.array(order))
         os.unlink(path)
-        return Done(taken_out.table(), duplicates, conflicts,
-                    _state_rows(pa.Table.from_batches(kept, STATE_SCHEMA))
-                    if kept else None)
+        if kept:
+            yield Done(Later.none(), state_rows(pa.Table.from_batches(kept, STATE_SCHEMA)))
 
-    def _split_in_memory(self, path: str, size: int, shift: int) -> list[Done] | None:
+    def _split_in_memory(self, path: str, size: int,
+                         shift: int) -> list[Done | HotPiece] | None:
         """First occurrences of a partition whose rows fit in memory but whose de-duplication
         does not: cut by the next bits into pieces held in memory, each de-duplicated alone; a
         piece still too big goes to disk to be cut again. None when the partition's rows with
@@ -202,12 +179,12 @@ class PieceSplitter:
         pieces: list[list[pa.RecordBatch]] = [[] for _ in range(SPLIT_FANOUT)]
         # Read, not mapped: mapped pages would stay resident beside the pieces' copies.
         with pa.ipc.open_stream(pa.OSFile(path)) as stream:
-            for batch in _regrouped(stream, SPLIT_BATCH_ROWS):
-                where = bits_of(_lane(batch, HIGH), shift, SPLIT_BITS)
-                for index, rows in _by_partition(batch, where, SPLIT_FANOUT):
+            for batch in regrouped(stream, SPLIT_BATCH_ROWS):
+                where = bits_of(lane(batch, HIGH), shift, SPLIT_BITS)
+                for index, rows in by_partition(batch, where, SPLIT_FANOUT):
                     pieces[index].append(rows)
         os.unlink(path)
-        done: list[Done] = []
+        done: list[Done | HotPiece] = []
         for index, batches in enumerate(pieces):
             if not batches:
                 continue
@@ -215,11 +192,31 @@ class PieceSplitter:
             pieces[index] = []  # held once, by the table, and freed with it
             if size + table.nbytes * self.work_per_byte > self.partition_budget:
                 piece = os.path.join(self.folder, f"{os.path.basename(path)}.{index:04d}.arrow")
-                _write_table(piece, table)
+                write_table(piece, table)
                 done.extend(self.first_of(piece, shift - SPLIT_BITS))
             else:
                 done.append(self.done(table))
         return done
+
+
+@dataclass(frozen=True)
+class HotPiece:
+    """A piece whose rows all share the high lane, too big for memory: de-duplicated slice by
+    slice (`PieceSplitter.streamed`) where it is consumed, so that its later occurrences,
+    which may be nearly all of its rows, never pile up in a worker's result."""
+
+    splitter: PieceSplitter
+    path: str
+
+    def __iter__(self) -> Iterator[Done]:
+        return self.splitter.streamed(self.path)
+
+
+def later_rows(rows: pa.Table | pa.RecordBatch, mask: pa.Array, conflicts: int) -> Later:
+    """The rows of ``mask`` as later occurrences: their groups and buckets."""
+    buckets = lane(rows, BUCKET)[mask.to_numpy(zero_copy_only=False)]
+    return Later(column(rows, GROUP).filter(mask), buckets.astype(np.int64, copy=False),
+                 conflicts)
 
 
 def _high_range(path: str) -> tuple[int, int]:
@@ -228,8 +225,8 @@ def _high_range(path: str) -> tuple[int, int]:
     with pa.ipc.open_stream(pa.OSFile(path)) as stream:
         for batch in stream:
             if batch.num_rows:
-                lane = _lane(batch, HIGH)
-                lowest, highest = min(lowest, int(lane.min())), max(highest, int(lane.max()))
+                high = lane(batch, HIGH)
+                lowest, highest = min(lowest, int(high.min())), max(highest, int(high.max()))
     return lowest, highest
 
 
@@ -318,22 +315,3 @@ def _exactly_later(rows: np.ndarray, high: np.ndarray,
     starts[1:] = (sorted_high[1:] != sorted_high[:-1]) | (sorted_low[1:] != sorted_low[:-1])
     heads = rows[starts][np.cumsum(starts) - 1]
     return rows[~starts], heads[~starts]
-
-
-def _lane(rows: pa.RecordBatch | pa.Table, name: str) -> np.ndarray:
-    lane: np.ndarray = _column(rows, name).to_numpy(zero_copy_only=False)
-    return lane
-
-
-def _column(rows: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
-    column = rows.column(name)
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
-def _state_rows(rows: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
-    """First occurrences as the kept state's rows, sorted on the high lane: a refresh looks its
-    few new keys up in them (`kept._matches`) instead of every stored key up in the new ones."""
-    high = _lane(rows, HIGH)
-    order = pa.array(np.argsort(high))
-    return pa.RecordBatch.from_arrays([pa.array(high).take(order), _column(rows, LOW).take(order),
-                                       _column(rows, GROUP).take(order)], schema=STATE_SCHEMA)

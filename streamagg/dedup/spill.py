@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 
-from ..aggregate import HourlyCounts
 from ..budget import Budget
 from ..errors import StorageError
-from . import HIGH, DedupStats, KeySetState, Prepared, keyed
+from .base import Deduper, KeySetState, Later, Prepared
 from .kept import MAX_SEGMENTS, KeptSegments
-from .partition import _PartitionWriters, bits_of, ordered_by_partition
-from .pieces import SPLIT_BITS, Done, PieceSplitter
+from .partition import PartitionWriters, bits_of, ordered_by_partition
+from .pieces import SPLIT_BITS, Done, HotPiece, PieceSplitter
+from .rows import HIGH, lane
 
 MAX_PARTITIONS = 256
 # Bytes of a spilled row: two fingerprint lanes, the bucket and the group (its offset and a
@@ -28,47 +26,40 @@ SPILLED_ROW_BYTES = 29
 # ... each filling at most 80% of its budget: hash partitions differ a little and the rows are
 # estimated from the first file, and a partition that does not fit is cut again.
 PARTITION_HEADROOM = 1.25
-# Rows a spill message should hold at least, on average per partition (see _PartitionWriters).
+# Rows a spill message should hold at least, on average per partition (see PartitionWriters).
 SPILL_MESSAGE_ROWS = 2048
 __all__ = ["MAX_PARTITIONS", "MAX_SEGMENTS", "SpillDeduper"]
 
 
-class SpillDeduper:
+class SpillDeduper(Deduper):
     """Keys are hash-partitioned on their fingerprint into spill files; a partition fits in
-    memory. Every row is counted as it arrives; de-duplication then takes the later
-    occurrences out of those counts."""
+    memory. Each partition's later occurrences are found once every row is spilled, a few
+    partitions at a time."""
 
-    def __init__(self, *, tmp_dir: str | None, memory_limit: int,
-                 expected_rows: Callable[[], int] | None = None,
-                 grain_seconds: int = 3600,  # the grain: `fold_into`'s counts carry it
-                 state: KeySetState | None = None) -> None:
-        self.stats = DedupStats()
-        self.grain_seconds = grain_seconds
-        self._state = state
-        self._kept = KeptSegments(state) if state is not None else None
-        # mkdtemp creates the folder 0700: spilled keys are customer data.
-        self.folder = tempfile.mkdtemp(prefix="streamagg-spill-", dir=tmp_dir)
-        budget = Budget.of(memory_limit)
-        self._arrived = HourlyCounts(grain_seconds, memory_bytes=budget.counts_bytes,
-                                     spill_dir=self.folder)
+    files = "spill files"
+    _kept: KeptSegments | None = None
+    _writers: PartitionWriters | None = None
+
+    def _open(self) -> None:
+        budget = Budget.of(self.memory_limit)
         self.threads = budget.spill_threads
         self._buffer_bytes = budget.spill_buffer_bytes
-        self._pieces = PieceSplitter(self.folder, budget.spill_partition_bytes, grain_seconds,
-                                     keep=state is not None)
-        self._expected_rows = expected_rows or (lambda: 0)
+        self._pieces = PieceSplitter(self.folder, budget.spill_partition_bytes,
+                                     self.grain_seconds, keep=self.state is not None)
+        self.row_schema = self._pieces.schema
+        self._kept = KeptSegments(self.state) if self.state is not None else None
         self._sizing = threading.Lock()
         self.partitions = 0  # chosen at the first batch (`_partition_bits`)
         self._bits = 0
-        self._writers: _PartitionWriters | None = None
-        if state is not None and state.resume:
+        if self.state is not None and self.state.resume:
             # New keys must meet the stored ones: the stored partitioning decides.
-            self._start(int(state.record["partitions"]))
+            self._start(int(self.state.record["partitions"]))
 
     def _start(self, partitions: int) -> None:
         self._bits = partitions.bit_length() - 1
-        self._writers = _PartitionWriters(self.folder, "p", partitions, self._pieces.schema,
-                                          min_rows=SPILL_MESSAGE_ROWS,
-                                          max_pending_bytes=self._buffer_bytes)
+        self._writers = PartitionWriters(self.folder, "p", partitions, self._pieces.schema,
+                                         min_rows=SPILL_MESSAGE_ROWS,
+                                         max_pending_bytes=self._buffer_bytes)
         self.partitions = partitions  # last: another reader thread goes by it
 
     def _partition_bits(self) -> int:
@@ -80,7 +71,7 @@ class SpillDeduper:
                 if not self.partitions:
                     # `work_per_byte` reads `pieces` when called: a test that changes it
                     # changes it here.
-                    work = (self._expected_rows() * SPILLED_ROW_BYTES
+                    work = (self.expected_rows() * SPILLED_ROW_BYTES
                             * self._pieces.work_per_byte * PARTITION_HEADROOM)
                     wanted = int(work // self.partition_budget) + 1
                     self._start(min(MAX_PARTITIONS, 1 << max(2, int(wanted - 1).bit_length())))
@@ -91,37 +82,26 @@ class SpillDeduper:
         """Bytes of working memory one partition (or piece) may take while de-duplicated."""
         return self._pieces.partition_budget
 
-    def __enter__(self) -> SpillDeduper:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def prepare(self, batch: pa.RecordBatch) -> Prepared:
-        rows, arrived = keyed(batch, self.grain_seconds, self._pieces.schema)
+    def _arrange(self, rows: pa.RecordBatch) -> Prepared:
         bits = self._partition_bits()
-        where = bits_of(rows.column(HIGH).to_numpy(), 64 - bits, bits)
+        where = bits_of(lane(rows, HIGH), 64 - bits, bits)
         ordered, counts = ordered_by_partition(rows, where, self.partitions)
-        return Prepared(ordered, arrived, counts)
+        return Prepared(ordered, counts)
 
-    def add(self, prepared: Prepared) -> None:
+    def _add(self, prepared: Prepared) -> None:
         assert prepared.partition_rows is not None and self._writers is not None, \
             "prepared by another backend"
-        self._arrived.fold_counts(prepared.arrived)
         self._writers.write_ordered(prepared.rows, prepared.partition_rows)
 
-    def fold_into(self, counts: HourlyCounts) -> None:
+    def _later(self) -> Iterator[Later]:
         self._partition_bits()  # a day of no rows has partitions too, for the kept state
-        counts.fold_from(self._arrived)
-        self._arrived.close()
-        self._arrived = HourlyCounts(self.grain_seconds)
         for done in self._done():
-            counts.fold_counts(done.taken_out)
+            yield done.later
 
     def _done(self) -> Iterator[Done]:
         """What de-duplicating each partition found, partition by partition."""
-        if self._state is not None and self._state.resume:
-            yield from self._resumed(self._state)
+        if self.state is not None and self.state.resume:
+            yield from self._resumed(self.state)
             return
         paths = self._written()
         shift = 64 - self._bits - SPLIT_BITS
@@ -129,7 +109,7 @@ class SpillDeduper:
         # window as wide as the pool so no more than that are in memory.
         with ThreadPoolExecutor(max_workers=self.threads,
                                 thread_name_prefix="streamagg-dedup") as pool:
-            window: deque[tuple[str, Future[list[Done]]]] = deque()
+            window: deque[tuple[str, Future[list[Done | HotPiece]]]] = deque()
             for path in paths:
                 window.append((path, pool.submit(self._pieces.first_of, path, shift, top=True)))
                 if len(window) >= self.threads:
@@ -139,14 +119,15 @@ class SpillDeduper:
         if self._kept is not None:
             self._kept.finish(self.partitions, {})
 
-    def _collect(self, path: str, future: Future[list[Done]]) -> Iterator[Done]:
-        for done in future.result():
-            self._count(done, _partition_index(path))
-            yield done
+    def _collect(self, path: str, future: Future[list[Done | HotPiece]]) -> Iterator[Done]:
+        for item in future.result():
+            # A hot piece is de-duplicated here, slice by slice, as it is consumed: its later
+            # occurrences never pile up.
+            for done in (item if isinstance(item, HotPiece) else (item,)):
+                self._keep(done, _partition_index(path))
+                yield done
 
-    def _count(self, done: Done, index: int) -> None:
-        self.stats.duplicates += done.duplicates
-        self.stats.conflicting_duplicates += done.conflicts
+    def _keep(self, done: Done, index: int) -> None:
         if self._kept is not None and done.kept is not None and done.kept.num_rows:
             self._kept.write(index, done.kept)
 
@@ -168,16 +149,16 @@ class SpillDeduper:
                 # smaller day): cut them by the next bits, as a full run would, and hold each
                 # piece against the stored keys in turn. Equal keys share a piece.
                 cuts = self._pieces.split_on_disk(path, lambda batch: bits_of(
-                    batch.column(HIGH).to_numpy(), shift, SPLIT_BITS))
+                    lane(batch, HIGH), shift, SPLIT_BITS))
             for piece in cuts:
                 with pa.ipc.open_stream(pa.OSFile(piece)) as stream:
                     table = stream.read_all()
                 os.unlink(piece)
                 # One piece: the stored batches are merged while they are read anyway.
                 copy = merge and len(cuts) == 1
-                done = kept.against_stored(index, table, ranges, self._pieces, copy=copy)
+                done = kept.against_stored(index, table, ranges, copy=copy)
                 del table
-                self._count(done, index)
+                self._keep(done, index)
                 yield done
             if merge:
                 if len(cuts) > 1:
@@ -199,22 +180,15 @@ class SpillDeduper:
         """Whether a partition's new rows (``size`` bytes spilled) can be held at once."""
         return self._pieces.fits(size)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         try:
             if self._kept is not None:
                 self._kept.close()
-        except OSError:
-            pass  # the run failed; its state file is never published
-        try:
+        finally:
             if self._writers is not None:
                 self._writers.close()
-        except OSError:
-            pass  # the files are discarded anyway (a full disk fails here too)
-        finally:
-            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _partition_index(path: str) -> int:
     """The top-level partition of a spill file named ``pNNNN.arrow``."""
     return int(os.path.basename(path)[1:5])
-

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import pyarrow as pa
 
-from ..aggregate import HourlyCounts, tally_counts
+from ..aggregate import HourlyCounts, count_pairs, tally_counts
 from ..budget import Budget
 from ..columns import BadRows, FileStats
 from ..config import Config
@@ -35,58 +36,60 @@ class _RowSize:
             self.row_bytes = stats.row_bytes
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """A clean batch made ready on a reader thread: the backend's rows and the batch's counts."""
+
+    prepared: Prepared
+    counts: pa.Table  # (group, bucket, count) of every row, as `count_pairs` gives them
+
+
 def count_day(run: RunContext, books: Books) -> DayCounts:
     """Read, de-duplicate and count the day on this machine, within ``config.memory_limit``.
 
-    With ``run.keys`` the key set starts from (and is kept as) the day's state: ``run.inputs``
-    are then the new files only, and the result counts them alone."""
+    Every clean row is counted as it arrives; de-duplication then yields the later occurrences,
+    which are taken out again. With ``run.keys`` the key set starts from (and is kept as) the
+    day's state: ``run.inputs`` are then the new files only, and the result counts them alone."""
     config, source, inputs, work = run.config, run.source, run.inputs, run.work
+    grain = config.schema.grain_seconds
     # The spill backend sizes its partitions from this (compressed inputs: `Compression.expansion`).
     expected = sum(reader_for(i).expected_bytes for i in inputs)
-    result = DayCounts(HourlyCounts(config.schema.grain_seconds, spill_dir=work,
+    result = DayCounts(HourlyCounts(grain, spill_dir=work,
                                     memory_bytes=Budget.of(config.memory_limit).counts_bytes))
     row_size = _RowSize()
 
-    def batches_then_stats(item: InputFile) -> Iterator[Prepared | FileStats]:
+    def batches_then_stats(item: InputFile) -> Iterator[Arrival | FileStats]:
         stats = FileStats(bad_rows=BadRows(work))  # many bad rows wait on disk, in ``work``
         for batch in read_file(config, source, item, stats):
             row_size.observe(stats)  # before the day's first batch is prepared
-            # On the reader thread: the backend's hashing and counting run on every core.
-            yield dedup.prepare(batch)
+            # On the reader thread: hashing, the backend's ordering and counting use every core.
+            yield Arrival(dedup.prepare(batch), count_pairs(batch, grain))
         yield stats
 
     def expected_rows() -> int:
         return int(expected / (row_size.row_bytes or DEFAULT_ROW_BYTES))
 
     with make_deduper(config.dedupe, tmp_dir=work, memory_limit=config.memory_limit,
-                      expected_rows=expected_rows,
-                      grain_seconds=config.schema.grain_seconds, state=run.keys) as dedup:
+                      expected_rows=expected_rows, grain_seconds=grain,
+                      state=run.keys) as dedup:
         # Files are parsed on reader threads (Arrow releases the GIL) but reach the
         # de-duplication strictly in file order, so the first occurrence stays first.
         budget = Budget.of(config.memory_limit)
-        for item, batch_or_stats in ordered_prefetch(
+        for item, got in ordered_prefetch(
                 batches_then_stats, inputs, workers=config.workers or budget.reader_threads,
                 depth=budget.queue_depth):
-            if isinstance(batch_or_stats, Prepared):
-                try:
-                    dedup.add(batch_or_stats)
-                except OSError as err:
-                    raise StorageError(f"cannot write spill files: {err.strerror or err}",
-                                       uri=work) from err
-                # Clean rows per hour, less the survivors, are the duplicates per hour: summed
-                # from the batch's own counts, a row per (campaign, hour).
-                tally_counts(result.clean_per_bucket, batch_or_stats.arrived)
-            elif isinstance(batch_or_stats, FileStats):
-                stats = batch_or_stats
-                books.bad_rows(stats.bad_rows, read_so_far=stats.rows_read)
-                books.file_done(item, FileResult(stats.rows_read, len(stats.bad_rows),
-                                                 stats.empty))
-                stats.bad_rows.close()
+            if isinstance(got, Arrival):
+                dedup.add(got.prepared)
+                result.counts.fold_counts(got.counts)
+                # Clean rows per bucket, less the survivors, are the duplicates per bucket.
+                tally_counts(result.clean_per_bucket, got.counts)
+            elif isinstance(got, FileStats):
+                books.bad_rows(got.bad_rows, read_so_far=got.rows_read)
+                books.file_done(item, FileResult(got.rows_read, len(got.bad_rows), got.empty))
+                got.bad_rows.close()
         books.all_read()
-        try:
-            dedup.fold_into(result.counts)
-        except OSError as err:
-            raise StorageError(f"cannot use spill files: {err.strerror or err}", uri=work) from err
+        for later in dedup.later_occurrences():
+            result.counts.take_out(later.groups, later.buckets)
         result.duplicates = dedup.stats.duplicates
         result.conflicting_duplicates = dedup.stats.conflicting_duplicates
     return result

@@ -1,22 +1,27 @@
-"""Both de-duplication backends on their own: exact, first occurrence wins, temp files removed."""
+"""The de-duplication contract (`streamagg.dedup.Deduper`), held by every registered backend:
+exact, first occurrence wins, errors named, temp files removed, a kept state handed on."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamagg.aggregate import BUCKET, HourlyCounts, HourlyRow
+from streamagg import registry
+from streamagg.aggregate import HourlyCounts, HourlyRow, count_pairs
 from streamagg.columns import CLEAN_SCHEMA
-from streamagg.dedup import keyed, make_deduper, spill_schema
-from streamagg.dedup import pieces as pieces_module
+from streamagg.dedup import Deduper, KeySetState, Later, Prepared, make_deduper
+from streamagg.errors import StorageError
 
-BACKENDS = ["spill", "sqlite"]
+BACKENDS = list(registry.DEDUPE_BACKENDS.names)
 LIMIT = 256 * 2**20
 SECOND = 10**9
 
@@ -26,13 +31,8 @@ Row = tuple[str, int, str]  # (key, instant, group)
 def batch(rows: list[Row]) -> pa.RecordBatch:
     keys, instants, groups = zip(*rows, strict=True) if rows else ((), (), ())
     return pa.RecordBatch.from_arrays(
-        [
-            pa.array(keys, pa.string()),
-            pa.array(instants, pa.int64()),
-            pa.array(groups, pa.string()),
-        ],
-        schema=CLEAN_SCHEMA,
-    )
+        [pa.array(keys, pa.string()), pa.array(instants, pa.int64()),
+         pa.array(groups, pa.string())], schema=CLEAN_SCHEMA)
 
 
 def expected(rows: list[Row]) -> tuple[Counter, int, int]:
@@ -48,21 +48,30 @@ def expected(rows: list[Row]) -> tuple[Counter, int, int]:
     return Counter((g, i) for (_, i), g in first.items()), duplicates, conflicts
 
 
-def run(
-    kind: str, batches: list[list[Row]], tmp: Path, memory_limit: int = LIMIT
-) -> tuple[Counter, int, int]:
-    """Survivors as folded by the backend itself: instants go in as seconds and come back as
-    one-second buckets, so (group, bucket) is (group, instant)."""
-    with make_deduper(kind, tmp_dir=str(tmp), memory_limit=memory_limit,
-                      grain_seconds=1) as dedup:
-        for rows in batches:
-            dedup.add(dedup.prepare(batch([(key, instant * SECOND, group)
-                                           for key, instant, group in rows])))
-        counts = HourlyCounts(grain_seconds=1)
-        dedup.fold_into(counts)
+def counted(dedup: Deduper, batches: list[pa.RecordBatch], grain_seconds: int) -> HourlyCounts:
+    """What the engine does: every row counted as it arrives, the later occurrences that
+    de-duplication yields taken out again."""
+    counts = HourlyCounts(grain_seconds)
+    for rows in batches:
+        dedup.add(dedup.prepare(rows))
+        counts.fold_counts(count_pairs(rows, grain_seconds))
+    for later in dedup.later_occurrences():
+        counts.take_out(later.groups, later.buckets)
+    return counts
+
+
+def run(kind: str, batches: list[list[Row]], tmp: Path, memory_limit: int = LIMIT,
+        state: KeySetState | None = None) -> tuple[Counter, int, int]:
+    """Survivors as counted: instants go in as seconds and come back as one-second buckets,
+    so (group, bucket) is (group, instant)."""
+    with make_deduper(kind, tmp_dir=str(tmp), memory_limit=memory_limit, grain_seconds=1,
+                      state=state) as dedup:
+        counts = counted(dedup, [batch([(k, t * SECOND, g) for k, t, g in rows])
+                                 for rows in batches], 1)
         survivors: Counter = Counter({(row.group, row.bucket_start): row.count
                                       for row in counts.rows()})
         stats = dedup.stats
+    assert stats.arrived == sum(len(rows) for rows in batches)
     return survivors, stats.duplicates, stats.conflicting_duplicates
 
 
@@ -97,20 +106,9 @@ def test_temp_files_removed_also_on_failure(kind: str, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         with make_deduper(kind, tmp_dir=str(tmp_path), memory_limit=LIMIT) as dedup:
             dedup.add(dedup.prepare(batch([("a", 1, "g")])))
-            assert list(tmp_path.iterdir()) != []
+            assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(dedup.folder)]
+            assert (os.stat(dedup.folder).st_mode & 0o777) == 0o700
             raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_spill_splits_partitions_that_do_not_fit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Pretend every spilled byte needs a megabyte of work: each partition is split again and
-    # again, and first occurrences must still win.
-    monkeypatch.setattr(pieces_module, "WORK_PER_SPILLED_BYTE", 2**20)
-    rows = [(f"k{i % 150}", i % 3, f"g{i % 7}") for i in range(2000)]
-    batches = [rows[i : i + 97] for i in range(0, len(rows), 97)]
-    assert run("spill", batches, tmp_path) == expected(rows)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -136,20 +134,7 @@ def test_backends_match_a_dict(
         assert run(kind, batches, tmp_path_factory.mktemp(kind)) == want, kind
 
 
-def folded(kind: str, batches: list[list[Row]], tmp: Path, grain_seconds: int) -> tuple[
-        list[HourlyRow], int, int]:
-    """What `fold_into` gives: the backend's own way of counting its first occurrences."""
-    counts = HourlyCounts(grain_seconds)
-    with make_deduper(kind, tmp_dir=str(tmp), memory_limit=LIMIT,
-                      grain_seconds=grain_seconds) as dedup:
-        for rows in batches:
-            dedup.add(dedup.prepare(batch(rows)))
-        dedup.fold_into(counts)
-        stats = dedup.stats
-    return counts.rows(), stats.duplicates, stats.conflicting_duplicates
-
-
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     rows=st.lists(
         st.tuples(
@@ -161,134 +146,117 @@ def folded(kind: str, batches: list[list[Row]], tmp: Path, grain_seconds: int) -
     ),
     size=st.integers(1, 20),
 )
-def test_fold_into_counts_the_first_occurrences(
+def test_later_occurrences_carry_their_own_bucket(
     rows: list[Row], size: int, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     # A one-second grain around zero: negative instants must land in the bucket below, as
     # floor division puts them, in sqlite's SQL as in Arrow.
-    batches = [rows[i : i + size] for i in range(0, len(rows), size)]
+    batches = [batch(rows[i : i + size]) for i in range(0, len(rows), size)]
     survivors, duplicates, conflicts = expected(rows)
     reference = HourlyCounts(1)
     for (group, instant), n in survivors.items():
-        for _ in range(n):
-            reference.fold(pa.table({"group": [group], "instant": pa.array([instant], pa.int64())}))
+        reference.fold_counts(count_pairs(batch([("k", instant, group)] * n), 1))
     for kind in BACKENDS:
-        got = folded(kind, batches, tmp_path_factory.mktemp(kind), grain_seconds=1)
-        assert got == (reference.rows(), duplicates, conflicts), kind
+        with make_deduper(kind, tmp_dir=str(tmp_path_factory.mktemp(kind)), memory_limit=LIMIT,
+                          grain_seconds=1) as dedup:
+            got = counted(dedup, batches, 1).rows()
+            assert (got, dedup.stats.duplicates, dedup.stats.conflicting_duplicates) == (
+                reference.rows(), duplicates, conflicts), kind
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
-def test_fold_into_leaves_out_groups_seen_only_in_duplicates(kind: str, tmp_path: Path) -> None:
+def test_groups_seen_only_in_duplicates_are_not_output(kind: str, tmp_path: Path) -> None:
     # "2" only ever appears as a later occurrence of "1"'s key: it must not be output, not
     # even with a count of zero.
     rows = [("a", 0, "1"), ("a", 0, "2"), ("b", 0, "1"), ("a", 0, "2")]
-    got = folded(kind, [rows[:2], rows[2:]], tmp_path, grain_seconds=3600)
-    assert got == ([HourlyRow("1", 0, 2)], 2, 2)
+    with make_deduper(kind, tmp_dir=str(tmp_path), memory_limit=LIMIT) as dedup:
+        got = counted(dedup, [batch(rows[:2]), batch(rows[2:])], 3600).rows()
+    assert got == [HourlyRow("1", 0, 2)]
 
 
-@pytest.mark.parametrize("keys", [700, 1])
-def test_spill_splits_in_memory_what_fits_as_rows(tmp_path: Path, keys: int) -> None:
-    # With a budget of twice the largest partition, each partition's rows fit but its
-    # de-duplication (2.5 times its size) does not, so it is cut by the next bits in memory.
-    # With one key only, that piece is the whole partition and goes on to disk, where it is
-    # streamed. Either way first occurrences must win and nothing may stay on disk.
-    rows = [(f"k{i % keys}", i % 3, f"g{i % 7}") for i in range(6000)]
-    with make_deduper("spill", tmp_dir=str(tmp_path), memory_limit=LIMIT,
-                      grain_seconds=1) as dedup:
-        for start in range(0, len(rows), 500):
-            dedup.add(dedup.prepare(batch([(k, t * SECOND, g)
-                                           for k, t, g in rows[start : start + 500]])))
-        paths = dedup._writers.paths  # type: ignore[attr-defined]
-        dedup._writers.close()  # type: ignore[attr-defined]
-        pieces = dedup._pieces  # type: ignore[attr-defined]
-        pieces.partition_budget = 2 * max(os.path.getsize(p) for p in paths if os.path.exists(p))
-        calls: list[bool] = []
-        real = pieces._split_in_memory
+def kept(folder: Path, name: str, store: Path | None = None,
+         earlier: KeySetState | None = None) -> KeySetState:
+    """A kept state as `streamagg.state` hands it over: the earlier generation's files copied
+    out of ``store`` (where each run's new files went), or nothing."""
+    import shutil
 
-        def spy(path: str, size: int, shift: int) -> object:
-            done = real(path, size, shift)
-            calls.append(done is not None)
-            return done
+    from streamagg.dedup import StoredFile
 
-        pieces._split_in_memory = spy
-        counts = HourlyCounts(grain_seconds=1)
-        dedup.fold_into(counts)
-        survivors = Counter({(r.group, r.bucket_start): r.count for r in counts.rows()})
-        got = (survivors, dedup.stats.duplicates, dedup.stats.conflicting_duplicates)
-    assert calls and all(calls)
-    assert got == expected(rows)
-    assert list(tmp_path.iterdir()) == []
+    (folder / name).mkdir()
+    if earlier is None or store is None:
+        return KeySetState(folder=str(folder / name), generation=name)
+    stored = {}
+    for file in earlier.files:
+        local = folder / name / f"stored-{file}"
+        shutil.copyfile(store / file, local)
+        stored[file] = StoredFile(str(local), local.stat().st_size, "")
+    return KeySetState(folder=str(folder / name), generation=name, resume=True,
+                       record=dict(earlier.record), stored=stored)
 
 
-def test_a_spill_file_holds_only_its_own_rows_private(tmp_path: Path) -> None:
-    # Spill files are opened to append (ext4 flushes a file truncated to nothing on close):
-    # a path that already held bytes must still end up holding exactly the new stream.
-    from streamagg.dedup.partition import _write_table
+@settings(max_examples=20, deadline=None)
+@given(runs=st.lists(rows_strategy, min_size=1, max_size=4))
+def test_a_kept_key_set_resumes_exactly(runs: list[list[Row]],
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each run starts from the keys the one before kept, and keeps its own: together they
+    de-duplicate the day as one run would (new rows come after every stored one)."""
+    import shutil
 
-    path = tmp_path / "p0000.arrow"
-    path.write_bytes(b"left over from an earlier run" * 100)
-    os.chmod(path, 0o644)
-    table = pa.table({"n": pa.array(range(1000), pa.int64())})
-    _write_table(str(path), table)
-    with pa.ipc.open_stream(pa.OSFile(str(path))) as stream:
-        assert stream.read_all().equals(table)
-    _write_table(str(tmp_path / "new.arrow"), table)
-    assert (tmp_path / "new.arrow").stat().st_mode & 0o777 == 0o600
+    for kind in BACKENDS:
+        root = tmp_path_factory.mktemp(kind)
+        store = root / "store"
+        store.mkdir()
+        state = None
+        seen: list[Row] = []
+        for number, rows in enumerate(runs):
+            state = kept(root, f"g{number}", store, state)
+            got = run(kind, [rows], root, state=state)
+            before, before_dup, before_conf = expected(seen)
+            seen += rows
+            survivors, duplicates, conflicts = expected(seen)
+            assert got == (survivors - before, duplicates - before_dup,
+                           conflicts - before_conf), kind
+            assert state.kept and set(state.files) <= set(state.written) | set(state.stored)
+            for file in state.written:
+                shutil.copyfile(os.path.join(state.folder, file), store / file)
 
 
-@pytest.mark.parametrize(("rows", "partitions"), [(0, 4), (10_000_000, 32), (10**9, 256)])
-def test_spill_partitions_follow_the_rows_estimated_at_the_first_batch(
-        tmp_path: Path, rows: int, partitions: int) -> None:
-    from streamagg.dedup.spill import SpillDeduper
+def test_a_backend_writes_two_things_and_inherits_the_rest(tmp_path: Path) -> None:
+    """The smallest backend: a set of keys. It names its files; the base class creates and
+    removes its folder, counts what arrives and what it yields, and wraps its errors."""
 
-    asked: list[int] = []
+    class SetDeduper(Deduper):
+        files = "the key set"
 
-    def expected_rows() -> int:
-        asked.append(rows)
-        return rows
+        def _open(self) -> None:
+            self.seen: set[tuple[int, int]] = set()
+            self.later: list[tuple[str, int]] = []
 
-    with SpillDeduper(tmp_dir=str(tmp_path), memory_limit=LIMIT,
-                      expected_rows=expected_rows) as dedup:
-        assert asked == []  # not before the day's first batch: the row size is known then
-        for _ in range(2):
-            dedup.add(dedup.prepare(batch([("k", SECOND, "g")])))
-        counts = HourlyCounts()
-        dedup.fold_into(counts)
-        assert asked == [rows] and dedup.partitions == partitions
+        def _add(self, prepared: Prepared) -> None:
+            if prepared.rows.num_rows and prepared.rows.column(2)[0].as_py() == 666:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            for high, low, instant, group in zip(*prepared.rows.to_pydict().values(),
+                                                  strict=True):
+                if (high, low) in self.seen:
+                    self.later.append((group, instant // SECOND))
+                self.seen.add((high, low))
+
+        def _later(self) -> Iterator[Later]:
+            groups, buckets = zip(*self.later, strict=True) if self.later else ((), ())
+            yield Later(pa.array(groups, pa.string()), np.array(buckets, np.int64))
+
+    with SetDeduper(tmp_dir=str(tmp_path), memory_limit=LIMIT, grain_seconds=1) as dedup:
+        assert os.path.basename(dedup.folder).startswith("streamagg-set-")
+        counts = counted(dedup, [batch([("a", SECOND, "g"), ("a", SECOND, "g")])], 1)
         assert [r.count for r in counts.rows()] == [1]
-
-
-def test_spill_writers_hold_small_slices_and_write_them_in_order(tmp_path: Path) -> None:
-    import numpy as np
-
-    from streamagg.dedup.partition import _PartitionWriters
-
-    schema = pa.schema([("n", pa.int64())])
-    writers = _PartitionWriters(str(tmp_path), "p", 2, schema, min_rows=10,
-                                max_pending_bytes=1 << 20)
-    expected: dict[int, list[int]] = {0: [], 1: []}
-    for start in range(0, 60, 6):  # batches of 6 rows: 3 per partition, under 10
-        rows = list(range(start, start + 6))
-        writers.write_ordered(pa.record_batch([pa.array(rows)], schema=schema),
-                              np.array([3, 3]))
-        expected[0] += rows[:3]
-        expected[1] += rows[3:]
-    messages: dict[int, int] = {}
-    for index, path in enumerate(writers.close()):
-        with pa.ipc.open_stream(pa.OSFile(path)) as stream:
-            batches = list(stream)
-        messages[index] = len(batches)
-        assert [v for b in batches for v in b.column(0).to_pylist()] == expected[index]
-    assert messages == {0: 3, 1: 3}  # flushed at 24, 48 rows held, and the rest at close
-
-
-@pytest.mark.parametrize("grain", [1, 4, 5, 60, 3600, 86400])
-def test_spilled_buckets_are_exact_at_the_ends_of_the_instants_range(grain: int) -> None:
-    """The spill keeps a row's bucket, not its instant: 32 bits from a 5-second grain up,
-    which must hold the bucket of every instant an int64 of nanoseconds can hold."""
-    instants = [-(2**63), -1, 0, 1, 2**63 - 1]
-    rows, _ = keyed(pa.record_batch([pa.array(["k"] * 5), pa.array(instants, pa.int64()),
-                                     pa.array(["g"] * 5)], schema=CLEAN_SCHEMA),
-                    grain, spill_schema(grain))
-    assert rows.schema.field(BUCKET).type == (pa.int32() if grain >= 5 else pa.int64())
-    assert rows.column(BUCKET).to_pylist() == [t // (grain * 10**9) for t in instants]
+        assert (dedup.stats.arrived, dedup.stats.duplicates) == (2, 1)
+        with pytest.raises(StorageError, match=r"cannot write the key set: No space left on "
+                                               r"device \(.*streamagg-set-"):
+            dedup.add(dedup.prepare(batch([("b", 666, "g")])))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(StorageError, match="kept no state"):
+        with SetDeduper(tmp_dir=str(tmp_path), memory_limit=LIMIT,
+                        state=kept(tmp_path, "g0")) as dedup:
+            list(dedup.later_occurrences())
+    with pytest.raises(StorageError, match="neither wrote nor read: elsewhere.arrow"):
+        kept(tmp_path, "g1").keep({}, ["elsewhere.arrow"])

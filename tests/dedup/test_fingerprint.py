@@ -1,8 +1,10 @@
-"""The key fingerprint, and de-duplication that stays exact when fingerprint lanes collide."""
+"""The key fingerprint (streamagg/dedup/fingerprint.py), and de-duplication that stays exact
+when fingerprint lanes collide."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import streamagg.dedup as dedup_package
+from streamagg.dedup import rows as keyed_rows
 from streamagg.dedup.fingerprint import fingerprints
-from streamagg.dedup.kept import _matches
-from streamagg.dedup.pieces import first_occurrences, first_rows, later_occurrences
 from tests.dedup.test_backends import BACKENDS, expected, run
 
 ODD_KEYS = ["", "a", "a\x00", "\x00a", "a" * 7, "a" * 8, "a" * 9, "\u00e9", "e\u0301",
@@ -55,58 +55,6 @@ def test_a_million_uuid_like_ids_do_not_collide_in_either_lane() -> None:
     assert counts.min() > 0.9 * len(ids) / 16
 
 
-def test_first_rows_are_exact_when_only_the_high_lane_collides() -> None:
-    high = np.array([1, 1, 1, 2, 1, 2], np.uint64)
-    low = np.array([5, 6, 5, 7, 6, 8], np.uint64)
-    assert first_rows(high, low).tolist() == [0, 1, 0, 3, 1, 5]
-    keep, duplicates, conflicts = first_occurrences(
-        high, low, pa.array(["g", "g", "h", "g", "g", "g"]))
-    assert keep.tolist() == [True, True, False, True, False, True]
-    assert (duplicates, conflicts) == (2, 1)
-
-
-lane_values = st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1),
-                        st.sampled_from([2**63, 2**64 - 1, 2**40, 2**40 + 1]))
-
-
-@settings(max_examples=300, deadline=None)
-@given(lanes=st.lists(st.tuples(lane_values, lane_values), max_size=60))
-def test_later_occurrences_match_a_dictionary_of_first_rows(
-        lanes: list[tuple[int, int]]) -> None:
-    """Exact on any lanes: ones that differ only in their low bits (which hold the row
-    number while sorting), that share one lane, or whose high lane alone tells them apart."""
-    high = np.array([h for h, _ in lanes], np.uint64)
-    low = np.array([lo for _, lo in lanes], np.uint64)
-    first: dict[tuple[int, int], int] = {}
-    expected_later = [(row, first.setdefault(key, row)) for row, key in enumerate(lanes)
-                      if first.setdefault(key, row) != row]
-    later, first_of_later = later_occurrences(high, low)
-    assert list(zip(later.tolist(), first_of_later.tolist(), strict=True)) == expected_later
-
-
-def test_stored_keys_are_matched_on_both_lanes() -> None:
-    sorted_high = np.array([1, 3, 3, 3, 9], np.uint64)
-    sorted_low = np.array([0, 4, 5, 6, 0], np.uint64)
-    high = np.array([3, 3, 3, 1, 9, 2], np.uint64)
-    low = np.array([6, 7, 4, 1, 0, 0], np.uint64)
-    assert _matches(sorted_high, sorted_low, high, low).tolist() == [3, -1, 1, -1, 4, -1]
-
-
-@settings(max_examples=200, deadline=None)
-@given(stored=st.sets(st.tuples(st.integers(0, 4), st.integers(0, 3)), max_size=15),
-       new=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), max_size=15))
-def test_stored_keys_are_matched_like_a_dictionary(stored: set[tuple[int, int]],
-                                                   new: list[tuple[int, int]]) -> None:
-    keys = sorted(stored)  # sorted on the high lane, as the kept state's batches are
-    place = {key: i for i, key in enumerate(keys)}
-    sorted_high = np.array([h for h, _ in keys], np.uint64)
-    sorted_low = np.array([lo for _, lo in keys], np.uint64)
-    high = np.array([h for h, _ in new], np.uint64)
-    low = np.array([lo for _, lo in new], np.uint64)
-    spots = _matches(sorted_high, sorted_low, high, low)
-    assert spots.tolist() == [place.get(key, -1) for key in new]
-
-
 def weak_fingerprints(keys: pa.Array, instants: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """A high lane of two values (every partition and piece full of high-lane collisions)
     and an exact low lane: each distinct (key, instant) its own number."""
@@ -120,7 +68,7 @@ def weak_fingerprints(keys: pa.Array, instants: pa.Array) -> tuple[np.ndarray, n
 @pytest.fixture
 def colliding(monkeypatch: pytest.MonkeyPatch) -> None:
     weak_fingerprints.numbers = {}  # type: ignore[attr-defined]
-    monkeypatch.setattr(dedup_package, "fingerprints", weak_fingerprints)
+    monkeypatch.setattr(keyed_rows, "fingerprints", weak_fingerprints)
 
 
 rows_strategy = st.lists(
@@ -151,13 +99,13 @@ def test_a_piece_of_one_high_lane_is_streamed_exactly(
 
     monkeypatch.setattr(pieces, "WORK_PER_SPILLED_BYTE", 2**16)
     streamed: list[str] = []
-    real = pieces.PieceSplitter._streamed
+    real = pieces.PieceSplitter.streamed
 
-    def spy(self: pieces.PieceSplitter, path: str) -> pieces.Done:
+    def spy(self: pieces.PieceSplitter, path: str) -> Iterator[pieces.Done]:
         streamed.append(path)
         return real(self, path)
 
-    monkeypatch.setattr(pieces.PieceSplitter, "_streamed", spy)
+    monkeypatch.setattr(pieces.PieceSplitter, "streamed", spy)
     rows = [(f"k{i % 37}", i % 2, f"g{i % 3}") for i in range(3000)]
     batches = [rows[i:i + 250] for i in range(0, len(rows), 250)]
     survivors, duplicates, conflicts = run("spill", batches, tmp_path)

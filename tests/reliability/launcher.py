@@ -74,9 +74,9 @@ def install(point: str, marker: str) -> None:
 
             storage.open_input = open_input  # type: ignore[method-assign]
     elif point == "spill":  # the spill files hold rows: the writers' first batches are out
-        from streamagg.dedup.partition import _PartitionWriters
+        from streamagg.dedup.partition import PartitionWriters
 
-        on_call(_PartitionWriters, "flush", marker, after=True,
+        on_call(PartitionWriters, "flush", marker, after=True,
                 when=lambda writers: bool(writers._pending))
     elif point == "sqlite":
         from streamagg.dedup.sqlite import SqliteDeduper

@@ -1,0 +1,145 @@
+"""The local engine (streamagg/engines/local.py): it counts every row as it arrives, on the
+reader threads, and takes out what de-duplication yields; counting is aggregate's alone."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamagg.columns import BadRow
+from streamagg.config import Config, Schema
+from streamagg.engines import FileResult, RunContext
+from streamagg.engines.local import count_day
+from streamagg.errors import StorageError
+from streamagg.outputs.csv import write_output
+from streamagg.sources import InputFile, storage_for
+from tests.conftest import DAY, DEDUPE_BACKENDS, day_path
+from tests.reference import expected_for
+from tests.test_properties import day_files
+
+
+class Books:
+    """What an engine reports to, kept as lists."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[str, FileResult]] = []
+        self.bad: list[BadRow] = []
+        self.all_read_calls = 0
+
+    def bad_rows(self, rows: Iterable[BadRow], *, read_so_far: int = 0) -> None:
+        self.bad += list(rows)
+
+    def file_done(self, item: InputFile, result: FileResult) -> None:
+        self.files.append((item.uri, result))
+
+    def all_read(self) -> None:
+        self.all_read_calls += 1
+
+
+def count(root: Path, dedupe: str, work: Path, **options: Any) -> tuple[Any, Books]:
+    config = Config(day=DAY, source=str(root), dedupe=dedupe, max_bad_rows="100%", **options)
+    source = storage_for(str(root))
+    inputs, _ = source.list_partition(day_path(DAY))
+    books = Books()
+    return count_day(RunContext(config, source, inputs, str(work)), books), books
+
+
+@pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(files=day_files(), chunk_size=st.sampled_from([1, 5, 1000]))
+def test_counts_equal_the_reference(dedupe: str, files: list[tuple[str, bytes]],
+                                    chunk_size: int,
+                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Arrivals folded, later occurrences taken out: the reference's counts, duplicates,
+    conflicts and clean rows per hour; each file reported once, in order."""
+    root = tmp_path_factory.mktemp("day")
+    folder = root / day_path(DAY)
+    for name, data in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    work = tmp_path_factory.mktemp("work")
+    day, books = count(root, dedupe, work, chunk_size=chunk_size)
+    expected = expected_for(root, DAY)
+    written = io.BytesIO()
+    write_output(day.counts.sorted_parts(), written, Schema())
+    day.counts.close()
+    assert written.getvalue() == expected.output
+    assert (day.duplicates, day.conflicting_duplicates) == (
+        expected.totals["duplicates"], expected.totals["conflicting_duplicates"])
+    clean = expected.totals["rows_read"] - expected.totals["bad_rows"]
+    assert sum(day.clean_per_bucket.values()) == clean
+    assert [uri for uri, _ in books.files] == [str(folder / p) for p in expected.inputs
+                                                if (folder / p).stat().st_size]
+    assert books.all_read_calls == 1
+    assert list(work.iterdir()) == []
+
+
+def test_hashing_and_counting_run_on_the_reader_threads(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prepared rows (fingerprints, the backend's order) and each batch's counts are made on
+    reader threads, in parallel; the main thread only adds them in the day's order."""
+    import streamagg.engines.local as local
+    from streamagg.dedup.spill import SpillDeduper
+
+    threads: dict[str, set[str]] = {"prepare": set(), "count": set(), "add": set()}
+    real_prepare, real_count, real_add = SpillDeduper.prepare, local.count_pairs, \
+        SpillDeduper.add
+
+    def prepare(self: Any, batch: Any) -> Any:
+        threads["prepare"].add(threading.current_thread().name)
+        return real_prepare(self, batch)
+
+    def count_pairs(batch: Any, grain: int) -> Any:
+        threads["count"].add(threading.current_thread().name)
+        return real_count(batch, grain)
+
+    def add(self: Any, prepared: Any) -> None:
+        threads["add"].add(threading.current_thread().name)
+        real_add(self, prepared)
+
+    monkeypatch.setattr(SpillDeduper, "prepare", prepare)
+    monkeypatch.setattr(SpillDeduper, "add", add)
+    monkeypatch.setattr(local, "count_pairs", count_pairs)
+    folder = tmp_path / "source" / day_path(DAY)
+    folder.mkdir(parents=True)
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (folder / name).write_text("IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n" + "".join(
+            f"{name}{i % 50},2021-01-30 10:00:00,{i % 3}\n" for i in range(200)))
+    (tmp_path / "work").mkdir()
+    day, _ = count(tmp_path / "source", "spill", tmp_path / "work", chunk_size=50)
+    assert threads["prepare"] == threads["count"] == {"streamagg-reader"}
+    assert threads["add"] == {threading.main_thread().name}
+    assert day.duplicates == 3 * 150
+
+
+@pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
+def test_a_backend_failing_is_one_line_naming_its_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dedupe: str) -> None:
+    from streamagg import registry
+
+    backend = registry.DEDUPE_BACKENDS.load(dedupe)
+
+    def full(self: Any, prepared: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(backend, "_add", full)
+    folder = tmp_path / "source" / day_path(DAY)
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text("IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
+                                  "a,2021-01-30 10:00:00,1\n")
+    (tmp_path / "work").mkdir()
+    with pytest.raises(StorageError, match=r"^cannot write .*: No space left on device "
+                                           r"\(.*/work/streamagg-") as failed:
+        count(tmp_path / "source", dedupe, tmp_path / "work")
+    assert backend.files in str(failed.value)
+    assert list((tmp_path / "work").iterdir()) == []
