@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import (
     DAY,
+    DEDUPE_BACKENDS,
     OUTPUT_NAME,
     REJECTS_NAME,
     RUNNERS,
@@ -478,7 +479,7 @@ def test_manifest(partition: Callable[..., Path], job: Job) -> None:
     # How the run was made, when, and what it cost.
     parameters = manifest["parameters"]
     assert parameters["date"] == "2021-01-30"
-    assert parameters["dedupe"] in ("spill", "sqlite")
+    assert parameters["dedupe"] in DEDUPE_BACKENDS
     assert parameters["initials"] == "SA"
     assert manifest["version"] >= 1
     assert manifest["started"] <= manifest["finished"]
@@ -494,7 +495,7 @@ def test_backends_and_chunk_sizes_agree(partition: Callable[..., Path], engine: 
     source = partition({"a.csv": H + "".join(lines), "b.csv": H + "".join(lines[::3])})
     outputs = set()
     # The Spark engine de-duplicates in Spark whatever --dedupe says: one backend there.
-    backends = ("spill", "sqlite") if engine == "local" else ("spill",)
+    backends = DEDUPE_BACKENDS if engine == "local" else DEDUPE_BACKENDS[:1]
     for via, runner in RUNNERS.items():
         for backend in backends:
             for chunk in (1, 3, 1000):

@@ -12,7 +12,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import DAY, MANIFEST_NAME, OUTPUT_NAME, REJECTS_NAME, S3, day_path, run_api
+from tests.conftest import (
+    CHILD_DEDUPE_BACKENDS,
+    DAY,
+    DEDUPE_BACKENDS,
+    MANIFEST_NAME,
+    OUTPUT_NAME,
+    REJECTS_NAME,
+    S3,
+    day_path,
+    run_api,
+)
 from tests.conftest import to_bytes as encoded
 from tests.test_properties import NUMERIC_CAMPAIGNS, TEXT_CAMPAIGNS, csv_file
 
@@ -88,7 +98,7 @@ def compare(inc: Any, full: Any, where: str) -> None:
         assert inc.manifest[key] == full.manifest[key], (where, key)
 
 
-@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+@pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=arrivals(), chunk_size=st.sampled_from([1, 3, 1000]))
 def test_every_arrival_equals_a_full_recompute(dedupe: str, steps: list[tuple[str, str, bytes]],
@@ -141,7 +151,7 @@ def test_every_arrival_equals_a_full_recompute_on_s3(s3: S3,
     from streamagg.errors import StreamaggError
 
     run = f"r{os.urandom(4).hex()}"
-    for dedupe in ("spill", "sqlite"):
+    for dedupe in DEDUPE_BACKENDS:
         present: dict[str, bytes] = {}
         for number, (action, name, data) in enumerate(steps):
             key = f"{run}/src/{day_path(DAY)}/{name}"
@@ -210,7 +220,7 @@ class Crash(BaseException):
     """Stands for the process dying at this call: nothing after it runs."""
 
 
-@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+@pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
 def test_a_run_stopped_at_any_publish_step_then_rerun_is_exact(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dedupe: str) -> None:
     """Every step between the atomic writes: before and after each state file, the index, the
@@ -256,7 +266,7 @@ def test_a_run_stopped_at_any_publish_step_then_rerun_is_exact(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+@pytest.mark.parametrize("dedupe", CHILD_DEDUPE_BACKENDS)
 def test_sigkill_at_random_moments_then_rerun_is_exact(tmp_path: Path, dedupe: str) -> None:
     import random
     import subprocess
@@ -345,7 +355,7 @@ FALLBACKS: dict[str, tuple[Any, str]] = {
 
 
 @pytest.mark.parametrize("case", list(FALLBACKS))
-@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+@pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
 def test_each_fallback_says_why_and_rebuilds_the_state(tmp_path: Path, case: str,
                                                        dedupe: str) -> None:
     source, dest = small_day(tmp_path / "source"), tmp_path / "dest"
@@ -370,12 +380,12 @@ def test_each_fallback_says_why_and_rebuilds_the_state(tmp_path: Path, case: str
 
 @pytest.mark.parametrize("change, reason", [
     ({"max_bad_rows": "50%"}, "parameters changed since the state was kept: max_bad_rows"),
-    ({"dedupe": "sqlite"}, "parameters changed since the state was kept: dedupe"),
+    ({"dedupe": DEDUPE_BACKENDS[-1]}, "parameters changed since the state was kept: dedupe"),
 ])
 def test_a_changed_parameter_recomputes(tmp_path: Path, change: dict[str, str],
                                         reason: str) -> None:
     source, dest = small_day(tmp_path / "source"), tmp_path / "dest"
-    options = {"incremental": True, "max_bad_rows": "100%", "dedupe": "spill"}
+    options = {"incremental": True, "max_bad_rows": "100%", "dedupe": DEDUPE_BACKENDS[0]}
     assert run_api(source, dest=dest, **options).exit_code == 0
     again = run_api(source, dest=dest, **{**options, **change})
     assert (again.manifest["mode"], again.manifest["mode_reason"]) == ("full", reason)

@@ -22,7 +22,25 @@ def choices(option: str) -> tuple[str, ...]:
 
 def test_the_cli_offers_what_the_registries_hold() -> None:
     assert choices("engine") == registry.ENGINES.names == ("local", "spark")
-    assert choices("dedupe") == registry.DEDUPE_BACKENDS.names == ("spill", "sqlite")
+    # The package's two, and the test-only backend tests/conftest.py registers.
+    assert choices("dedupe") == registry.DEDUPE_BACKENDS.names == ("spill", "sqlite", "memory")
+
+
+def test_register_is_the_one_line_that_adds_a_backend(tmp_path: Path) -> None:
+    before = dict(registry.DEDUPE_BACKENDS.targets)
+    try:
+        registry.DEDUPE_BACKENDS.register("again", "tests.dedup.memory:MemoryDeduper")
+        assert Config(day="2021-01-30", dedupe="again").dedupe == "again"
+        with make_deduper("again", tmp_dir=str(tmp_path), memory_limit=256 * 2**20) as dedup:
+            assert type(dedup).__name__ == "MemoryDeduper"
+        with pytest.raises(ValueError, match="registered already"):
+            registry.DEDUPE_BACKENDS.register("spill", "tests.dedup.memory:MemoryDeduper")
+        registry.DEDUPE_BACKENDS.register("plain", "streamagg.config:Config")
+        with pytest.raises(TypeError, match="is not a streamagg.dedup.Deduper"):
+            make_deduper("plain", tmp_dir=str(tmp_path), memory_limit=256 * 2**20)
+    finally:
+        registry.DEDUPE_BACKENDS.targets.clear()
+        registry.DEDUPE_BACKENDS.targets.update(before)
 
 
 def test_a_registered_engine_is_accepted_and_built(monkeypatch: pytest.MonkeyPatch) -> None:
