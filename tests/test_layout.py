@@ -64,3 +64,56 @@ def test_installed_pyspark_is_in_the_range_the_spark_extra_claims() -> None:
         pytest.skip("the spark extra is not installed")
     # The Spark tests run on this pyspark; the extra must claim the version they ran on.
     assert requirement.specifier.contains(installed), (installed, str(requirement.specifier))
+
+
+PACKAGE = REPO / "streamagg"
+# A module longer than this is split along a seam that can be named (DESIGN.md, Habits).
+MAX_MODULE_LINES = 400
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _private_imports(path: Path) -> list[str]:
+    """``module:line name`` for each ``_private`` name ``path`` imports from another module of
+    the package (``from .x import _y``, ``from streamagg.x import _y``)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    here = _module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package.split(".")
+            base = base[:len(base) - (node.level - 1)]
+            source = ".".join(base + ([node.module] if node.module else []))
+        else:
+            source = node.module or ""
+        if not source.startswith("streamagg") or source == here:
+            continue
+        for alias in node.names:
+            if alias.name.startswith("_") and not alias.name.startswith("__"):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} {alias.name} from {source}")
+    return found
+
+
+def test_no_private_name_is_imported_across_modules() -> None:
+    # A module's _underscore names are its own: what another module needs gets a public name
+    # where it lives (issue 24). __future__ and dunder names are not private.
+    found = [hit for path in _modules() for hit in _private_imports(path)]
+    assert not found, "\n".join(found)
+
+
+def test_no_module_is_longer_than_the_limit() -> None:
+    long = {str(p.relative_to(REPO)): n for p in _modules()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert not long, long
