@@ -104,6 +104,8 @@ def plan(config: Config) -> Plan:
     layout = DayLayout.of(config)
     source = storage_for(config.source, endpoint_url=config.endpoint_url)
     dest = storage_for(config.resolved_dest, endpoint_url=config.endpoint_url)
+    state = (storage_for(config.state, endpoint_url=config.endpoint_url)
+             if config.incremental and config.state else None)
     partition = source.uri_of(layout.folder)
     out_dir = dest.uri_of(layout.folder)
     if out_dir == partition or out_dir.startswith(partition.rstrip("/") + "/"):
@@ -129,7 +131,12 @@ def plan(config: Config) -> Plan:
                          "--source or set STREAMAGG_SOURCE", uri=err.uri) from err
     if not inputs and not empty:
         raise NoInputError("no input files in the partition", uri=partition)
-    dest.check_destination()  # a missing bucket found now, not after the day was read
+    # A missing bucket, or a file where the day's folder goes, found now, not after the day
+    # was read; the kept state's too, which is written before the output. The state's own
+    # folder is not checked: a damaged one means a full recompute (state.py), not a failure.
+    dest.check_destination(layout.folder)
+    if state is not None:
+        state.check_destination(layout.folder, option="--state")
     return Plan(source, dest, inputs, empty, layout)
 
 

@@ -46,9 +46,10 @@ class Storage(Protocol):
         """Whether the root holds any ``YYYY/`` folder: one that holds none is not a root of
         date partitions (the caller's exit 2, where a missing day is exit 3)."""
 
-    def check_destination(self) -> None:
-        """Fail now, before anything is read, when results could not be written here (a
-        bucket that does not exist, a path that is not a writable folder)."""
+    def check_destination(self, relative: str = "", *, option: str = "--dest") -> None:
+        """Fail now, before anything is read, when results could not be written to the folder
+        ``relative`` (a bucket that does not exist, a path that is not a writable folder);
+        ``option`` is what the message tells the user to change."""
 
     def open_input(self, item: InputFile) -> BinaryIO:
         """A binary stream of the object's bytes as stored (still compressed)."""
@@ -136,6 +137,17 @@ def storage_for(uri: str, *, endpoint_url: str | None = None) -> Storage:
 def redact(uri: str) -> str:
     """The URI with any ``user:secret@`` part hidden, for messages."""
     scheme, sep, rest = uri.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
+    if sep and has_userinfo(rest):
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return uri
+
+
+def has_userinfo(rest: str) -> bool:
+    """Whether ``rest`` (a URI after ``scheme://``) starts with ``user:secret@``. A secret may
+    hold ``/`` (AWS secret keys do), so the ``@`` may lie past the first ``/``: a ``:`` before
+    it, not followed by a port number, marks one too."""
+    host = rest.split("/", 1)[0]
+    if "@" in host:
+        return True
+    user, colon, after = host.partition(":")
+    return bool(colon) and "@" in rest and not after.isdigit()

@@ -126,16 +126,19 @@ class LocalStorage:
     def publish(self, local_path: str, relative: str) -> None:
         publish_file(local_path, self.root / relative)
 
-    def check_destination(self) -> None:
-        """Fail before reading when results could not be written here: the root, or the
-        nearest folder of it that exists, is not a folder this process may write in."""
-        path = self.root
-        while not path.exists() and path != path.parent:
+    def check_destination(self, relative: str = "", *, option: str = "--dest") -> None:
+        """Fail before reading when results could not be written to the folder ``relative``
+        (the day's): it, or the nearest folder above it that exists, is not a folder this
+        process may write in (a file where a folder of the day should be, say)."""
+        path = self.root / relative
+        while not os.path.lexists(path) and path != path.parent:
             path = path.parent
+        what = "the results" if option == "--dest" else f"to {option}"
         if not path.is_dir():
-            raise StorageError("cannot write the results: not a folder", uri=str(path))
+            raise StorageError(f"cannot write {what}: not a folder; give another {option}",
+                               uri=str(path))
         if not os.access(path, os.W_OK | os.X_OK):
-            raise StorageError("cannot write the results: permission denied", uri=str(path))
+            raise StorageError(f"cannot write {what}: permission denied", uri=str(path))
 
     def holds_partitions(self) -> bool:
         """Whether any ``YYYY`` folder lies below the root: a root without one is not the

@@ -6,14 +6,15 @@ import datetime as dt
 import email.utils
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, TypeVar, cast
 
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
+from botocore.handlers import VALID_BUCKET
 
-from ..errors import StorageError, UsageError
-from . import Digest, InputFile, NotInputs
+from ..errors import StorageError, UsageError, printable
+from . import Digest, InputFile, NotInputs, has_userinfo
 from .local_writes import copy_to_file
 from .s3_client import CALLS, check_endpoint, credentials, failure, make_client
 from .s3_deadlines import Deadline, enforce
@@ -34,10 +35,16 @@ def split_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/a/b`` -> (``bucket``, ``a/b``)."""
     rest = uri[len("s3://"):]
     bucket, _, prefix = rest.partition("/")
-    if "@" in bucket or ":" in bucket:
+    if has_userinfo(rest):
         raise UsageError("credentials in an s3:// URI are refused: use the AWS credential chain")
     if not bucket:
         raise UsageError(f"missing bucket in {uri!r}")
+    # botocore's own rule: a name it would refuse at the first call (ParamValidationError,
+    # exit 1 after the day was listed) is a usage mistake found now. S3 itself is stricter.
+    if not VALID_BUCKET.fullmatch(bucket):
+        hint = ("; an access point is given by its alias" if ":" in bucket else
+                "; S3 bucket names are 3 to 63 lower-case letters, digits, dots and hyphens")
+        raise UsageError(f"invalid bucket name {printable(bucket)!r}{hint}", uri=printable(uri))
     return bucket, prefix.strip("/")
 
 
@@ -58,7 +65,8 @@ class S3Storage:
     @property
     def client(self) -> Any:
         if self._client is None:
-            client = make_client(self.endpoint_url)
+            client = make_client(self.endpoint_url,
+                                 credential_seconds=self.deadline.of_call(0))
             enforce(client, self.deadline)
             self._client = client
         return self._client
@@ -93,7 +101,7 @@ class S3Storage:
             found: list[InputFile] = []
             empty = 0
             others = NotInputs()
-            for _, entries in checked_pages(self.client, OBJECTS, self.bucket, base):
+            for _, entries in self._pages(OBJECTS, self.bucket, base):
                 for obj in entries:
                     key = obj["Key"]
                     if not others.sort(key[len(base):]):
@@ -105,7 +113,7 @@ class S3Storage:
                                            size=obj["Size"], version=obj["ETag"]))
             return found, empty, others
 
-        found, empty, others = self._call("list", base, listing)
+        found, empty, others = self._source_call(base, listing)
         others.warn(f"s3://{self.bucket}/{base}")
         found.sort(key=lambda item: item.key)
         return found, empty
@@ -116,29 +124,41 @@ class S3Storage:
         base = f"{self.prefix}/" if self.prefix else ""
 
         def search() -> bool:
-            for _, entries in checked_pages(self.client, OBJECTS, self.bucket, base,
+            for _, entries in self._pages(OBJECTS, self.bucket, base,
                                             Delimiter="/"):
                 if any(_YEAR.fullmatch(str(entry.get("Prefix", ""))[len(base):])
                        for entry in entries):
                     return True
             return False
 
-        return self._call("list", base, search)
+        return self._source_call(base, search)
 
-    def check_destination(self) -> None:
-        """Fail before reading when the bucket does not exist. A refusal to say (no
-        s3:ListBucket permission, a 403) is left to the upload."""
+    def _source_call(self, base: str, fn: Callable[[], T]) -> T:
+        """A listing of the source: a bucket that does not exist is a mistake in --source
+        (exit 2, as a prefix under which nothing exists), not a failure to retry."""
+        try:
+            return self._call("list", base, fn)
+        except StorageError as err:
+            if _code(err.__cause__) in ("NoSuchBucket",):
+                raise UsageError("source bucket does not exist: check --source (or "
+                                 "STREAMAGG_SOURCE)", uri=f"s3://{self.bucket}") from err
+            raise
+
+    def check_destination(self, relative: str = "", *, option: str = "--dest") -> None:
+        """Fail before reading when the bucket does not exist (S3 has no folders to check
+        below it). A refusal to say (no s3:ListBucket permission, a 403) is left to the
+        upload."""
         try:
             self._call("check bucket", "", lambda: self.client.head_bucket(Bucket=self.bucket))
         except StorageError as err:
-            cause = err.__cause__
-            if isinstance(cause, botocore.exceptions.ClientError):
-                code = str(cause.response.get("Error", {}).get("Code", ""))
-                if code in ("NoSuchBucket", "404"):
-                    raise StorageError("destination bucket does not exist: create it, or give "
-                                       "another --dest", uri=f"s3://{self.bucket}") from cause
-                if code in ("403", "AccessDenied", "Forbidden"):
-                    return
+            code = _code(err.__cause__)
+            if code in ("NoSuchBucket", "404"):
+                what = "destination" if option == "--dest" else option
+                raise StorageError(f"{what} bucket does not exist: create it, or give "
+                                   f"another {option}", uri=f"s3://{self.bucket}"
+                                   ) from err.__cause__
+            if code in ("403", "AccessDenied", "Forbidden"):
+                return
             raise
 
     def open_input(self, item: InputFile) -> BinaryIO:
@@ -193,9 +213,15 @@ class S3Storage:
                 removed.append(f"s3://{self.bucket}/{key} (multipart upload {upload_id})")
         return removed
 
+    def _pages(self, listing: Listing, bucket: str, prefix: str, **params: Any
+               ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """A checked listing, bounded as a whole by the listing's deadline."""
+        return checked_pages(self.client, listing, bucket, prefix,
+                             seconds=self.deadline.of_listing(), **params)
+
     def _all_pages(self, listing: Listing, prefix: str) -> list[tuple[dict[str, Any],
                                                                       list[dict[str, Any]]]]:
-        return list(checked_pages(self.client, listing, self.bucket, prefix))
+        return list(self._pages(listing, self.bucket, prefix))
 
     def remove(self, relative: str) -> None:
         key = self._key(relative)
@@ -240,7 +266,7 @@ class S3Storage:
 
         def listing() -> list[str]:
             return [obj["Key"][cut:] for _, entries in
-                    checked_pages(self.client, OBJECTS, self.bucket, base) for obj in entries]
+                    self._pages(OBJECTS, self.bucket, base) for obj in entries]
 
         return sorted(self._call("list", base, listing))
 
@@ -258,3 +284,11 @@ def _server_time(response: dict[str, Any]) -> dt.datetime:
         return email.utils.parsedate_to_datetime(date) if date else dt.datetime.now(dt.UTC)
     except (TypeError, ValueError):
         return dt.datetime.now(dt.UTC)
+
+
+def _code(err: BaseException | None) -> str:
+    """The S3 error code of a failed call (``NoSuchBucket``, ``404``...), or ``""``."""
+    err = getattr(err, "backend_error", err)
+    if isinstance(err, botocore.exceptions.ClientError):
+        return str(err.response.get("Error", {}).get("Code", ""))
+    return ""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -11,7 +14,7 @@ import botocore.exceptions
 from botocore.config import Config as BotoConfig
 from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 
-from ..errors import UsageError
+from ..errors import StorageError, UsageError
 from . import redact
 
 # Standard mode retries throttling, 5xx and broken connections with exponential backoff and
@@ -21,27 +24,43 @@ RETRY_CONFIG = BotoConfig(
 )
 
 
-def make_client(endpoint_url: str | None = None) -> Any:
+def make_client(endpoint_url: str | None = None, *,
+                credential_seconds: float = math.inf) -> Any:
     """A boto3 S3 client from the default chain, honouring the original job's variable names.
 
     The region is ``AWS_REGION`` when set, else boto3's own chain (``AWS_DEFAULT_REGION``, the
     profile's ``region`` in ``~/.aws/config``), else botocore's default, ``us-east-1``.
-    Credential mistakes found here (an unknown profile, a key without its secret) are exit 2
-    naming what to fix; so is finding no credentials at all, at the first call (`credentials`).
+    Credentials are resolved here, within ``credential_seconds`` (a ``credential_process``, an
+    SSO cache, a container or instance-role endpoint may hang). Every mistake found here is
+    exit 2 naming what to fix (an unknown profile, a key without its secret, a config file that
+    does not parse, a bad region, a credential_process that fails); finding no credentials at
+    all is too, at the first call (`credentials`).
     """
     env = os.environ
     kwargs: dict[str, Any] = {}
     if not env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_ACCESS_KEY") and env.get("AWS_SECRET"):
         kwargs = {"aws_access_key_id": env["AWS_ACCESS_KEY"],
                   "aws_secret_access_key": env["AWS_SECRET"]}
-    endpoint = check_endpoint(endpoint_url or env.get("AWS_ENDPOINT_URL") or None)
+    endpoint = endpoint_url or check_endpoint(env.get("AWS_ENDPOINT_URL") or None,
+                                              origin="AWS_ENDPOINT_URL")
+    bundle = env.get("AWS_CA_BUNDLE")
+    if bundle and not os.path.isfile(os.path.expanduser(bundle)):
+        raise UsageError("AWS_CA_BUNDLE names no file: give the path of a PEM bundle of "
+                         "certificate authorities, or unset it", uri=bundle)
     # AWS_REGION is what other AWS SDKs (and Lambda, ECS) set; botocore reads only
     # AWS_DEFAULT_REGION and the profile. None lets botocore's chain choose (us-east-1 last).
     region = env.get("AWS_REGION") or None
     try:
         session = boto3.session.Session(**kwargs)
+        # Resolved now, bounded: botocore would resolve them inside the first call, where a
+        # hung credential_process or endpoint is beyond any call's deadline.
+        within(credential_seconds, session.get_credentials)
         return session.client("s3", endpoint_url=endpoint, region_name=region,
                               config=RETRY_CONFIG)
+    except botocore.exceptions.InvalidRegionError as err:
+        where = "AWS_REGION" if region else "AWS_DEFAULT_REGION or the profile's region"
+        raise UsageError(f"invalid AWS region {err.kwargs.get('region_name', '')!r}: check "
+                         f"{where}") from err
     except ValueError as err:
         # botocore puts the whole URL, any user:secret@ included, in this message: never show it.
         where = (f" {_redact_endpoint(endpoint)!r}" if endpoint
@@ -51,7 +70,73 @@ def make_client(endpoint_url: str | None = None) -> Any:
             botocore.exceptions.PartialCredentialsError) as err:
         raise credentials(err) from err
     except botocore.exceptions.BotoCoreError as err:
-        raise UsageError(f"cannot set up the S3 client: {describe(err)}") from err
+        raise UsageError(setup_problem(err)) from err
+
+
+class CredentialsTimeout(StorageError):
+    """The credential chain gave no answer within its deadline (exit 1: it may be transient)."""
+
+
+def within(seconds: float, resolve: Callable[[], Any]) -> Any:
+    """``resolve()`` on a helper thread, given up on after ``seconds``. A thread cannot be
+    stopped: one stuck in a provider that never answers is left behind (a daemon), the run
+    fails now. Errors of the chain are raised here as they are, but a provider's `ValueError`
+    (a credential_process printing what is not JSON) is a credential mistake, not the
+    endpoint's."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = resolve()
+        except ValueError as err:  # not botocore's own (InvalidRegionError is raised later)
+            outcome["error"] = UsageError(f"AWS credentials could not be read: {_first(err)} "
+                                          f"(a credential_process printing what is not JSON?)")
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = err
+
+    if seconds == math.inf:
+        run()
+    else:
+        thread = threading.Thread(target=run, name="s3-credentials", daemon=True)
+        thread.start()
+        thread.join(min(seconds, threading.TIMEOUT_MAX))
+        if thread.is_alive():
+            raise CredentialsTimeout(
+                f"S3 credentials failed: no answer from the AWS credential chain within its "
+                f"deadline of {seconds:,.3g} s (STREAMAGG_S3_DEADLINE): a credential_process, "
+                "SSO, container or instance-role endpoint that hangs")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def setup_problem(err: BaseException) -> str:
+    """What to fix, for an error met while setting up the client (credentials, AWS files)."""
+    kwargs: dict[str, Any] = getattr(err, "kwargs", {}) or {}
+    if isinstance(err, botocore.exceptions.ConfigParseError):
+        return (f"cannot parse the AWS config file {kwargs.get('path', '')}: fix it, or point "
+                "AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE elsewhere")
+    if isinstance(err, botocore.exceptions.CredentialRetrievalError):
+        provider = str(kwargs.get("provider", "the credential chain"))
+        # The provider's own words may quote a tool's output: only its first line, inert.
+        return (f"AWS credentials from {_PROVIDER_NAMES.get(provider, provider)} failed: "
+                f"{_first(kwargs.get('error_msg', ''))}")
+    if isinstance(err, (botocore.exceptions.InvalidConfigError, botocore.exceptions.SSOError,
+                        botocore.exceptions.TokenRetrievalError)):
+        return f"invalid AWS configuration: {_first(err)}"
+    return f"cannot set up the S3 client: {describe(err)}"
+
+
+_PROVIDER_NAMES = {"custom-process": "the profile's credential_process",
+                   "container-role": "the container credentials endpoint",
+                   "sso": "AWS SSO", "assume-role": "the profile's role (assume-role)"}
+
+
+def _first(text: object, limit: int = 200) -> str:
+    """The first line of an error's text, cut to ``limit`` characters, for one line."""
+    lines = str(text).strip().splitlines()
+    line = lines[0] if lines else type(text).__name__
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 # Where each credential provider of botocore's chain reads its values, for the error line.
@@ -91,21 +176,22 @@ def credentials(err: BaseException) -> UsageError:
                       "container role")
 
 
-def check_endpoint(url: str | None) -> str | None:
-    """The endpoint URL if botocore would accept it; else exit 2 naming it, redacted."""
+def check_endpoint(url: str | None, *, origin: str = "--endpoint-url") -> str | None:
+    """The endpoint URL if botocore would accept it; else exit 2 naming it, redacted, and where
+    it came from (``origin``: the option or the environment variable)."""
     if url is None:
         return None
     if "@" in url:
         # Consistent with s3:// URIs: botocore would not use them, and they must never show.
         raise UsageError(f"credentials in an S3 endpoint URL are refused "
-                         f"({_redact_endpoint(url)}): use the AWS credential chain")
+                         f"({_redact_endpoint(url)}, {origin}): use the AWS credential chain")
     try:
         host = urllib.parse.urlsplit(url).netloc if "://" in url else ""
     except ValueError:  # e.g. an unclosed "[" of an IPv6 address
         host = ""
     if not host or not (is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url)):
-        raise UsageError(f"invalid S3 endpoint URL {_redact_endpoint(url)!r}: expected "
-                         "http(s)://host[:port] with a valid host name")
+        raise UsageError(f"invalid S3 endpoint URL {_redact_endpoint(url)!r} ({origin}): "
+                         "expected http(s)://host[:port] with a valid host name")
     return url
 
 
@@ -168,6 +254,21 @@ def describe(err: BaseException, endpoint: str | None = None) -> str:
                 + (f" {_redact_endpoint(endpoint)}" if endpoint else ""))
     if isinstance(err, botocore.exceptions.ReadTimeoutError):
         return "the S3 endpoint stopped answering (read timeout)"
+    if isinstance(err, botocore.exceptions.ProxyConnectionError):
+        # botocore hides a user:password of the proxy URL already (mask_proxy_url).
+        proxy = str(getattr(err, "kwargs", {}).get("proxy_url", ""))
+        return (f"cannot reach the proxy {proxy} (HTTPS_PROXY / HTTP_PROXY; NO_PROXY lists "
+                "the hosts reached without it)")
+    if isinstance(err, botocore.exceptions.SSLError):
+        cause = getattr(err, "kwargs", {}).get("error", "")
+        bundle = os.environ.get("AWS_CA_BUNDLE")
+        return (f"TLS with the S3 endpoint{f' {_redact_endpoint(endpoint)}' if endpoint else ''}"
+                f" failed: {_ssl_reason(cause)}"
+                + (f" (AWS_CA_BUNDLE={bundle})" if bundle else ""))
+    if isinstance(err, (botocore.exceptions.CredentialRetrievalError,
+                        botocore.exceptions.InvalidConfigError,
+                        botocore.exceptions.SSOError)):
+        return setup_problem(err)
     if isinstance(err, (botocore.exceptions.ConnectionClosedError,
                         botocore.exceptions.ResponseStreamingError, ConnectionError)):
         return "connection lost"
@@ -177,3 +278,14 @@ def describe(err: BaseException, endpoint: str | None = None) -> str:
     if "failed to read" in text and "attempts" in text:  # smart_open's re-reads ran out
         return "connection lost mid-read, and re-reading failed on every attempt"
     return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
+
+def _ssl_reason(cause: object) -> str:
+    """The innermost reason of a TLS failure, e.g. ``certificate verify failed: self-signed
+    certificate`` or ``No such file or directory``."""
+    args = getattr(cause, "args", None)
+    while args and isinstance(args[0], BaseException):
+        cause = args[0]
+        args = cause.args
+    text = getattr(cause, "reason", None) or getattr(cause, "strerror", None) or str(cause)
+    return _first(text) if str(text).strip() else "handshake refused"

@@ -22,6 +22,9 @@ from .s3_client import CALLS
 # will be.
 DEFAULT_DEADLINE = 120.0
 DEADLINE_VARIABLE = "STREAMAGG_S3_DEADLINE"
+# A whole listing: ten calls' worth. S3 answers a page of 1,000 keys in about 0.1 s, so the
+# default's 20 minutes list millions of keys.
+LISTING_CALLS = 10
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class Deadline:
             raise UsageError(f"invalid {DEADLINE_VARIABLE} {text!r}: expected seconds > 0, "
                              "e.g. 120")
         return cls(seconds, min_rate)
+
+    def of_listing(self) -> float:
+        """The seconds a whole listing may take, its pages one after the other: each page is
+        a call of its own, so a store could otherwise answer each just in time, for ever."""
+        return self.seconds * LISTING_CALLS
 
     def of_call(self, sent: int) -> float:
         """The seconds a call that sends ``sent`` bytes may take (without a minimum rate, the

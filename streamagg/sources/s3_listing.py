@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +14,11 @@ from ..errors import StorageError
 # A store that answers "more to come" with no entry, page after page, never ends a listing
 # by itself; S3 may send an empty page now and then, never this many in a row.
 MAX_EMPTY_PAGES = 100
+# A store that gives fresh tokens (and fresh keys) for ever is not caught by any check of one
+# page: the listing as a whole is bounded. S3 pages hold 1,000 keys, so this is 10M keys; a day
+# of logs is far fewer files, and each listed entry costs memory until the run ends.
+MAX_PAGES = 10_000
+MAX_ENTRIES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -48,13 +55,17 @@ UPLOADS = Listing("list_multipart_uploads", ("Uploads",), _name,
                   lambda entry: (_name(entry), str(entry.get("UploadId", ""))), _uploads_next)
 
 
-def checked_pages(client: Any, listing: Listing, bucket: str, prefix: str,
+def checked_pages(client: Any, listing: Listing, bucket: str, prefix: str, *,
+                  seconds: float = math.inf,
                   **params: Any) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Each page of a listing of ``prefix`` in ``bucket`` with its entries, checked: a page
     marked truncated without a token for the next, a token seen before (a loop), an entry
-    listed twice or lying outside the prefix, or pages that never end, each fail with a
-    `StorageError` naming the prefix; never a partial or doubled listing."""
+    listed twice or lying outside the prefix, or pages that never end (more than `MAX_PAGES`
+    or `MAX_ENTRIES`, or still going after ``seconds``), each fail with a `StorageError`
+    naming the prefix; never a partial or doubled listing."""
     uri = f"s3://{bucket}/{prefix}"
+    ends = time.monotonic() + seconds
+    listed = 0
     seen: set[tuple[str, ...]] = set()
     tokens: set[tuple[tuple[str, str], ...]] = set()
     following: dict[str, str] = {}
@@ -76,6 +87,15 @@ def checked_pages(client: Any, listing: Listing, bucket: str, prefix: str,
         yield page, entries
         if not page.get("IsTruncated"):
             return
+        listed += len(entries)
+        if number >= MAX_PAGES or listed >= MAX_ENTRIES:
+            raise StorageError(f"S3 listing never ends: {number:,} pages and {listed:,} "
+                               f"entries, still marked truncated (at most {MAX_PAGES:,} pages "
+                               f"and {MAX_ENTRIES:,} entries are listed)", uri=uri)
+        if time.monotonic() > ends:
+            raise StorageError(f"S3 listing never ends: still marked truncated after {number:,} "
+                               f"pages and {seconds:,.3g} s (the listing's deadline, 10 x "
+                               "STREAMAGG_S3_DEADLINE)", uri=uri)
         empty = 0 if entries else empty + 1
         if empty >= MAX_EMPTY_PAGES:
             raise StorageError(f"S3 listing makes no progress: {empty:,} pages in a row "

@@ -13,6 +13,7 @@ MISBEHAVIOURS = (
     "token_repeated",  # the second page gives back the token it was asked with
     "outside_prefix",  # the last page holds a key outside the prefix asked for
     "endless",  # truncated empty pages with fresh tokens, for ever
+    "endless_keys",  # truncated pages with fresh tokens and a fresh key each, for ever
 )
 _PAGING = {"continuation-token", "key-marker", "upload-id-marker", "max-keys", "max-uploads",
            "start-after"}
@@ -54,6 +55,10 @@ def page_of(payload: bytes, query: str, misbehave: str) -> bytes:
         here = [re.sub(rb"<(Key|Prefix)>[^<]*</\1>", rb"<\1>elsewhere/x.csv</\1>", entry, count=1)
                 for entry in here]
     elif misbehave == "endless" and following is None:
+        truncated, following = True, number + 1
+    elif misbehave == "endless_keys" and following is None:
+        here = [re.sub(rb"<(Key|Prefix)>([^<]*)</\1>", rb"<\1>\2~%d</\1>" % number,
+                       entries[last], count=1)] if entries else []
         truncated, following = True, number + 1
     flags = b"<IsTruncated>" + (b"true" if truncated else b"false") + b"</IsTruncated>"
     if following is not None:

@@ -103,11 +103,13 @@ def test_wrong_credentials_fail_at_once_in_one_line(
 
 
 def test_missing_bucket_fails_at_once(cli: Cli, s3: S3, proxy: FaultProxy, secret: str) -> None:
+    # A mistake in --source, as a prefix under which nothing exists: exit 2, not retried.
     result, elapsed = timed(cli, DAY_ARG, "--source", "s3://streamagg-no-such-bucket/in",
                             "--endpoint-url", proxy.url)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     message = error_line(result.stderr)
-    assert "bucket does not exist" in message and "streamagg-no-such-bucket" in message
+    assert message.endswith("source bucket does not exist: check --source (or "
+                            "STREAMAGG_SOURCE) (s3://streamagg-no-such-bucket)"), message
     assert len(proxy.requests()) == 1 and elapsed < 20  # one request, no backoff
     assert secret not in result.output
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,3 +66,36 @@ def test_a_credential_mistake_is_exit_2_naming_what_to_fix(
         assert word in f"{message} ", message
     assert SECRET not in result.output and KEY_ID not in result.output
     assert proxy.requests() == []  # found before anything was sent
+
+
+# Providers of the chain that fail or hang: each named, none past the deadline.
+PROVIDERS = {
+    "credential_process not JSON": ("credential_process = echo not-json", 2,
+                                    "AWS credentials could not be read"),
+    "credential_process failing": ("credential_process = false", 2,
+                                   "the profile's credential_process failed"),
+    "credential_process hanging": ("credential_process = sleep 4", 1,
+                                   "no answer from the AWS credential chain within"),
+    "config file not parsing": ("[[[", 2, "cannot parse the AWS config file"),
+}
+
+
+@pytest.mark.parametrize("case", list(PROVIDERS))
+def test_a_credential_provider_that_fails_or_hangs_is_one_line_within_the_deadline(
+    cli: Cli, s3: S3, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    case: str,
+) -> None:
+    line, code, words = PROVIDERS[case]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    config = tmp_path / "aws-config"
+    config.write_text(line if line.startswith("[[") else f"[profile job]\n{line}\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "job")
+    monkeypatch.setenv("STREAMAGG_S3_DEADLINE", "0.5")
+    began = time.monotonic()
+    result = cli(DAY_ARG, "--source", f"{s3.uri}/in", "--endpoint-url", proxy.url)
+    assert result.exit_code == code, result.output
+    assert words in error_line(result.stderr), result.stderr
+    assert time.monotonic() - began < 3.5  # the hanging one is given up on at 0.5 s, not 4
+    assert proxy.requests() == []

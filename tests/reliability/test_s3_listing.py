@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,12 +32,14 @@ WORDS = {
     "token_repeated": "continuation token seen before",
     "outside_prefix": "outside the prefix",
     "endless": "makes no progress",
+    "endless_keys": "listing never ends: 20 pages",
 }
 
 
 @pytest.fixture(autouse=True)
 def few_empty_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(s3_listing, "MAX_EMPTY_PAGES", 5)
+    monkeypatch.setattr(s3_listing, "MAX_PAGES", 20)  # more than any listing here has
 
 
 def three_files() -> dict[str, str | bytes]:
@@ -133,8 +136,10 @@ class _PagedStore:
                 following = f"t{max(number - 1, 0)}"
             elif self.fault == "outside_prefix":
                 keys.append("other/x.csv")
-        if self.fault == "endless" and number >= len(self.pages) - 1:
+        if self.fault.startswith("endless") and number >= len(self.pages) - 1:
             following = f"t{number + 1}"
+            if self.fault == "endless_keys":
+                keys = [f"in/~{number}"]
         page: dict[str, Any] = {
             "IsTruncated": following is not None,
             "Contents": [{"Key": key, "Size": 1, "ETag": '"e"'} for key in keys]}
@@ -165,3 +170,39 @@ def test_a_listing_returns_every_key_once_or_fails(
         return
     assert not store.corrupts, f"{fault} at page {store.at} of {store.pages} passed"
     assert listed == sorted(keys)  # whole, and each key once
+
+
+class _Endless:
+    """A store that answers every page just in time: a fresh key and a fresh token, for ever."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def list_objects_v2(self, **params: Any) -> dict[str, Any]:
+        self.calls += 1
+        time.sleep(0.01)
+        return {"IsTruncated": True, "NextContinuationToken": f"t{self.calls}",
+                "Contents": [{"Key": f"in/{self.calls:09}", "Size": 1, "ETag": '"e"'}]}
+
+
+def test_a_listing_that_never_ends_is_given_up_on_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each page well within its own deadline, the whole past ten of them.
+    monkeypatch.setattr(s3_listing, "MAX_PAGES", 10**6)
+    monkeypatch.setenv("STREAMAGG_S3_DEADLINE", "0.05")
+    store = _Endless()
+    began = time.monotonic()
+    with pytest.raises(StorageError) as failed:
+        S3Storage("s3://bucket", client=store).list_below("in")
+    assert "listing never ends" in str(failed.value) and "(s3://bucket/in/)" in str(failed.value)
+    assert "0.5 s (the listing's deadline, 10 x STREAMAGG_S3_DEADLINE)" in str(failed.value)
+    assert 0.5 <= time.monotonic() - began < 5 and store.calls > 5
+
+
+def test_a_listing_past_its_entries_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3_listing, "MAX_ENTRIES", 30)
+    store = _PagedStore([f"in/{n:03}" for n in range(40)], [10, 10, 10], "none", 0)
+    with pytest.raises(StorageError) as failed:
+        S3Storage("s3://bucket", client=store).list_below("in")
+    assert "3 pages and 30 entries" in str(failed.value)

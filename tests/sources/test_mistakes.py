@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import DAY_ARG, S3, bucket_on
 from tests.reliability.faults import FaultProxy
@@ -97,8 +99,48 @@ def test_a_local_destination_that_cannot_be_a_folder_is_found_before_reading(
     result = cli(DAY_ARG, "--source", source, "--dest", tmp_path / "taken" / "results",
                  *(["--dry-run"] if dry_run else []))
     assert result.exit_code == 1, result.output
-    assert last(result) == ("streamagg: error: cannot write the results: not a folder "
-                            f"({tmp_path / 'taken'})")
+    assert last(result) == ("streamagg: error: cannot write the results: not a folder; give "
+                            f"another --dest ({tmp_path / 'taken'})")
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_a_state_root_that_cannot_take_the_state_is_found_before_reading(
+    cli: Cli, bucket: S3, proxy: FaultProxy, tmp_path: Path, storage: str
+) -> None:
+    # The kept state is written before the output: its root is checked with the destination's.
+    bucket.put(f"in/{PART}/a.csv", H + ROW)
+    (tmp_path / "taken").write_text("a file where the states should go")
+    state, where = ((str(tmp_path / "taken" / "states"), str(tmp_path / "taken"))
+                    if storage == "local" else
+                    ("s3://streamagg-no-such-state-bucket/st",
+                     "s3://streamagg-no-such-state-bucket"))
+    result = cli(DAY_ARG, "--source", f"{bucket.uri}/in", "--dest", tmp_path / "out",
+                 "--incremental", "--state", state, "--endpoint-url", proxy.url)
+    assert result.exit_code == 1, result.output
+    words = ("cannot write to --state: not a folder; give another --state" if storage == "local"
+             else "--state bucket does not exist: create it, or give another --state")
+    assert last(result) == f"streamagg: error: {words} ({where})"
+    assert [seen for seen in proxy.requests() if seen.path.endswith(".csv")] == []
+    assert not (tmp_path / "out").exists()
+
+
+# Names botocore refuses (its VALID_BUCKET; S3 itself is stricter and answers for the rest).
+@pytest.mark.parametrize("name", ["bucket name", "a%2fb", "caf\u00e9", "tab\there", "a?b",
+                                  "arn:aws:s3:us-east-1:123456789012:accesspoint:ap"])
+@pytest.mark.parametrize("option", ["--source", "--dest", "--state"])
+def test_a_bucket_name_s3_would_refuse_is_exit_2_before_any_request(
+    cli: Cli, bucket: S3, proxy: FaultProxy, tmp_path: Path, name: str, option: str
+) -> None:
+    bucket.put(f"in/{PART}/a.csv", H + ROW)
+    where = {"--source": f"{bucket.uri}/in", "--dest": str(tmp_path / "out")}
+    where[option] = f"s3://{name}/x"
+    extra = ["--incremental"] if option == "--state" else []
+    result = cli(DAY_ARG, *[word for pair in where.items() for word in pair], *extra,
+                 "--endpoint-url", proxy.url)
+    assert result.exit_code == 2, result.output
+    assert "invalid bucket name" in last(result), last(result)
+    assert proxy.requests() == []
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_default_source_says_it_is_the_default(
@@ -110,3 +152,21 @@ def test_the_default_source_says_it_is_the_default(
     assert last(result) == (
         "streamagg: error: source folder does not exist; ./data is the default source: give "
         f"--source or set STREAMAGG_SOURCE ({tmp_path / 'data'})")
+
+
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key_id=st.from_regex(r"AKIA[A-Z0-9]{4,16}", fullmatch=True),
+       secret=st.from_regex(r"[A-Za-z0-9/+]{8,40}", fullmatch=True),
+       option=st.sampled_from(["--source", "--dest", "--state"]))
+def test_credentials_written_into_a_uri_are_refused_and_never_shown(
+    cli: Cli, tmp_path: Path, key_id: str, secret: str, option: str
+) -> None:
+    # An AWS secret holds "/" and "+": the "@" may come after the first "/".
+    where = {"--source": str(tmp_path / "in"), "--dest": str(tmp_path / "out")}
+    where[option] = f"s3://{key_id}:{secret}@bucket/x"
+    extra = ["--incremental"] if option == "--state" else []
+    result = cli(DAY_ARG, *[word for pair in where.items() for word in pair], *extra)
+    assert result.exit_code == 2, result.output
+    assert "credentials in an s3:// URI are refused" in last(result), last(result)
+    assert secret not in result.output and key_id not in result.output
