@@ -66,9 +66,10 @@ registry.DEDUPE_BACKENDS.register("memory", "tests.dedup.memory:MemoryDeduper")
 # Every engine and backend the package offers runs the contract: "spark" joins by itself.
 ENGINES = list(registry.ENGINES.names)
 DEDUPE_BACKENDS = list(registry.DEDUPE_BACKENDS.names)
-# Those a child process (`python -m streamagg`) knows: the package's own, not the tests'.
-CHILD_DEDUPE_BACKENDS = [name for name in DEDUPE_BACKENDS
-                         if registry.DEDUPE_BACKENDS.targets[name].startswith("streamagg.")]
+# The package's own backends: the ones a child process (`python -m streamagg`) knows, and the
+# ones with work files on disk (a test that fills --tmp-dir needs those, not an in-memory dict).
+PACKAGE_DEDUPE_BACKENDS = [name for name in DEDUPE_BACKENDS
+                           if registry.DEDUPE_BACKENDS.targets[name].startswith("streamagg.")]
 
 
 @pytest.fixture(autouse=True)

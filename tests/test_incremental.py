@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import (
-    CHILD_DEDUPE_BACKENDS,
     DAY,
     DEDUPE_BACKENDS,
     MANIFEST_NAME,
     OUTPUT_NAME,
+    PACKAGE_DEDUPE_BACKENDS,
     REJECTS_NAME,
     S3,
     day_path,
@@ -266,7 +266,7 @@ def test_a_run_stopped_at_any_publish_step_then_rerun_is_exact(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dedupe", CHILD_DEDUPE_BACKENDS)
+@pytest.mark.parametrize("dedupe", PACKAGE_DEDUPE_BACKENDS)
 def test_sigkill_at_random_moments_then_rerun_is_exact(tmp_path: Path, dedupe: str) -> None:
     import random
     import subprocess

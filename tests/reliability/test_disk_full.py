@@ -15,7 +15,7 @@ import pytest
 from click.testing import Result
 
 from streamagg.testing.generate import generate_day
-from tests.conftest import DAY, DAY_ARG, DEDUPE_BACKENDS, S3
+from tests.conftest import DAY, DAY_ARG, PACKAGE_DEDUPE_BACKENDS, S3
 from tests.reliability.faults import FaultProxy
 from tests.reliability.helpers import PART, H, error_line, results, rows
 
@@ -185,7 +185,7 @@ def test_unwritable_tmp_dir_is_one_clear_line(
 PLACES = ["destination", "tmp-dir", "bad rows", "state"]
 
 
-@pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
+@pytest.mark.parametrize("dedupe", PACKAGE_DEDUPE_BACKENDS)
 @pytest.mark.parametrize("place", PLACES)
 def test_a_full_place_is_the_place_the_error_names(
     cli: Cli, tmp_path: Path, tmpfs: Callable[[str, str], Path], place: str, dedupe: str
