@@ -16,12 +16,14 @@ BENCH_STAMP := $(VENV)/.stamp-install-bench
 DEV_STAMP := $(VENV)/.stamp-install-dev
 PACKAGING := setup.cfg pyproject.toml
 
-.PHONY: help install install-test install-dev demo test fuzz-reader ensure-java lint bench bench-large clean
+.PHONY: help install install-test install-dev demo test fuzz fuzz-reader ensure-java lint bench bench-large clean
 
 help:
 	@echo "make install       install streamagg (editable) into $(VENV)"
 	@echo "make demo          generate a sample day under $(DEMO_DATA) and aggregate it"
 	@echo "make test          run the test suite"
+	@echo "make fuzz          every fuzzer at a campaign's budget (FUZZ_SCALE=50 x the suite's"
+	@echo "                   examples, then fuzz-reader); about an hour"
 	@echo "make fuzz-reader   a long coverage-guided fuzzing campaign of the reader (atheris);"
 	@echo "                   FUZZ_SECONDS=600, what it learns merged into tests/reliability/corpus"
 	@echo "make lint          ruff, mypy and the import contracts (lint-imports)"
@@ -96,6 +98,15 @@ fuzz-reader: install-test
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/reader $(READER_CORPUS)
 	PATH="$(abspath $(VENV))/bin:$$PATH" tests/reliability/fuzz_reader.py -merge=1 \
 		$(READER_CORPUS) $(FUZZ_DIR)/reader
+
+# Every fuzzer the project has, at a campaign's budget: each hypothesis fuzzer marked `fuzz`
+# (option values, the reader's bytes, S3 listings paged wrongly, any S3 key, credentials in
+# URIs) at FUZZ_SCALE times its examples, new ones each run (tests/fuzzing.py), then the
+# reader's coverage-guided campaign (fuzz-reader, FUZZ_SECONDS). About an hour at the defaults.
+FUZZ_SCALE ?= 50
+fuzz: install-test
+	STREAMAGG_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest -q -n 2 -m fuzz tests
+	$(MAKE) fuzz-reader FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -12,13 +12,14 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from streamagg.config import LARGEST
 from streamagg.errors import UsageError
 from streamagg.ops.cli import main
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, day_path, to_bytes
+from tests.fuzzing import fuzz_settings
 from tests.ops.helpers import MIXED, H
 from tests.reference import expected_for
 
@@ -118,8 +119,8 @@ def assert_one_clear_ending(result: Result) -> None:
         assert errors == [], result.stderr
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@pytest.mark.fuzz
+@fuzz_settings(60)
 @given(args=command_lines())
 @example(args=[DAY_ARG, "--chunk-size", str(2**63)])
 @example(args=[DAY_ARG, "--chunk-size", str(LARGEST), "--memory-limit", str(LARGEST)])

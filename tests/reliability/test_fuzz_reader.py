@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from streamagg.read import ReadLimits
+from tests.fuzzing import fuzz_settings
 from tests.reliability import reader_check
 from tests.reliability.helpers import REPO, child_env
 
@@ -57,10 +58,10 @@ def check(data: bytes, chunk_size: int, block_size: int) -> None:
     reader_check.check(data, chunk_size, dataclasses.replace(LIMITS, block_size=block_size))
 
 
-SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = fuzz_settings(300)
 
 
+@pytest.mark.fuzz
 @SETTINGS
 @given(data=st.binary(max_size=2000), chunk_size=st.integers(1, 5),
        block_size=st.sampled_from([64, 1000, 1 << 20]))
@@ -70,6 +71,7 @@ def test_any_bytes(data: bytes, chunk_size: int, block_size: int) -> None:
     check(data, chunk_size, block_size)
 
 
+@pytest.mark.fuzz
 @SETTINGS
 @given(data=csv_like(), chunk_size=st.integers(1, 5),
        block_size=st.sampled_from([64, 200, 1 << 20]))
@@ -90,8 +92,8 @@ def test_csv_like_bytes(data: bytes, chunk_size: int, block_size: int) -> None:
 
 
 
-@settings(max_examples=80, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@pytest.mark.fuzz
+@fuzz_settings(80)
 @given(data=csv_like(), chunk_size=st.integers(1, 5))
 def test_csv_like_bytes_under_tiny_limits(data: bytes, chunk_size: int) -> None:
     # Limits a few hundred bytes reach: a row past the block, too wide to split, too long.

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 from click.testing import Result
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streamagg.errors import StorageError
 from streamagg.sources import s3_listing
 from streamagg.sources.s3 import S3Storage
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3
+from tests.fuzzing import fuzz_settings
 from tests.reference import expected_day
 from tests.reliability.faults import FaultProxy
 from tests.reliability.helpers import PART, H, error_line, put_day, results, rows
@@ -153,8 +154,8 @@ KEYS = st.lists(st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]),
                         max_size=8).map(lambda name: f"in/{name}"), unique=True, max_size=12)
 
 
-@settings(max_examples=100, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.fuzz
+@fuzz_settings(100)
 @given(keys=KEYS, sizes=st.lists(st.integers(0, 4), max_size=4),
        fault=st.sampled_from(["none", *MISBEHAVIOURS]), at=st.integers(0, 4))
 def test_a_listing_returns_every_key_once_or_fails(

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import DAY_ARG, S3, bucket_on
+from tests.fuzzing import fuzz_settings
 from tests.reliability.faults import FaultProxy
 
 pytestmark = pytest.mark.s3
@@ -154,8 +155,8 @@ def test_the_default_source_says_it_is_the_default(
         f"--source or set STREAMAGG_SOURCE ({tmp_path / 'data'})")
 
 
-@settings(max_examples=20, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.fuzz
+@fuzz_settings(20)
 @given(key_id=st.from_regex(r"AKIA[A-Z0-9]{4,16}", fullmatch=True),
        secret=st.from_regex(r"[A-Za-z0-9/+]{8,40}", fullmatch=True),
        option=st.sampled_from(["--source", "--dest", "--state"]))

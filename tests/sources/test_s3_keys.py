@@ -9,12 +9,13 @@ from collections.abc import Callable
 import pytest
 from botocore.exceptions import ClientError
 from click.testing import Result
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from streamagg.errors import printable
 from streamagg.sources.s3 import S3Storage
 from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3, to_bytes
+from tests.fuzzing import fuzz_settings
 from tests.reference import expected_day
 
 pytestmark = pytest.mark.s3
@@ -81,8 +82,8 @@ KEY_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"],
     lambda name: not name.startswith(("_", ".")))
 
 
-@settings(max_examples=10, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@pytest.mark.fuzz
+@fuzz_settings(10)
 @given(name=KEY_TEXT)
 @example(name="tab\there")  # lost on the way through a URI, as smart_open parsed it
 @example(name="a?b#c%41+d ")
