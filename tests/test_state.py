@@ -88,34 +88,46 @@ damages = st.builds(Damage, st.sampled_from([*TARGETS, "index", "segment"]),
                     st.sampled_from([1, 1, 8, 64]))
 
 
-def apply(results: Results, damage: Damage) -> bool:
-    """Damage one file as asked; whether any byte of the destination changed."""
+def apply(results: Results, damage: Damage) -> set[str]:
+    """Damage one file as asked; the targets whose bytes changed (two for a swap), or none."""
     files = results.files(damage.target)
     if not files:
-        return False
+        return set()
     relative = files[damage.pick % len(files)]
     data = results.read(relative) or b""
     if damage.kind == "delete":
         results.storage.remove(relative)
-        return True
+        return {damage.target}
     if damage.kind == "truncate":
         results.write(relative, data[:int(len(data) * damage.at)])
-        return bool(data)
+        return {damage.target} if data else set()
     if damage.kind == "flip":
         if not data:
-            return False
+            return set()
         start = int(len(data) * damage.at)
         changed = bytes(b ^ damage.mask for b in data[start:start + damage.width])
         results.write(relative, data[:start] + changed + data[start + len(changed):])
-        return True
+        return {damage.target}
     others = [r for t in TARGETS for r in results.files(t) if r != relative]
     if not others:
-        return False
+        return set()
     other = others[damage.pick % len(others)]
     theirs = results.read(other) or b""
     results.write(relative, theirs)
     results.write(other, data)
-    return theirs != data
+    return {damage.target, kind_of(other)} if theirs != data else set()
+
+
+# What a full recompute's mode_reason says of each damaged target: the first thing a refresh
+# finds wrong, named (state.py checks the index, then the output and rejects, then each file).
+REASONS = {
+    "output": ("the published output",),
+    "rejects": ("the published rejects", "lists bad rows but no rejects file"),
+    "index": ("the kept state does not match the manifest",
+              "the state generation the manifest names is missing",
+              "the kept state's index is unreadable"),
+    "segment": ("a kept state file",),
+}
 
 
 def as_written(raw: str) -> str:
@@ -164,12 +176,16 @@ def refresh_all(source: Path, results: Results, config: Config,
     for number, (late, damage) in enumerate(steps):
         if late is not None:
             (source / day_path(DAY) / f"z{number}.csv").write_bytes(late)
-        damaged = damage is not None and apply(results, damage)
+        damaged = apply(results, damage) if damage is not None else set()
         where = f"step {number}: {damage}"
         report = run_day(config)
         agrees(results, expected_for(source, DAY), where)
         if damaged and damage is not None and damage.target != "manifest":
             assert report.mode == "full", (where, report.mode_reason)
+            # The reason names what was found damaged (one of the two files, for a swap).
+            said = [p for t in damaged - {"manifest"} for p in REASONS[t]
+                    if p in report.mode_reason]
+            assert said or "manifest" in damaged, (where, report.mode_reason)
         elif damage is None:
             assert report.mode == "incremental", (where, report.mode_reason)
 
