@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from streamagg.testing.generate import GeneratedDay, generate_day
-from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, run_api
+from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, PACKAGE_DEDUPE_BACKENDS, run_api
 from tests.reference import Expected, expected_for
 
 
@@ -36,7 +36,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Generated
     return source, day, expected_for(source, DAY)
 
 
-@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+@pytest.mark.parametrize("dedupe", PACKAGE_DEDUPE_BACKENDS)
 def test_generated_day_matches_reference_and_generator(
     tmp_path: Path, dedupe: str, generated: tuple[Path, GeneratedDay, Expected]
 ) -> None:
@@ -55,7 +55,7 @@ def test_generated_day_matches_reference_and_generator(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("limit_mb", [192, 256])
-@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+@pytest.mark.parametrize("dedupe", PACKAGE_DEDUPE_BACKENDS)
 def test_memory_stays_within_limit(tmp_path_factory: pytest.TempPathFactory, dedupe: str,
                                    limit_mb: int) -> None:
     # About 80 MB of logs in a fresh process: its peak RSS is what the manifest reports. 192MB,

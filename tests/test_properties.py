@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import DAY, ENGINES, run_api
+from tests.conftest import DAY, ENGINES, PACKAGE_DEDUPE_BACKENDS, run_api
 from tests.reference import expected_day, partition_dir
 
 DAY_START_NS = int(dt.datetime(2021, 1, 30, tzinfo=dt.UTC).timestamp()) * 10**9
@@ -203,7 +203,7 @@ def examples(count: int) -> settings:
 def test_every_backend_equals_reference(engine: str) -> None:
     # The Spark engine de-duplicates in Spark whatever --dedupe says (the contract tests skip
     # spark with sqlite for that reason): one backend there, both locally.
-    backends = ("spill", "sqlite") if engine == "local" else ("spill",)
+    backends = PACKAGE_DEDUPE_BACKENDS if engine == "local" else PACKAGE_DEDUPE_BACKENDS[:1]
 
     @examples(EVERY_BACKEND_EXAMPLES[engine])
     @given(

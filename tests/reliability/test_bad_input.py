@@ -20,7 +20,15 @@ from click.testing import Result
 
 from streamagg.read import FileStats, read_batches
 from streamagg.sources.local import LocalStorage
-from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, REJECTS_NAME, day_path
+from tests.conftest import (
+    DAY,
+    DAY_ARG,
+    MANIFEST_NAME,
+    OUTPUT_NAME,
+    PACKAGE_DEDUPE_BACKENDS,
+    REJECTS_NAME,
+    day_path,
+)
 from tests.reference import expected_for
 from tests.reliability.helpers import LAUNCHER, REPO, H, child_env, error_line, rows
 
@@ -65,7 +73,7 @@ def rejects_of(path: Path) -> list[tuple[str, int]]:
         return [(Path(row["file"]).name, int(row["line"])) for row in csv.DictReader(rejects)]
 
 
-@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+@pytest.mark.parametrize("dedupe", PACKAGE_DEDUPE_BACKENDS)
 @pytest.mark.parametrize("gzipped", [False, True])
 def test_every_bad_row_kind_is_quarantined_with_its_line(
     cli: Cli, partition: Callable[..., Path], dedupe: str, gzipped: bool

@@ -12,10 +12,17 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from streamagg.dedup.spill import SpillDeduper
-from streamagg.dedup.sqlite import SqliteDeduper
+from streamagg import registry
 from streamagg.sources.local import LocalStorage
-from tests.conftest import DAY, DAY_ARG, MANIFEST_NAME, OUTPUT_NAME, S3, day_path
+from tests.conftest import (
+    DAY,
+    DAY_ARG,
+    MANIFEST_NAME,
+    OUTPUT_NAME,
+    PACKAGE_DEDUPE_BACKENDS,
+    S3,
+    day_path,
+)
 from tests.reliability.faults import FaultProxy
 from tests.reliability.helpers import PART, H, error_line, rows
 
@@ -108,7 +115,7 @@ def open_umask() -> Iterator[None]:
         os.umask(old)
 
 
-@pytest.mark.parametrize("dedupe", ["spill", "sqlite"])
+@pytest.mark.parametrize("dedupe", PACKAGE_DEDUPE_BACKENDS)
 def test_work_files_are_private_and_never_named_after_inputs(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_umask: None, dedupe: str
 ) -> None:
@@ -119,7 +126,7 @@ def test_work_files_are_private_and_never_named_after_inputs(
         (folder / name).write_text(H + rows(3000, prefix=f"f{i}-") + "bad,,1\n")
     scratch.mkdir()
     seen: dict[str, int] = {}
-    backend: Any = SpillDeduper if dedupe == "spill" else SqliteDeduper
+    backend: Any = registry.DEDUPE_BACKENDS.load(dedupe)
     original = backend.add
 
     def look(self: Any, batch: Any) -> None:
