@@ -24,6 +24,9 @@ from .numbering import Runs, record_number
 from .quotes import EOF_PROBE, UNTERMINATED, is_probe, strip_probe
 
 ROW_SAMPLE_BYTES = 16 * 1024
+# A file of up to this many blocks is read whole (see `_whole_if_small`): pyarrow reads about a
+# dozen blocks ahead of its parse anyway, so this bounds nothing new.
+WHOLE_FILE_BLOCKS = 4
 
 
 class _NulByte(pa.ArrowInvalid):
@@ -58,6 +61,10 @@ class _Prefixed(io.RawIOBase):
         self._before_quotes = b'"' not in prefix
         self._suffix = memoryview(EOF_PROBE)
         self.at_eof = False  # the stream is read to its end: the last record may be parsed
+
+    @property
+    def source(self) -> io.RawIOBase:
+        return self
 
     def readable(self) -> bool:
         return True
@@ -122,6 +129,38 @@ class _Prefixed(io.RawIOBase):
             return n
         _refuse_nul(memoryview(buffer)[:n])
         return n
+
+
+class _Whole:
+    """A file read whole: pyarrow parses it from one buffer of its own, the probe appended."""
+
+    def __init__(self, data: bytes) -> None:
+        self.source = pa.BufferReader(pa.py_buffer(data + EOF_PROBE))
+        self.at_eof = True
+
+
+def _whole_if_small(prefix: bytes, stream: BinaryIO, limit: int) -> _Prefixed | _Whole:
+    """A file whose rest is at most ``limit`` bytes, read whole, else the stream as it goes.
+
+    pyarrow reads a Python stream on its own read-ahead thread, a call into the interpreter
+    (the GIL) per read, a thread hand-over per block: on a day of many small files that fixed
+    cost is paid per file. A buffer of its own it reads natively. The bytes are the streamed
+    way's (blank lines before the first quote emptied); a file holding a NUL goes the streamed
+    way, which refuses it where it did."""
+    framed = _Prefixed(prefix, stream)
+    chunks: list[bytes] = []
+    left = limit - len(prefix)
+    while left > 0:
+        data = stream.read(left)
+        if not data:
+            body = b"".join(chunks)
+            if framed._before_quotes:
+                body = framed._emptied(body)
+            whole = prefix + body
+            return _Prefixed(whole, stream) if b"\x00" in whole else _Whole(whole)
+        chunks.append(data)
+        left -= len(data)
+    return _Prefixed(prefix + b"".join(chunks), stream) if chunks else framed
 
 
 def read_batches(
@@ -209,12 +248,12 @@ def read_batches(
     # after a header overflowed a thread's stack (SIGSEGV). A first record of the right width,
     # dropped again, puts a row in the first block, so that path is never taken.
     sentinel = b"s" + b"," * (width - 1) + b"\n"
-    framed = _Prefixed(sentinel + rest, stream)
+    framed = _whole_if_small(sentinel + rest, stream, WHOLE_FILE_BLOCKS * limits.block_size)
     del rest
     reader = None
     try:
         reader = pacsv.open_csv(
-            framed,
+            framed.source,
             read_options=pacsv.ReadOptions(column_names=field_names,
                                            block_size=limits.block_size, use_threads=False),
             parse_options=pacsv.ParseOptions(newlines_in_values=True,
