@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from streamagg.dedup import Deduper, Later, Prepared
+from streamagg.columns import GROUP, INSTANT
+from streamagg.dedup import HIGH, LOW, Deduper, Later, Prepared
 
 
 class MemoryDeduper(Deduper):
@@ -24,29 +25,41 @@ class MemoryDeduper(Deduper):
 
     def _open(self) -> None:
         self.first: dict[tuple[int, int], str] = {}
-        self.later: list[tuple[str, int, bool]] = []
+        self.later: list[Later] = []
         if self.state is not None and self.state.resume:
             with open(self.state.stored_path(self.state.record["file"]), encoding="utf-8") as src:
-                self.first = {(high, low): group for high, low, group in json.load(src)}
+                kept = json.load(src)
+            self.first = dict(zip(zip(kept["high"], kept["low"], strict=True),
+                                   kept["group"], strict=True))
 
     def _add(self, prepared: Prepared) -> None:
-        grain = self.grain_seconds * 10**9
-        rows = prepared.rows.to_pydict()
-        for high, low, instant, group in zip(*rows.values(), strict=True):
-            first = self.first.get((high, low))
-            if first is None:
-                self.first[(high, low)] = group
+        rows = prepared.rows
+        groups = rows.column(GROUP).to_pylist()
+        first, get = self.first, self.first.get
+        later: list[int] = []
+        conflicts = 0
+        keys = zip(rows.column(HIGH).to_pylist(), rows.column(LOW).to_pylist(), strict=True)
+        for row, key in enumerate(keys):
+            had = get(key)
+            if had is None:
+                first[key] = groups[row]
             else:
-                self.later.append((group, instant // grain, group != first))
+                later.append(row)
+                conflicts += had != groups[row]
+        if later:
+            taken = pa.array(later)
+            buckets = np.floor_divide(rows.column(INSTANT).take(taken).to_numpy(),
+                                      self.grain_seconds * 10**9)
+            self.later.append(Later(rows.column(GROUP).take(taken), buckets, conflicts))
 
     def _later(self) -> Iterator[Later]:
-        if self.later:
-            groups, buckets, conflicts = zip(*self.later, strict=True)
-            yield Later(pa.array(groups, pa.string()), np.array(buckets, np.int64),
-                        sum(conflicts))
+        yield from self.later
         if self.state is not None:
             path = self.state.new_file("-keys.json")
+            high, low = ([list(lane) for lane in zip(*self.first, strict=True)] if self.first
+                         else ([], []))
             with open(path, "w", encoding="utf-8") as out:
                 # dumps, not dump: json's C encoder, not its Python one (ten times as fast).
-                out.write(json.dumps([[*key, group] for key, group in self.first.items()]))
+                out.write(json.dumps({"high": high, "low": low,
+                                      "group": list(self.first.values())}))
             self.state.keep({"file": os.path.basename(path)}, [os.path.basename(path)])

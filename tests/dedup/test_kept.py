@@ -66,7 +66,7 @@ def generation(root: Path, number: int, earlier: KeySetState | None) -> KeySetSt
                        record=earlier.record, stored=stored)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(runs=st.lists(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2),
                                         st.sampled_from("ab")), max_size=12),
                      min_size=1, max_size=MAX_SEGMENTS + 3))

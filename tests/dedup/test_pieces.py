@@ -93,7 +93,7 @@ spilled_rows = st.lists(st.tuples(st.sampled_from([0, 1, 2**63, 2**64 - 1]),
                                   st.sampled_from(["1", "2", "x"])), max_size=80)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(rows=spilled_rows, budget=st.sampled_from([10**9, 4096, 64]))
 def test_a_spill_file_cut_to_any_budget_gives_every_later_occurrence(
         rows: list[Spilled], budget: int, tmp_path_factory: pytest.TempPathFactory) -> None:

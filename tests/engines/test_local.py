@@ -54,7 +54,7 @@ def count(root: Path, dedupe: str, work: Path, **options: Any) -> tuple[Any, Boo
 
 
 @pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
-@settings(max_examples=10, deadline=None,
+@settings(max_examples=6, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(files=day_files(), chunk_size=st.sampled_from([1, 5, 1000]))
 def test_counts_equal_the_reference(dedupe: str, files: list[tuple[str, bytes]],
