@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 from ..columns import MAX_RAW_CHARS, BadRow, FileStats, capped
 from ..config import Schema
 from ..errors import BadDataError, StorageError
-from .blank import empty_blank_lines, is_blank_text
+from .blank import empty_blank_lines, is_blank_text, padded_line_start
 from .clean import clean_columns
 from .fallback import read_rest_with_csv
 from .header import HEADER_READ, find_columns, split_header
@@ -34,21 +34,7 @@ class _NulByte(pa.ArrowInvalid):
     break at a block boundary (pyarrow 26), so a file with a NUL is read on with csv."""
 
 
-_LF, _CR, _QUOTE = np.uint8(ord("\n")), np.uint8(ord("\r")), np.uint8(ord('"'))
-_SPACE, _TAB, _BOM_START = np.uint8(ord(" ")), np.uint8(ord("\t")), np.uint8(0xEF)
-
-
-def _padded_line_start(data: bytes | np.ndarray) -> bool:
-    """Whether a line end in ``data`` is followed by a space, a tab or a BOM's first byte:
-    only a chunk holding one is looked at closer. In numpy: six substring searches for those
-    pairs (a line end is in every row) took 3.2 ms of CPU a 470 KB chunk, 0.37 here, 8 CPU s
-    on the 10M-row narrow day (0.94 GB, no quote to stop them)."""
-    view = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
-    ends = view[:-1] == _LF
-    if b"\r" in data if isinstance(data, bytes) else (view == _CR).any():
-        ends |= view[:-1] == _CR
-    after = view[1:][ends]
-    return bool(((after == _SPACE) | (after == _TAB) | (after == _BOM_START)).any())
+_QUOTE = np.uint8(ord('"'))
 
 
 def _refuse_nul(data: bytes | memoryview) -> None:
@@ -118,7 +104,7 @@ class _Prefixed(io.RawIOBase):
         head = data if quote < 0 else data[:quote]
         if quote >= 0:
             self._before_quotes = False
-        if not _padded_line_start(head):
+        if not padded_line_start(head):
             return data
         emptied = empty_blank_lines(head)
         if emptied is head:
@@ -182,7 +168,7 @@ def _whole_if_small(prefix: bytes, stream: BinaryIO, limit: int) -> _Prefixed | 
     quote = np.flatnonzero(body == _QUOTE)
     nul = b"\x00" in prefix or not body.all()
     if nul or (b'"' not in prefix
-               and _padded_line_start(body[:int(quote[0]) if len(quote) else len(body)])):
+               and padded_line_start(body[:int(quote[0]) if len(quote) else len(body)])):
         data = bytes(view[:end])  # rare: the streamed way's treatment, in full
         del view, buffer
         if nul:

@@ -12,6 +12,21 @@ BOM = codecs.BOM_UTF8
 # engine) between byte-order marks. 100 MiB of blank lines before a header take half a second,
 # not a Python step per line (65 s), nor an alternation per byte (8 s).
 _BLANK_RUN = re.compile(rb"[ \t\r\n]*+(?:\xef\xbb\xbf[ \t\r\n]*+)*+")
+_LF, _CR = np.uint8(ord("\n")), np.uint8(ord("\r"))
+_SPACE, _TAB, _BOM_START = np.uint8(ord(" ")), np.uint8(ord("\t")), np.uint8(BOM[0])
+
+
+def padded_line_start(data: bytes | np.ndarray) -> bool:
+    """Whether a line end in ``data`` is followed by a space, a tab or a BOM's first byte.
+
+    In numpy: six substring searches for those pairs (a line end is in every row) took 3.2 ms
+    of CPU a 470 KB chunk, 0.37 here, 8 CPU s on the 10M-row narrow day (0.94 GB)."""
+    view = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
+    ends = view[:-1] == _LF
+    if b"\r" in data if isinstance(data, bytes) else (view == _CR).any():
+        ends |= view[:-1] == _CR
+    after = view[1:][ends]
+    return bool(((after == _SPACE) | (after == _TAB) | (after == _BOM_START)).any())
 
 
 def blank_run_end(buf: bytes | bytearray) -> int:
