@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,10 @@ from .units import human_time
 # format recomputes the day.
 STATE_FORMAT = 4
 SEGMENTS = "segments"
+# The names this module and the backends give state files: a generation's stamp first (see
+# `key_set`). The garbage collector removes nothing else: the state folder may be a link to a
+# folder that holds other files.
+OWN_NAME = re.compile(r"(index-)?\d{8}T\d{6}-[0-9a-f]{8}[-.\w]*")
 
 
 class StateMismatch(Exception):
@@ -242,6 +247,11 @@ class DayState:
     def publish(self, keys: KeySetState, books: dict[str, Any]) -> dict[str, Any]:
         """Upload this run's files and the generation's index; the manifest's ``state`` entry.
         ``books`` is what the next refresh trusts besides the key set (see `index_problem`)."""
+        for folder in (self.folder, f"{self.folder}/{SEGMENTS}"):
+            if self.storage.local_path(folder) is not None:
+                # A file where the state's folder goes (damage) would fail every refresh: a
+                # state is untrusted, never in the way. Local only; a folder is kept.
+                self.storage.remove(folder)
         files = {}
         for name in keys.files:
             if name in keys.written:
@@ -284,7 +294,8 @@ class DayState:
                 target = relative.rpartition("/")[0] + "/" + name[1:].rsplit(".", 2)[0]
                 self.storage.remove_abandoned([target], older_than=600.0)
                 continue
-            self.storage.remove(relative)
+            if OWN_NAME.fullmatch(name):
+                self.storage.remove(relative)
         if keep is None:
             self.storage.remove_folder(f"{self.folder}/{SEGMENTS}")
             self.storage.remove_folder(self.folder)

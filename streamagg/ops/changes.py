@@ -10,7 +10,7 @@ from typing import Any
 from ..config import Config
 from ..outputs.manifest import output_parameters, schema_problem
 from ..pipeline import plan
-from ..sources import InputFile, Storage
+from ..sources import InputFile, NotAFile, Storage
 from ..units import count_of, human_time
 
 
@@ -129,7 +129,11 @@ def changed_parameters(config: Config, recorded: dict[str, Any]) -> list[str]:
 def _check_output(dest: Storage, relative: str, manifest: dict[str, Any],
                   changes: Changes) -> str:
     # The output is the day's distinct (campaign, hour) pairs: small enough to hash in memory.
-    data = dest.read_bytes(relative)
+    try:
+        data = dest.read_bytes(relative)
+    except NotAFile:
+        changes.reasons.append("output unreadable: not a regular file")
+        return dest.uri_of(relative)
     if data is None:
         changes.reasons.append("output missing")
     elif hashlib.sha256(data).hexdigest() != manifest["output"]["sha256"]:
@@ -140,7 +144,11 @@ def _check_output(dest: Storage, relative: str, manifest: dict[str, Any],
 def _read_manifest(dest: Storage, relative: str, changes: Changes) -> dict[str, Any] | None:
     """The manifest if it exists and has the shape this version writes; else None, the reason
     noted (the day is then recomputed, as if there were no manifest)."""
-    data = dest.read_bytes(relative)
+    try:
+        data = dest.read_bytes(relative)
+    except NotAFile:  # a FIFO, a folder: damaged, as a manifest that is not JSON
+        changes.reasons.append("manifest unreadable: not a regular file")
+        return None
     if data is None:
         changes.reasons.append("no manifest")
         return None

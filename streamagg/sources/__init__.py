@@ -6,11 +6,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, cast
 
-from ..errors import UsageError, printable
+from ..errors import StorageError, UsageError, printable
 from ..read.formats import name_kind
 from ..registry import STORAGES
 
 log = logging.getLogger("streamagg")
+
+
+class NotAFile(StorageError):
+    """What is stored where this tool wrote a file (a manifest, an output, a state file) is not
+    one: a FIFO, a device, a folder. Damaged, as a file whose bytes changed: compared as such."""
 
 
 @dataclass(frozen=True)

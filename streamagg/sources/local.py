@@ -12,7 +12,7 @@ from stat import S_ISREG
 from typing import Any, BinaryIO
 
 from ..errors import BadDataError, StorageError, UsageError, printable
-from . import Digest, InputFile, NotInputs
+from . import Digest, InputFile, NotAFile, NotInputs
 from .local_writes import copy_to_file, publish_file, remove_abandoned_temps
 
 log = logging.getLogger("streamagg")
@@ -163,23 +163,40 @@ class LocalStorage:
             raise StorageError(f"cannot remove: {err.strerror}", uri=self.uri_of(relative)) from err
 
     def read_bytes(self, relative: str) -> bytes | None:
+        src = self._open_kept(relative)
+        if src is None:
+            return None
+        with src:
+            try:
+                return src.read()
+            except OSError as err:
+                raise StorageError(f"cannot read: {err.strerror}",
+                                   uri=self.uri_of(relative)) from err
+
+    def fetch(self, relative: str, local_path: str, *, digest: Digest | None = None) -> bool:
+        src = self._open_kept(relative)
+        if src is None:
+            return False
+        with src:
+            copy_to_file(src, self.uri_of(relative), local_path, digest)
+        return True
+
+    def _open_kept(self, relative: str) -> BinaryIO | None:
+        """A file this tool wrote (a manifest, a state file), opened to read; None when it does
+        not exist. Anything else in its place (a FIFO, a device, a folder, a link to one) is
+        refused: reading a FIFO would wait for ever, /dev/zero never end."""
+        path = self.root / relative
         try:
-            return (self.root / relative).read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's open waits without it
         except FileNotFoundError:
             return None
         except OSError as err:
             raise StorageError(f"cannot read: {err.strerror}", uri=self.uri_of(relative)) from err
-
-    def fetch(self, relative: str, local_path: str, *, digest: Digest | None = None) -> bool:
-        try:
-            src = open(self.root / relative, "rb")  # noqa: SIM115 - closed by the with below
-        except FileNotFoundError:
-            return False
-        except OSError as err:
-            raise StorageError(f"cannot read: {err.strerror}", uri=self.uri_of(relative)) from err
-        with src:
-            copy_to_file(src, self.uri_of(relative), local_path, digest)
-        return True
+        if not S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise NotAFile("cannot read: not a regular file", uri=self.uri_of(relative))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
 
     def list_below(self, relative: str) -> list[str]:
         base = self.root / relative
@@ -188,7 +205,13 @@ class LocalStorage:
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
 
     def local_path(self, relative: str) -> str | None:
-        return self.uri_of(relative)
+        path = self.uri_of(relative)
+        try:
+            if not S_ISREG(os.stat(path).st_mode):
+                return None  # a FIFO, a device, a folder: `fetch` refuses it, never waits
+        except OSError:
+            pass  # missing or unreadable: the caller's open says which
+        return path
 
     def remove_folder(self, relative: str) -> None:
         """Delete the folder ``relative`` once it is empty (S3 has no folders to delete)."""
