@@ -135,3 +135,13 @@ def test_manifest_reports_the_driver_jvms_peak_memory(spark: SparkSession,
     assert local.manifest["jvm_peak_memory_bytes"] is None
     assert sys.platform != "linux" or on_spark.manifest["jvm_peak_memory_bytes"] != \
         on_spark.manifest["peak_memory_bytes"]
+
+
+def test_the_drivers_s3_deadline_settings_reach_the_executors() -> None:
+    # A cluster's executors read the inputs and do not inherit the driver's environment.
+    environ = {"STREAMAGG_S3_DEADLINE": "30", "STREAMAGG_S3_MIN_RATE": "0",
+               "STREAMAGG_S3_SLOW_SECONDS": " ", "AWS_SECRET_ACCESS_KEY": "never shipped"}
+    assert shipping.s3_settings_for_executors(environ) == {
+        "spark.executorEnv.STREAMAGG_S3_DEADLINE": "30",
+        "spark.executorEnv.STREAMAGG_S3_MIN_RATE": "0"}
+    assert shipping.s3_settings_for_executors({}) == {}

@@ -20,7 +20,13 @@ from ...errors import StreamaggError, UsageError
 from ...memory import process_peak_memory
 from ...pandas_guard import let_pandas_in
 from .jvm import launch_logged_jvm
-from .shipping import environment_to_ship, executor_python, is_local_master, ship_package
+from .shipping import (
+    environment_to_ship,
+    executor_python,
+    is_local_master,
+    s3_settings_for_executors,
+    ship_package,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -124,6 +130,7 @@ def spark_session(master: str | None, work: str, spark_env: str = "none"
     if memory is not None:
         log.debug("spark.driver.memory=%s (local mode: the tasks share the driver's heap)", memory)
         settings["spark.driver.memory"] = memory
+    settings.update(s3_settings_for_executors(os.environ))
     archive = environment_to_ship(spark_env, master, os.environ)
     began = time.monotonic()
     # The JVM takes seconds to start (20 on a small machine): the progress bar says so.

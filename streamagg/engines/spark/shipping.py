@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import StreamaggError
+from ...sources.s3_deadlines import DEADLINE_VARIABLE
+from ...sources.s3_reads import MIN_RATE_VARIABLE, SLOW_SECONDS_VARIABLE
 
 if TYPE_CHECKING:
     from pyspark import SparkContext
@@ -217,3 +219,15 @@ def executor_python(archive: str | None) -> Iterator[dict[str, str]]:
             os.environ.pop("PYSPARK_PYTHON", None)
         else:
             os.environ["PYSPARK_PYTHON"] = before
+
+
+# The S3 settings every call's deadline and every read's pace come from (sources/s3_*.py).
+S3_SETTINGS = (DEADLINE_VARIABLE, MIN_RATE_VARIABLE, SLOW_SECONDS_VARIABLE)
+
+
+def s3_settings_for_executors(environ: Mapping[str, str]) -> dict[str, str]:
+    """The driver's S3 deadline settings as Spark settings for its executors, which read the
+    inputs and do not inherit the driver's environment on a cluster: without them an executor's
+    calls would keep the default deadline whatever was set."""
+    return {f"spark.executorEnv.{name}": environ[name] for name in S3_SETTINGS
+            if environ.get(name, "").strip()}
