@@ -55,6 +55,9 @@ class OnlyFor:
     def of_call(self, sent: int) -> float:
         return DEADLINE if self.current == self.operation else 60.0
 
+    def of_listing(self) -> float:
+        return 600.0  # a whole listing: each page's own deadline is the one under test
+
     def starting(self, model: Any, **_: Any) -> None:
         self.current = model.name
 
