@@ -104,6 +104,8 @@ class S3Storage:
             for _, entries in self._pages(OBJECTS, self.bucket, base):
                 for obj in entries:
                     key = obj["Key"]
+                    if key.endswith("/") and obj["Size"] == 0:
+                        continue  # a folder marker (the S3 console's "Create folder"): no file
                     if not others.sort(key[len(base):]):
                         continue
                     if obj["Size"] == 0:

@@ -14,6 +14,7 @@ from typing import Any
 
 import botocore.awsrequest
 
+from ..config import shown
 from ..errors import StorageError, UsageError
 from .s3_client import CALLS
 
@@ -47,7 +48,7 @@ class Deadline:
         except ValueError:
             seconds = -1.0
         if not 0 < seconds < math.inf:
-            raise UsageError(f"invalid {DEADLINE_VARIABLE} {text!r}: expected seconds > 0, "
+            raise UsageError(f"invalid {DEADLINE_VARIABLE} {shown(text)}: expected seconds > 0, "
                              "e.g. 120")
         return cls(seconds, min_rate)
 

@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 import botocore.exceptions
 import urllib3.exceptions
 
-from ..config import parse_size
+from ..config import parse_size, shown
 from ..errors import StorageError, UsageError
 from ..units import human_bytes
 from . import InputFile
@@ -51,7 +51,7 @@ class Pace:
             try:
                 rate = parse_size(text)
             except UsageError:
-                raise UsageError(f"invalid {MIN_RATE_VARIABLE} {text!r}: expected a size a "
+                raise UsageError(f"invalid {MIN_RATE_VARIABLE} {shown(text)}: expected a size a "
                                  "second, e.g. 32KB or 0 for no minimum") from None
         if env.get(SLOW_SECONDS_VARIABLE):
             try:
@@ -60,7 +60,7 @@ class Pace:
                 window = -1.0
             if not window > 0 or window == float("inf"):
                 raise UsageError(f"invalid {SLOW_SECONDS_VARIABLE} "
-                                 f"{env[SLOW_SECONDS_VARIABLE]!r}: expected seconds > 0")
+                                 f"{shown(env[SLOW_SECONDS_VARIABLE])}: expected seconds > 0")
         return cls(rate, window)
 
 

@@ -419,3 +419,16 @@ def test_an_object_replaced_after_listing_is_refused_by_if_match(
     assert "changed since it was listed" in lines(result.stderr)[-1]
     assert f"s3://{s3.bucket}/{key}" in lines(result.stderr)[-1]
     assert s3.keys("out/") == []
+
+
+def test_folder_markers_are_folders_not_files_passed_over(cli: Cli, s3: S3) -> None:
+    # The S3 console's "Create folder" leaves an empty object named "folder/": it was warned of
+    # as a file not read (named "" for the partition's own).
+    stored = put_day(s3, "in", {"a.csv": H + "a,2021-01-30 10:00:00,1\n"})
+    for marker in (f"in/{PART}/", f"in/{PART}/late/"):
+        s3.put(marker, b"")
+    result = cli(DAY_ARG, "--source", f"{s3.uri}/in", "--dest", f"{s3.uri}/out",
+                 "--endpoint-url", s3.endpoint)
+    assert result.exit_code == 0, result.output
+    assert "not read" not in result.stderr, result.stderr
+    assert s3.get(f"out/{PART}/{OUTPUT_NAME}") == expected_day(stored, DAY).output
