@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import BadDataError
+from .units import count_of, human_bytes
 
 MiB = 2**20
 # --memory-limit when none is given (and no container's limit is lower; see container.py).
@@ -22,6 +27,10 @@ RUNTIME_BYTES = 80 * MiB
 # more thread per 96 MB of budget, up to four.
 PER_READER_BYTES = 96 * MiB
 MAX_READERS = 4
+# What a listed input costs while the day runs, besides its name, key and version's characters:
+# its InputFile, its manifest record and their Python objects (measured: 300 B a file for
+# 40,000 files with 80 characters of text each, 12 MB listed and 3 MB recorded).
+LISTED_FILE_BYTES = 240
 # A prepared batch's bytes per row (its fingerprint, instant and group: what readers queue).
 PREPARED_ROW_BYTES = 40
 
@@ -72,6 +81,10 @@ class Budget:
     # sorted runs and merged back in the output's order (aggregate.py). A sixteenth of the
     # budget: 960,000 pairs (a 26 MiB output) spill a few runs at 256 MB.
     counts_bytes: int
+    # The day's listing and its per-file records (`LISTED_FILE_BYTES` each, plus their text),
+    # kept to the end for the manifest: an eighth of the budget, about 100,000 files at 256 MB.
+    # A day that lists more is refused (exit 4) before any is read.
+    listing_bytes: int
     # The sqlite backend's page cache, its only large allocation: a thirty-second of the budget.
     # On a 10M-row day 4 to 32 MB made no difference to the time (the kernel's page cache serves
     # the rest), and a larger one cost the 128 MB limit.
@@ -105,6 +118,31 @@ def _budget(limit: int, cpus: int) -> Budget:
         spill_partition_bytes=max(working // 2 // spill_threads, 8 * MiB),
         spill_buffer_bytes=0 if small else limit // 16,
         counts_bytes=limit // 16,
+        listing_bytes=limit // 8,
         sqlite_cache_kib=max(limit // 32 // 1024, 2048),
         heap_trim_threshold=(2 if small else 8) * MiB,
     )
+
+
+class Listed(Protocol):
+    """What the listing keeps of an input file (`streamagg.sources.InputFile`)."""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+
+
+def refuse_long_listing(inputs: Sequence[Listed], memory_limit: int, where: str) -> None:
+    """Every listed input is kept to the end, for the manifest: a listing past its share of
+    ``memory_limit`` is refused (exit 4) before a file is read, not run over the limit."""
+    share = Budget.of(memory_limit).listing_bytes
+    held = sum(LISTED_FILE_BYTES + len(i.uri) + len(i.key) + len(i.version) for i in inputs)
+    if held > share:
+        raise BadDataError(
+            f"{count_of(len(inputs), 'input file')} listed: keeping their names for the "
+            f"manifest takes about {human_bytes(held)}, more than the {human_bytes(share)} "
+            f"--memory-limit {human_bytes(memory_limit)} allows; raise --memory-limit (the "
+            f"share is an eighth) or split the day", uri=where)

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import container
 from .aggregate import HourlyCounts
-from .budget import Budget
+from .budget import Budget, refuse_long_listing
 from .cleanup import remove_leftovers, work_folder
 from .columns import BadRow
 from .config import DEFAULT_SOURCE, Config
@@ -185,6 +185,7 @@ def run_day(config: Config, *, on_file_done: FileCallback | None = None,
     report = RunReport(config=config, inputs=inputs, output_uri=dest.uri_of(layout.output))
     if config.dry_run:
         return report
+    refuse_long_listing(inputs, config.memory_limit, redact(source.uri_of(layout.folder)))
     remove_leftovers(dest, list(layout.published), config.tmp_dir)
     manifest = Manifest(config=config, started=started, version_field=source.version_field)
     found = container.container_memory_limit()
@@ -234,7 +235,7 @@ def run_day(config: Config, *, on_file_done: FileCallback | None = None,
         manifest.jvm_peak_memory_bytes = day.jvm_peak_memory_bytes
         manifest_path = os.path.join(work, layout.manifest_name)
         with open(manifest_path, "w", encoding="utf-8") as out_manifest:
-            out_manifest.write(manifest.to_json())
+            manifest.write_json(out_manifest)
         report.manifest_uri = publish(dest, manifest_path, layout.manifest)
         report.written = manifest
         # After the commit: the generations the manifest no longer names (all of them without

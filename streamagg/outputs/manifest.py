@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from ..config import Config
 from ..sources import InputFile, redact
@@ -16,7 +16,7 @@ TOTALS = ("rows_read", "bad_rows", "duplicates", "conflicting_duplicates", "outs
           "empty_files", "output_rows", "impressions")
 
 
-@dataclass
+@dataclass(slots=True)
 class InputRecord:
     """One input as the manifest lists it."""
 
@@ -77,13 +77,14 @@ class Manifest:
             "dedupe": c.dedupe, "engine": c.engine, **output_parameters(c),
         }
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, inputs: bool = True) -> dict[str, Any]:
+        """JSON-shaped; ``inputs`` False leaves the list of inputs empty (`write_json`)."""
         finished = self.finished or dt.datetime.now(dt.UTC)
         return {
             "version": MANIFEST_VERSION,
             "tool": "streamagg",
             "parameters": self.parameters(),
-            "inputs": [i.as_dict(self.version_field) for i in self.inputs],
+            "inputs": [i.as_dict(self.version_field) for i in self.inputs] if inputs else [],
             "totals": self.totals.as_dict(),
             "output": self.output,
             "rejects": self.rejects,
@@ -102,6 +103,23 @@ class Manifest:
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    def write_json(self, out: TextIO) -> None:
+        """Write `to_json`'s text, one input at a time: a day of 40,000 files built the whole
+        text at once, 57 MB more peak under 256MB (issue 22.1). Same bytes: json indents by
+        depth, so an input's own text indented by its depth is what the whole would hold."""
+        head, tail = json.dumps(self.as_dict(inputs=False), indent=2, ensure_ascii=False).split(
+            '"inputs": []', 1)
+        out.write(head)
+        if not self.inputs:
+            out.write('"inputs": []')
+        for n, record in enumerate(self.inputs):
+            text = json.dumps(record.as_dict(self.version_field), indent=2, ensure_ascii=False)
+            out.write(('"inputs": [\n    ' if n == 0 else ",\n    ")
+                      + text.replace("\n", "\n    "))
+        if self.inputs:
+            out.write("\n  ]")
+        out.write(tail + "\n")
 
 
 def output_parameters(config: Config) -> dict[str, Any]:

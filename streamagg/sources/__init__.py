@@ -18,7 +18,7 @@ class NotAFile(StorageError):
     one: a FIFO, a device, a folder. Damaged, as a file whose bytes changed: compared as such."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputFile:
     """One input object of a partition, as listed."""
 
