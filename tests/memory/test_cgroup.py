@@ -13,9 +13,10 @@ import pytest
 from tests.memory.cgroup import memory_cgroup, why_no_cgroup
 from tests.memory.shapes import (
     cli_command,
-    hostile_day,
+    files_and_pairs_day,
     output_of,
     plain_day,
+    reader_day,
     run_cli,
     wide_header_day,
 )
@@ -50,8 +51,13 @@ def made_day(factory: pytest.TempPathFactory, name: str, write: Callable[[Path],
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory: pytest.TempPathFactory) -> Day:
-    return made_day(tmp_path_factory, "hostile", hostile_day)
+def reader_shapes(tmp_path_factory: pytest.TempPathFactory) -> Day:
+    return made_day(tmp_path_factory, "reader", reader_day)
+
+
+@pytest.fixture(scope="module")
+def files_and_pairs(tmp_path_factory: pytest.TempPathFactory) -> Day:
+    return made_day(tmp_path_factory, "files-and-pairs", files_and_pairs_day)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Day:
     return made_day(tmp_path_factory, "plain", plain_day)
 
 
-DAYS = ["hostile", "plain"]
+DAYS = ["reader_shapes", "files_and_pairs", "plain"]
 
 
 @pytest.mark.parametrize("day_name", DAYS)
