@@ -16,7 +16,7 @@ BENCH_STAMP := $(VENV)/.stamp-install-bench
 DEV_STAMP := $(VENV)/.stamp-install-dev
 PACKAGING := setup.cfg pyproject.toml
 
-.PHONY: help install install-test install-dev demo test fuzz fuzz-reader ensure-java lint bench bench-large clean
+.PHONY: help install install-test install-dev demo test fuzz fuzz-reader ensure-java lint bench bench-large bench-container clean
 
 help:
 	@echo "make install       install streamagg (editable) into $(VENV)"
@@ -29,6 +29,7 @@ help:
 	@echo "make lint          ruff, mypy and the import contracts (lint-imports)"
 	@echo "make bench         benchmark against DuckDB, Polars, pandas and a parse-only floor"
 	@echo "                   (10M rows: mixed, adlog, wide gzipped, narrow, narrow in 2,000 files)"
+	@echo "make bench-container  the container table: 192/256/512 MiB cgroups against DuckDB, Polars"
 	@echo "make bench-large   the same with 100M rows, mixed shape (long; needs ~25 GB of disk)"
 	@echo "make clean         remove the venv, caches and generated data"
 
@@ -125,6 +126,11 @@ bench: install $(BENCH_STAMP)
 	$(PY) benchmarks/run.py --rows 10000000 --files 24 --shape narrow $(BENCH_ARGS)
 	$(PY) benchmarks/run.py --rows 10000000 --files 2000 --shape narrow $(BENCH_ARGS)
 	$(PY) benchmarks/incremental.py --rows 10000000 --files 24
+
+# streamagg, DuckDB and Polars in 192, 256 and 512 MiB memory cgroups on the 10M-row adlog day
+# (needs root and a cgroup memory controller): results/container-*.md.
+bench-container: install $(BENCH_STAMP)
+	$(PY) benchmarks/container.py --rows 10000000 --files 24 --shape adlog
 
 bench-large: install $(BENCH_STAMP)
 	$(PY) benchmarks/run.py --rows 100000000 --files 96 --repeats 1 --shape mixed --skip pandas \

@@ -1,0 +1,163 @@
+"""streamagg, DuckDB and Polars in memory cgroups (192, 256, 512 MiB) on a generated day: outcome,
+wall time, CPU seconds and peaks, beside each run without a limit (what the container costs)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from common import BENCH_DIR, REPO, Dataset, cached_day, human_bytes, measure, streamagg_command
+
+# The suite's cgroup helper (tests/memory/cgroup.py): one way to make a container, not two.
+sys.path.insert(0, str(REPO))
+from tests.memory.cgroup import memory_cgroup, why_no_cgroup  # noqa: E402
+
+MiB = 2**20
+PEERS_DIR = BENCH_DIR / "peers"
+RESULTS_DIR = BENCH_DIR / "results"
+
+
+@dataclass(frozen=True)
+class Case:
+    tool: str  # streamagg, duckdb, polars
+    cgroup_mib: int | None  # None: no container
+    options: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        where = f"{self.cgroup_mib} MiB" if self.cgroup_mib else "no limit"
+        return f"{self.tool} {' '.join(self.options)}".strip() + f" @ {where}"
+
+
+CASES = (
+    Case("streamagg", 192, ("--memory-limit", "192MB")),
+    Case("streamagg", 256),
+    Case("streamagg", None),
+    Case("duckdb", 256),
+    Case("duckdb", 512),
+    Case("duckdb", None),
+    Case("polars", 512),
+    Case("polars", None),
+)
+PEER_SCRIPTS = {"duckdb": "duckdb_expert_peer.py", "polars": "polars_expert_peer.py"}
+
+
+def command(case: Case, dataset: Dataset, work: Path) -> tuple[list[str], Path]:
+    if case.tool == "streamagg":
+        dest = work / "dest"
+        day = dataset.day
+        out = dest / f"{day:%Y/%m/%d}" / f"daily_agg_{day:%Y%m%d}_SA.csv"
+        return streamagg_command(dataset, dest, *case.options), out
+    out = work / "out.csv"
+    return [sys.executable, str(PEERS_DIR / PEER_SCRIPTS[case.tool]), "--source",
+            str(dataset.source), "--date", dataset.day.isoformat(), "--out", str(out)], out
+
+
+def run_case(case: Case, dataset: Dataset, work: Path) -> dict[str, object]:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    argv, out = command(case, dataset, work)
+    row: dict[str, object] = {"case": case.label, "tool": case.tool,
+                              "cgroup_mib": case.cgroup_mib, "options": list(case.options)}
+    if case.cgroup_mib is None:
+        run = measure(argv, log_path=work / "log.txt")
+        row.update(oom_kills=0, cgroup_peak_bytes=None)
+    else:
+        with memory_cgroup("streamagg-bench", case.cgroup_mib * MiB) as group:
+            run = measure(group.command(argv), log_path=work / "log.txt")
+            row.update(oom_kills=group.oom_kills(), cgroup_peak_bytes=group.peak_bytes())
+    # The line that says why (DuckDB ends its error with a link to its tuning guide).
+    lines = run.log.strip().splitlines() if not run.ok else []
+    failed = [line for line in lines if "Error" in line][-1:] or lines[-1:]
+    row.update(exit_code=run.exit_code, wall_seconds=round(run.wall_seconds, 2),
+               cpu_seconds=round(run.cpu_seconds, 2), peak_rss_bytes=run.peak_rss_bytes,
+               load_before=round(run.load_before, 2), failure=failed[0][:200] if failed else None,
+               output=out.read_bytes() if run.ok and out.exists() else None)
+    row["outcome"] = ("OOM-killed" if row["oom_kills"] else "done" if run.ok else "failed")
+    return row
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in ("streamagg", "duckdb", "polars", "pyarrow"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def markdown(rows: list[dict[str, object]], dataset: Dataset, info: dict[str, str]) -> str:
+    lines = [f"# Container table: {dataset.rows:,} rows, {dataset.files} files "
+             f"({human_bytes(dataset.bytes)}), {info['shape']} shape, {info['date']}",
+             "",
+             f"Versions: {info['versions']}. "
+             f"Machine: {os.cpu_count()} cores; load average before each run in the table. "
+             "Each case runs once, in this order; a cgroup's limit counts the "
+             "page cache (the input's and the spill files') as Kubernetes and Docker do.",
+             "",
+             "| case | outcome | wall s | CPU s | peak RSS | cgroup peak (cache incl.) "
+             "| same bytes | load |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        cg, peak = row["cgroup_peak_bytes"], row["peak_rss_bytes"]
+        outcome = str(row["outcome"]) + (f": {row['failure']}" if row["failure"] and
+                                          row["outcome"] == "failed" else "")
+        lines.append(
+            f"| {row['case']} | {outcome} | {row['wall_seconds']} | {row['cpu_seconds']} "
+            f"| {human_bytes(peak) if isinstance(peak, int) else '-'} "
+            f"| {human_bytes(cg) if isinstance(cg, int) else '-'} "
+            f"| {row['same_bytes']} | {row['load_before']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--files", type=int, default=24)
+    parser.add_argument("--shape", default="adlog",
+                        help="adlog: the expert peers write streamagg's bytes on it")
+    parser.add_argument("--data-dir", type=Path, default=BENCH_DIR / "data")
+    parser.add_argument("--name", help="results file stem [container-<rows>-<date>]")
+    args = parser.parse_args()
+    reason = why_no_cgroup()
+    if reason is not None:
+        print(f"no container table: {reason}", file=sys.stderr)
+        return 2
+    dataset = cached_day(args.rows, args.files, data_dir=args.data_dir, shape=args.shape)
+    today = dt.date.today().isoformat()
+    info = {"shape": args.shape, "date": today,
+            "versions": ", ".join(f"{k} {v}" for k, v in versions().items())}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="streamagg-container-") as tmp:
+        for case in CASES:
+            print(f"{case.label} ...", file=sys.stderr, flush=True)
+            rows.append(run_case(case, dataset, Path(tmp) / "run"))
+    reference = next(r["output"] for r in rows if r["tool"] == "streamagg"
+                     and r["cgroup_mib"] is None)
+    for row in rows:
+        row["same_bytes"] = ("-" if row["output"] is None
+                             else "yes" if row.pop("output") == reference else "no")
+        row.pop("output", None)
+    stem = args.name or f"container-{args.rows // 1_000_000}M-{args.files}files-{today}"
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(
+        {"dataset": {"rows": dataset.rows, "files": dataset.files, "bytes": dataset.bytes,
+                     "shape": args.shape}, **info, "runs": rows}, indent=2) + "\n")
+    table = markdown(rows, dataset, info)
+    (RESULTS_DIR / f"{stem}.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
