@@ -14,6 +14,7 @@ import botocore.exceptions
 from botocore.config import Config as BotoConfig
 from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 
+from ..config import shown
 from ..errors import StorageError, UsageError
 from . import redact
 
@@ -59,8 +60,8 @@ def make_client(endpoint_url: str | None = None, *,
                               config=RETRY_CONFIG)
     except botocore.exceptions.InvalidRegionError as err:
         where = "AWS_REGION" if region else "AWS_DEFAULT_REGION or the profile's region"
-        raise UsageError(f"invalid AWS region {err.kwargs.get('region_name', '')!r}: check "
-                         f"{where}") from err
+        raise UsageError(f"invalid AWS region {shown(err.kwargs.get('region_name', ''))}: "
+                         f"check {where}") from err
     except ValueError as err:
         # botocore puts the whole URL, any user:secret@ included, in this message: never show it.
         where = (f" {_redact_endpoint(endpoint)!r}" if endpoint

@@ -7,6 +7,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from streamagg.errors import UsageError
+from streamagg.sources import s3_client
 from streamagg.sources.s3 import S3Storage
 from streamagg.sources.s3_deadlines import DEADLINE_VARIABLE
 from streamagg.sources.s3_reads import MIN_RATE_VARIABLE, SLOW_SECONDS_VARIABLE
@@ -36,3 +37,17 @@ def test_any_setting_is_taken_or_refused_in_one_short_line(variable: str, value:
         return
     assert 0 < storage.deadline.seconds < float("inf")
     assert storage.pace.min_rate >= 0 and 0 < storage.pace.window < float("inf")
+
+
+@pytest.mark.parametrize("region", ["us east 1", "../x", "\u00e9", "a" * 300, "\x1b[31m", "-"])
+def test_a_region_botocore_refuses_is_exit_2_in_one_short_line(
+    monkeypatch: pytest.MonkeyPatch, region: str
+) -> None:
+    monkeypatch.setenv("AWS_REGION", region)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREGIONTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+    with pytest.raises(UsageError) as failed:
+        s3_client.make_client()
+    message = str(failed.value)
+    assert message.startswith("invalid AWS region ") and "check AWS_REGION" in message
+    assert "\n" not in message and "\x1b" not in message and len(message) < 200, message
