@@ -139,6 +139,8 @@ def main() -> int:
             "versions": ", ".join(f"{k} {v}" for k, v in versions().items())}
     rows = []
     with tempfile.TemporaryDirectory(prefix="streamagg-container-") as tmp:
+        # DuckDB spills to .tmp in the working folder, left behind when the kernel kills it.
+        os.chdir(tmp)
         for case in CASES:
             print(f"{case.label} ...", file=sys.stderr, flush=True)
             rows.append(run_case(case, dataset, Path(tmp) / "run"))
