@@ -193,6 +193,10 @@ def run_day(config: Config, *, on_file_done: FileCallback | None = None,
     warning = container.limit_warning(config.memory_limit, found)
     if warning and config.engine == "local":  # Spark's memory is its JVMs'
         log.warning(warning)
+    if config.state and not config.incremental:
+        # Taken, not refused: a nightly full run may share the hourly refreshes' options.
+        log.warning("--state is used only with --incremental: no state is kept by this run, "
+                    "and a state kept there for this day is removed as out of date")
     kept = DayState.of(config, dest)
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(work_folder(config.tmp_dir))

@@ -125,6 +125,21 @@ def test_a_state_root_that_cannot_take_the_state_is_found_before_reading(
     assert not (tmp_path / "out").exists()
 
 
+def test_state_without_incremental_is_warned_of(cli: Cli, tmp_path: Path) -> None:
+    # A forgotten --incremental: the run is a full one, and it says so rather than nothing.
+    folder = tmp_path / "in" / PART
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text(H + ROW)
+    result = cli(DAY_ARG, "--source", tmp_path / "in", "--dest", tmp_path / "out",
+                 "--state", tmp_path / "st", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "--state is used only with --incremental" in result.stderr
+    assert not (tmp_path / "st").exists()
+    quiet = cli(DAY_ARG, "--source", tmp_path / "in", "--dest", tmp_path / "out",
+                "--state", tmp_path / "st", "--incremental", "--no-progress")
+    assert quiet.exit_code == 0 and "--state is used only" not in quiet.stderr
+
+
 # Names botocore refuses (its VALID_BUCKET; S3 itself is stricter and answers for the rest).
 @pytest.mark.parametrize("name", ["bucket name", "a%2fb", "caf\u00e9", "tab\there", "a?b",
                                   "arn:aws:s3:us-east-1:123456789012:accesspoint:ap"])
