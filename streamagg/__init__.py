@@ -14,11 +14,12 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 if TYPE_CHECKING:
     from .config import Config, Schema
     from .errors import StreamaggError
-    from .pipeline import RunReport, run_day
+    from .outputs.report import RunReport
+    from .pipeline import run_day
 
 # Loaded on first use, so the command can choose Arrow's allocator before pyarrow loads.
 _LAZY = {"Config": ".config", "Schema": ".config", "StreamaggError": ".errors",
-         "RunReport": ".pipeline", "run_day": ".pipeline"}
+         "RunReport": ".outputs.report", "run_day": ".pipeline"}
 
 __all__ = ["Config", "RunReport", "Schema", "StreamaggError", "__version__", "run_day"]
 

@@ -27,65 +27,12 @@ from .outputs.csv import publish, write_output
 from .outputs.hourly import OutputTally, TallyingRejects, hourly_section
 from .outputs.manifest import InputRecord, Manifest, file_sha256
 from .outputs.plot import TOP_CAMPAIGNS, render_day, require_matplotlib
+from .outputs.report import RunReport
 from .sources import InputFile, Storage, redact, storage_for
 from .state import DayState, Decision, Earlier, fold_earlier
 from .units import count_of, human_bytes
 
 log = logging.getLogger("streamagg")
-
-
-@dataclass
-class RunReport:
-    """What a run did: a view of the manifest it published (None for a dry run), with the
-    day's inputs and where its files went."""
-
-    config: Config
-    inputs: list[InputFile]
-    output_uri: str
-    written: Manifest | None = None  # the manifest as published; None: a dry run
-    manifest_uri: str | None = None
-
-    @property
-    def dry_run(self) -> bool:
-        return self.written is None
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """The manifest as written (JSON-shaped); empty for a dry run."""
-        return self.written.as_dict() if self.written is not None else {}
-
-    @property
-    def totals(self) -> dict[str, int]:
-        return self.written.totals.as_dict() if self.written is not None else {}
-
-    @property
-    def rejects_uri(self) -> str | None:
-        return self._path_of(self.written.rejects if self.written is not None else None)
-
-    @property
-    def plot_uri(self) -> str | None:
-        return self._path_of(self.written.plot if self.written is not None else None)
-
-    @property
-    def mode(self) -> str:
-        """``full``, or ``incremental`` when only new files were read."""
-        return self.written.mode if self.written is not None else "full"
-
-    @property
-    def mode_reason(self) -> str:
-        return self.written.mode_reason if self.written is not None else ""
-
-    @property
-    def peak_memory_bytes(self) -> int:
-        return self.written.peak_memory_bytes if self.written is not None else 0
-
-    @property
-    def jvm_peak_memory_bytes(self) -> int | None:
-        return self.written.jvm_peak_memory_bytes if self.written is not None else None
-
-    @staticmethod
-    def _path_of(entry: dict[str, Any] | None) -> str | None:
-        return entry.get("path") if entry else None
 
 
 @dataclass(frozen=True)
@@ -248,6 +195,12 @@ def run_day(config: Config, *, on_file_done: FileCallback | None = None,
             kept.collect_garbage(keys)
         except StorageError as err:
             log.warning("could not remove an earlier state generation: %s", err)
+        except KeyboardInterrupt as stop:
+            # Published is done (SPEC: exit status): a stop here ends the run, not the day; the
+            # next run removes what is left of the earlier generations.
+            log.warning("stopped while removing earlier state generations; the day is "
+                        "published and done")
+            report.stopped = stop
     return report
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..config import Config
 from ..errors import NoInputError, StreamaggError, UsageError, printable
-from ..pipeline import RunReport, run_day
+from ..outputs.report import RunReport
+from ..pipeline import run_day
 from ..sources import InputFile, redact
 from ..units import count_of
 from . import logs
@@ -210,6 +211,8 @@ def _backfill(config: Config, days: list[dt.date], *, mode: str, keep_going: boo
         for day in days:
             result = _one_of_many(dataclasses.replace(config, day=day), mode, progress)
             results.append(result)
+            if result.report is not None and result.report.stopped is not None:
+                raise result.report.stopped  # that day is done; the ones after it are not run
             if not console.json and result.changes is not None and mode == "check":
                 for line in result.changes.lines():
                     console.echo(line)
@@ -217,9 +220,12 @@ def _backfill(config: Config, days: list[dt.date], *, mode: str, keep_going: boo
                 console.summary(result.report, result.seconds)
             if result.status == "failed" and not keep_going:
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # The table still says what was done before the stop (Ctrl-C, or a scheduler's SIGTERM).
-        results.append(DayResult(days[len(results)], "interrupted"))
+        # One that came after a day was published leaves that day done, the next one not run.
+        last = results[-1].report if results else None
+        if last is None or last.stopped is not stop:
+            results.append(DayResult(days[len(results)], "interrupted"))
         with contextlib.suppress(logs.StdoutError):  # the stop is what must be told
             _show_table(console, results, days, config)
         raise

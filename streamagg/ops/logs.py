@@ -21,7 +21,7 @@ from ..units import count_of, human_bytes
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..pipeline import RunReport
+    from ..outputs.report import RunReport
 
 log = logging.getLogger("streamagg")
 

@@ -267,3 +267,50 @@ def test_interrupt_prints_the_table_so_far(
     statuses = [cells[1].strip() for cells in table_rows(result.stdout).values()]
     assert statuses == ["done", "done", "interrupted", "not run"]
     assert lines(result.stderr)[-1] == "streamagg: error: interrupted"
+
+
+@pytest.mark.parametrize("stop_on", [dt.date(2021, 1, 2), LAST])
+def test_a_stop_after_a_day_is_published_leaves_that_day_done(
+    cli: Cli, month: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, stop_on: dt.date
+) -> None:
+    # A SIGTERM while earlier state generations are removed (after the manifest): the day is
+    # done and the table says so; the backfill stops there, with the stop's exit code.
+    from streamagg.ops.command import Stopped
+    from streamagg.state import DayState
+
+    real = DayState.collect_garbage
+
+    def stop_after(self: DayState, keep: Any) -> None:
+        real(self, keep)
+        if self.config.day == stop_on:
+            raise Stopped(15)
+
+    monkeypatch.setattr(DayState, "collect_garbage", stop_after)
+    source = month()
+    result = cli(str(FIRST), "--to", str(LAST), "--source", source)
+    assert result.exit_code == 143, result.output
+    statuses = [cells[1].strip() for cells in table_rows(result.stdout).values()]
+    done = (stop_on - FIRST).days + 1
+    assert statuses[:done] == ["done"] * done
+    assert statuses[done:] == ["not run"] * (4 - done)
+    assert "the day is published and done" in result.stderr
+    assert (source / "results" / day_path(stop_on)).is_dir()
+
+
+def test_a_stop_after_a_single_day_is_published_exits_0(
+    cli: Cli, month: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamagg.ops.command import Stopped
+    from streamagg.state import DayState
+
+    def stop(self: DayState, keep: Any) -> None:
+        raise Stopped(15)
+
+    monkeypatch.setattr(DayState, "collect_garbage", stop)
+    source = month()
+    result = cli(str(FIRST), "--source", source, "--incremental")
+    assert result.exit_code == 0, result.output
+    assert "the day is published and done" in result.stderr
+    manifest = json.loads(next((source / "results" / day_path(FIRST)).glob("*manifest*"))
+                          .read_text())
+    assert manifest["totals"]["impressions"] > 0
