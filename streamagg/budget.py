@@ -67,6 +67,12 @@ class Budget:
     # The longest row (or header) read: the csv fallback holds a row a few times over (its line,
     # its fields, their bytes, the Arrow batch). 16 MiB, or a sixteenth of the budget below 256 MB.
     reader_max_row_bytes: int
+    # The longest group value (CAMPAIGN_ID) read: it is copied several times on its way to the
+    # output (the reader's batch, dictionary encoding and taking in the counts, the sort key of
+    # a spilled run and the merge's Python bound, the output's lines): two 15 MiB values peaked
+    # at 295 MiB under 256MB, 11 MiB ones at 235 MiB under 192MB. A 256th of the budget, at
+    # most 1 MiB (a campaign id is a few dozen bytes); longer ones are refused (exit 4).
+    reader_max_group_bytes: int
     # The spill backend: two partitions at once where the budget allows, each getting half of
     # its share; a partition's work gets half of what the runtime leaves of 0.9x the limit (the
     # other half is what the allocators keep and the hourly counts; the tenth is the margin:
@@ -117,6 +123,7 @@ def _budget(limit: int, cpus: int) -> Budget:
         reader_gather_bytes=limit // 32,
         reader_max_columns=limit // 4096,
         reader_max_row_bytes=min(16 * MiB, limit // 16),
+        reader_max_group_bytes=min(MiB, limit // 256),
         spill_threads=spill_threads,
         spill_partition_bytes=max(working // 2 // spill_threads, 8 * MiB),
         spill_buffer_bytes=0 if small else limit // 16,

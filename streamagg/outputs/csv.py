@@ -23,6 +23,9 @@ from ..sources import Storage
 # pyarrow's writer quotes every string, the header too.
 _NEEDS_QUOTES = (",", '"', "\r", "\n")
 _QUOTE_PATTERN = '[,"\r\n]'
+# Lines are built for at most this many bytes of campaigns at a time: `csv_lines` holds them a few
+# times over (65,536 rows of 760 KiB campaigns, whole, peaked at 290 MiB under 192MB).
+_SLICE_BYTES = 1 << 20
 
 
 def csv_field(value: str) -> str:
@@ -50,8 +53,8 @@ def write_output(parts: Iterable[pa.Table], out: BinaryIO, schema: Schema | None
                                               schema.count_column))
     _emit((header + "\n").encode("utf-8"), out, digest)
     for part in parts:
-        if part.num_rows:
-            _emit(csv_lines(part, grain_seconds), out, digest)
+        for piece in _slices(part):
+            _emit(csv_lines(piece, grain_seconds), out, digest)
     return digest.hexdigest()
 
 
@@ -59,19 +62,38 @@ def csv_lines(part: pa.Table, grain_seconds: int) -> memoryview:
     """The output lines of a (group, bucket, count) table, built column by column: the same
     bytes as `csv_field` and `format_bucket` row by row, without a Python object per row."""
     groups = part.column(GROUP).combine_chunks()
-    quoted = pc.binary_join_element_wise(
-        '"', pc.replace_substring(groups, '"', '""'), '"', "")
-    fields = pc.if_else(pc.match_substring_regex(groups, _QUOTE_PATTERN), quoted, groups)
+    needs_quotes = pc.match_substring_regex(groups, _QUOTE_PATTERN)
+    fields = groups
+    if pc.any(needs_quotes).as_py():
+        quoted = pc.binary_join_element_wise(
+            '"', pc.replace_substring(groups, '"', '""'), '"', "")
+        fields = pc.if_else(needs_quotes, quoted, groups)
+        del quoted
     buckets = part.column(BUCKET).to_numpy()
     starts, where = np.unique(buckets, return_inverse=True)
     texts = pa.array([format_bucket(int(b) * grain_seconds) for b in starts.tolist()])
     hours = texts.take(pa.array(where.reshape(-1)))
-    counts = pc.cast(part.column(COUNT).combine_chunks(), pa.string())
+    # The line end joins the counts, not the lines: a second join would copy every line.
+    counts = pc.binary_join_element_wise(
+        pc.cast(part.column(COUNT).combine_chunks(), pa.string()), "\n", "")
     lines = pc.binary_join_element_wise(fields, hours, counts, ",")
-    lines = pc.binary_join_element_wise(lines, "", "\n")
     offsets = np.frombuffer(lines.buffers()[1], np.int32)
     first, last = offsets[lines.offset], offsets[lines.offset + len(lines)]
     return memoryview(lines.buffers()[2])[first:last]
+
+
+def _slices(part: pa.Table) -> Iterable[pa.Table]:
+    """``part`` in slices of whole rows holding at most `_SLICE_BYTES` of campaigns (or one
+    row); a part of short campaigns is one slice."""
+    if not part.num_rows:
+        return
+    ends = np.cumsum(pc.binary_length(part.column(GROUP)).to_numpy(zero_copy_only=False))
+    start = 0
+    while start < part.num_rows:
+        before = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, before + _SLICE_BYTES, "right")))
+        yield part.slice(start, stop - start)
+        start = stop
 
 
 def _emit(data: bytes | memoryview, out: BinaryIO, digest: hashlib._Hash) -> None:

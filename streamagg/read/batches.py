@@ -19,7 +19,7 @@ from .blank import empty_blank_lines, is_blank_text, padded_line_start
 from .clean import clean_columns
 from .fallback import read_rest_with_csv
 from .header import HEADER_READ, find_columns, split_header
-from .limits import ReadLimits
+from .limits import GROUP_EXTRA_COPIES, ReadLimits, refuse_long_groups
 from .numbering import Runs, record_number
 from .quotes import EOF_PROBE, UNTERMINATED, is_probe, strip_probe
 
@@ -296,7 +296,8 @@ def read_batches(
                 if block.num_rows:  # a block of blank lines or bad rows holds none
                     gathered.append(block)
                     gathered_rows += block.num_rows
-                    gathered_bytes += block.nbytes
+                    gathered_bytes += block.nbytes + GROUP_EXTRA_COPIES * block.column(
+                        wanted[2]).nbytes
             except StopIteration:
                 exhausted = True
             # Past a count limit, what is gathered is cleaned at once, to see whether to stop.
@@ -310,6 +311,7 @@ def read_batches(
             columns = [_concat([b.column(n) for b in gathered]) if gathered
                        else pa.array([], pa.binary()) for n in wanted]
             gathered, gathered_rows, gathered_bytes = [], 0, 0
+            refuse_long_groups(columns[2], parsed, invalid, limits, uri, schema.group_column)
             cut = exhausted and _check_last_record(columns, parsed, invalid, stats, uri)
             if cut:  # the last record is a bad row now
                 columns = [c.slice(0, len(c) - 1) for c in columns]
@@ -392,3 +394,4 @@ def _concat(chunks: list[pa.Array]) -> pa.Array:
 
 def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+

@@ -14,7 +14,7 @@ from ..config import Schema
 from ..errors import BadDataError
 from .clean import clean_columns
 from .header import skip_header
-from .limits import ReadLimits
+from .limits import GROUP_EXTRA_COPIES, ReadLimits, refuse_long_group
 from .numbering import Runs
 from .quotes import EOF_PROBE_TEXT, UNTERMINATED
 from .records import read_records
@@ -61,10 +61,13 @@ def read_rest_with_csv(stream: BinaryIO, uri: str, schema: Schema, width: int,
             if len(numbers) >= chunk_size or pending_bytes >= limits.gather_bytes:
                 yield from _clean_pending(pending, numbers, uri, schema, stats)
                 pending_bytes = 0
+            refuse_long_group(len(record.fields[positions[2]]), limits, uri,
+                              schema.group_column, line=record.line)
             for column, position in zip(pending, positions, strict=True):
                 value = record.fields[position].encode("latin-1")
                 column.append(value)
                 pending_bytes += len(value)
+            pending_bytes += GROUP_EXTRA_COPIES * len(pending[2][-1])
             numbers.append(number)
     except csv.Error as err:
         raise BadDataError(f"unreadable CSV: {err}", uri=uri) from err
