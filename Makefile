@@ -81,6 +81,7 @@ ensure-java:
 # Two workers, one per core; loadgroup keeps the tests on the shared Spark session on one
 # worker, and the cluster tests on one (see tests/conftest.py).
 test: install-test ensure-java
+	@$(PY) tests/cold_libraries.py $(VENV)
 	@rc=0; $(PY) -m pytest -q -n 2 --dist loadgroup || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
