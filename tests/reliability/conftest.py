@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +52,15 @@ def small_parts(monkeypatch: pytest.MonkeyPatch) -> int:
     return 1024
 
 
+def default_stop_signals() -> None:
+    """In the child: SIGINT and SIGHUP at their defaults. A suite started in the background
+    (``cmd &`` ignores SIGINT) or under ``nohup`` (ignores SIGHUP) passes the ignoring on, and
+    streamagg rightly keeps an ignored signal ignored: the signal tests' child then never
+    stopped (they timed out in a CI run started with ``nohup ... &``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.fixture
 def spawn() -> Iterator[Callable[..., Child]]:
     """Start ``streamagg`` through the test launcher as a subprocess; killed at teardown."""
@@ -67,7 +77,8 @@ def spawn() -> Iterator[Callable[..., Child]]:
             command += ["--set", item]
         command += ["--", *[str(a) for a in args]]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, cwd=REPO, env=env or child_env())
+                                   text=True, cwd=REPO, env=env or child_env(),
+                                   preexec_fn=default_stop_signals)
         child = Child(process)
         children.append(child)
         return child
