@@ -29,7 +29,7 @@ help:
 	@echo "make lint          ruff, mypy and the import contracts (lint-imports)"
 	@echo "make bench         benchmark against DuckDB, Polars, pandas and a parse-only floor"
 	@echo "                   (10M rows: mixed, adlog, wide gzipped, narrow, narrow in 2,000 files)"
-	@echo "make bench-container  the container table: 192/256/512 MiB cgroups against DuckDB, Polars"
+	@echo "make bench-container  the container tables: 192/256/512 MiB cgroups against DuckDB, Polars"
 	@echo "make bench-large   the same with 100M rows, mixed shape (long; needs ~25 GB of disk)"
 	@echo "make clean         remove the venv, caches and generated data"
 
@@ -128,10 +128,20 @@ bench: install $(BENCH_STAMP)
 	$(PY) benchmarks/run.py --rows 10000000 --files 2000 --shape narrow $(BENCH_ARGS)
 	$(PY) benchmarks/incremental.py --rows 10000000 --files 24
 
-# streamagg, DuckDB and Polars in 192, 256 and 512 MiB memory cgroups on the 10M-row adlog day
-# (needs root and a cgroup memory controller): results/container-*.md.
+# streamagg, DuckDB and Polars in 192, 256 and 512 MiB memory cgroups on the 10M-row adlog day,
+# then the other days of `make bench`: streamagg in 256 MiB beside DuckDB in 512 MiB, each beside
+# its run without a limit (needs root and a cgroup memory controller): results/container-*.md.
+CONTAINER_REPEATS ?= 3
 bench-container: install $(BENCH_STAMP)
 	$(PY) benchmarks/container.py --rows 10000000 --files 24 --shape adlog
+	$(PY) benchmarks/container.py --rows 10000000 --files 24 --shape mixed --cases short \
+		--repeats $(CONTAINER_REPEATS)
+	$(PY) benchmarks/container.py --rows 10000000 --files 24 --shape wide --gzip --cases short \
+		--repeats $(CONTAINER_REPEATS)
+	$(PY) benchmarks/container.py --rows 10000000 --files 24 --shape narrow --cases short \
+		--repeats $(CONTAINER_REPEATS)
+	$(PY) benchmarks/container.py --rows 10000000 --files 2000 --shape narrow --cases short \
+		--repeats $(CONTAINER_REPEATS)
 
 bench-large: install $(BENCH_STAMP)
 	$(PY) benchmarks/run.py --rows 100000000 --files 96 --repeats 1 --shape mixed --skip pandas \
