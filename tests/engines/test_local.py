@@ -56,12 +56,18 @@ def count(root: Path, dedupe: str, work: Path, **options: Any) -> tuple[Any, Boo
 @pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
 @settings(max_examples=6, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(files=day_files(), chunk_size=st.sampled_from([1, 5, 1000]))
+@given(files=day_files(), chunk_size=st.sampled_from([1, 5, 1000]),
+       run_batches=st.sampled_from([0, 4]))
 def test_counts_equal_the_reference(dedupe: str, files: list[tuple[str, bytes]],
-                                    chunk_size: int,
-                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+                                    chunk_size: int, run_batches: int,
+                                    tmp_path_factory: pytest.TempPathFactory,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Arrivals folded, later occurrences taken out: the reference's counts, duplicates,
-    conflicts and clean rows per hour; each file reported once, in order."""
+    conflicts and clean rows per hour; each file reported once, in order, with its rows and
+    bad rows, whether each file is read alone or small files share batches."""
+    import streamagg.engines.local as local
+
+    monkeypatch.setattr(local, "RUN_BATCHES", run_batches)
     root = tmp_path_factory.mktemp("day")
     folder = root / day_path(DAY)
     for name, data in files:
@@ -80,6 +86,8 @@ def test_counts_equal_the_reference(dedupe: str, files: list[tuple[str, bytes]],
     assert sum(day.clean_per_bucket.values()) == clean
     assert [uri for uri, _ in books.files] == [str(folder / p) for p in expected.inputs
                                                 if (folder / p).stat().st_size]
+    assert [(r.rows_read, r.bad_rows) for _, r in books.files] == [
+        expected.rows_per_input[p] for p in expected.inputs if (folder / p).stat().st_size]
     assert books.all_read_calls == 1
     assert list(work.iterdir()) == []
 
@@ -120,6 +128,47 @@ def test_hashing_and_counting_run_on_the_reader_threads(tmp_path: Path,
     assert threads["prepare"] == threads["count"] == {"streamagg-reader"}
     assert threads["add"] == {threading.main_thread().name}
     assert day.duplicates == 3 * 150
+
+
+def test_small_files_share_batches_and_keep_their_books(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consecutive small files' clean rows reach the backend in batches of up to the gathered
+    size, fewer batches than files, in file then row order; every file keeps its own books
+    (rows, bad rows and their record numbers), empty and header-only files included."""
+    from streamagg.dedup.spill import SpillDeduper
+
+    sizes: list[int] = []
+    real_prepare = SpillDeduper.prepare
+
+    def prepare(self: Any, batch: Any) -> Any:
+        sizes.append(batch.num_rows)
+        return real_prepare(self, batch)
+
+    monkeypatch.setattr(SpillDeduper, "prepare", prepare)
+    root = tmp_path / "source"
+    folder = root / day_path(DAY)
+    folder.mkdir(parents=True)
+    header = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
+    for n in range(30):
+        rows = [f"id{(n * 7 + i) % 90},2021-01-30 {i:02d}:00:00,{n % 4}\n" for i in range(7)]
+        if n % 5 == 1:
+            rows[n % 7] = f"id{n},not a time,1\n"  # a bad row, at another place each time
+        text = "" if n == 12 else header if n == 13 else header + "".join(rows)
+        (folder / f"f{n:02d}.csv").write_text(text)
+    (tmp_path / "work").mkdir()
+    day, books = count(root, "spill", tmp_path / "work", chunk_size=20)
+    expected = expected_for(root, DAY)
+    written = io.BytesIO()
+    write_output(day.counts.sorted_parts(), written, Schema())
+    day.counts.close()
+    assert written.getvalue() == expected.output
+    assert day.duplicates == expected.totals["duplicates"]
+    assert max(sizes) <= 20 and len(sizes) <= 190 // 20 + 7 and sum(sizes) == sum(
+        rows - bad for rows, bad in expected.rows_per_input.values())
+    read = [(Path(uri).name, r.rows_read, r.bad_rows) for uri, r in books.files]
+    assert read == [(p, *expected.rows_per_input[p]) for p in expected.inputs if p != "f12.csv"]
+    assert [(Path(b.uri).name, b.record) for b in books.bad] == [
+        (f"f{n:02d}.csv", n % 7 + 1) for n in range(30) if n % 5 == 1]
 
 
 @pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
