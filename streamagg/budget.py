@@ -50,6 +50,10 @@ class Budget:
     # together get an eighth of the budget (six each at 256 MB, about a file of that day). Two
     # below 256 MB, where there is one reader.
     queue_depth: int
+    # What those queues may hold in bytes, all readers together (as `prefetch.ordered_prefetch`
+    # measures prepared batches): what the depth above was sized for, so batches of long or wide
+    # rows queue fewer, not more memory. The batch the consumer waits for always gets through.
+    queue_bytes: int
     # CSV bytes pyarrow parses at once: 256 KiB up to a 256 MB budget. pyarrow reads about a
     # dozen blocks ahead per file, so the block is what bounds a reader's memory (1 MiB blocks
     # cost 60 MB more peak on a 10M-row day than 256 KiB, for no speed); it also caps the
@@ -114,11 +118,13 @@ def _budget(limit: int, cpus: int) -> Budget:
     spill_threads = 1 if small else max(1, min(2, cpus))
     working = max(limit * 9 // 10 - RUNTIME_BYTES, limit // 4)
     readers = 1 if small else max(1, min(MAX_READERS, cpus, limit // PER_READER_BYTES))
+    depth = 2 if small else max(2, limit // 8 // (readers * gather * PREPARED_ROW_BYTES))
     return Budget(
         memory_limit=limit,
         reader_threads=readers,
         gather_rows=gather,
-        queue_depth=2 if small else max(2, limit // 8 // (readers * gather * PREPARED_ROW_BYTES)),
+        queue_depth=depth,
+        queue_bytes=readers * depth * gather * PREPARED_ROW_BYTES,
         reader_block_size=max(256 << 10, min(4 << 20, limit // 1024)),
         reader_gather_bytes=limit // 32,
         reader_max_columns=limit // 4096,

@@ -39,3 +39,13 @@ def test_the_backends_take_their_share(tmp_path: object) -> None:
 
     with SpillDeduper(tmp_dir=str(tmp_path), memory_limit=512 * MB) as dedup:
         assert dedup.partition_budget == Budget.of(512 * MB).spill_partition_bytes
+
+
+@pytest.mark.parametrize("megabytes", sorted(TABLE))
+def test_the_prefetch_queues_share_at_most_an_eighth_in_bytes(megabytes: int) -> None:
+    table = budget._budget(megabytes * MB, 4)
+    # What the queue depth was sized for: a typical day's batches (28 bytes a row measured)
+    # are held back by the depth, long rows by the bytes.
+    assert table.queue_bytes == (table.reader_threads * table.queue_depth * table.gather_rows
+                                 * budget.PREPARED_ROW_BYTES)
+    assert table.queue_bytes <= megabytes * MB // 8

@@ -58,6 +58,15 @@ class Arrival:
     counts: pa.Table | None  # (group, bucket, count) of every row, as `count_pairs` gives them
     files: tuple[FileRead, ...] = ()
 
+    def held_bytes(self) -> int:
+        """The Arrow buffers it holds, which its place in a prefetch queue keeps alive."""
+        if self.prepared is None or self.counts is None:
+            return 0
+        partitions = self.prepared.partition_rows
+        return int(self.prepared.rows.get_total_buffer_size()
+                   + self.counts.get_total_buffer_size()
+                   + (0 if partitions is None else partitions.nbytes))
+
 
 class Gathering:
     """Clean batches of consecutive files joined up to ``rows`` rows or ``nbytes`` bytes.
@@ -156,7 +165,7 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
         runs = runs_of_files(inputs, RUN_BATCHES * gather_rows * DEFAULT_ROW_BYTES)
         for _, got in ordered_prefetch(
                 arrivals, runs, workers=config.workers or budget.reader_threads,
-                depth=budget.queue_depth):
+                depth=budget.queue_depth, size=Arrival.held_bytes, share=budget.queue_bytes):
             if got is None:
                 continue
             if got.prepared is not None and got.counts is not None:
