@@ -79,10 +79,11 @@ ensure-java:
 
 # pytest exits 5 when it collected nothing; a suite that ran no test is a failure here.
 # Two workers, one per core; loadgroup keeps the tests on the shared Spark session on one
-# worker, and the cluster tests on one (see tests/conftest.py).
+# worker, and the cluster tests on one (see tests/conftest.py). --durations=15 shows where the
+# time goes, so a run that nears the 10 minutes says which tests grew.
 test: install-test ensure-java
 	@$(PY) tests/cold_libraries.py $(VENV)
-	@rc=0; $(PY) -m pytest -q -n 2 --dist loadgroup || rc=$$?; \
+	@rc=0; $(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 

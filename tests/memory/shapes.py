@@ -56,8 +56,14 @@ def wide_header_day(root: Path) -> Path:
 
 
 def plain_day(root: Path, rows: int = 2_000_000) -> Path:
-    """A plain multi-million-row day of the benchmark generator's mixed shape."""
-    generate_day(root, DAY, rows=rows, files=4, seed=22)
+    """A plain multi-million-row day: the generator's adlog shape (one timestamp form, exact
+    duplicates, about 82 bytes a row), as common ad logs are."""
+    # adlog, not mixed: the mixed shape's long quoted user agents and datetime notations are
+    # the contract's, proven on small days; at 2M rows they cost 7x the CPU a run (16 s against
+    # 2.2 s, three runs a day) and 2.4x the bytes (388 MiB against 162) for the same question,
+    # whether the counts and the de-duplication of millions of rows stay in the cgroup (VmHWM
+    # under 192MB: 150 MiB for adlog, 146 for mixed).
+    generate_day(root, DAY, rows=rows, files=4, seed=22, shape="adlog")
     return root
 
 
