@@ -188,14 +188,17 @@ def run_measured(args: list[str], peak_file: Path) -> tuple[int, str, int]:
 
 
 @pytest.mark.slow
-def test_a_million_bad_rows_stay_within_the_memory_limit(tmp_path: Path) -> None:
+def test_half_a_million_bad_rows_stay_within_the_memory_limit(tmp_path: Path) -> None:
+    # Half a million, not a million: bad rows held in memory peaked at about 951 MiB for a
+    # million (about 1 KiB a row), so half still ends far above 256 MiB where they are not
+    # spilled, and the child's reading takes half the suite's time (about 36 s of CPU a million).
     source = tmp_path / "source"
-    write_flood(source / day_path(DAY) / "flood.csv", 1_000_000)
+    write_flood(source / day_path(DAY) / "flood.csv", 500_000)
     code, stderr, peak = run_measured([DAY_ARG, "--source", str(source), "--memory-limit",
                                        "256MB"], tmp_path / "peak")
     assert code == 4, stderr
     message = error_line(stderr)
-    assert "too many bad rows: 1000000 of 1001000 rows read" in message, message
+    assert "too many bad rows: 500000 of 501000 rows read" in message, message
     assert "flood.csv, line 1002" in message, message
     assert peak < 256 * MiB, f"peak RSS {peak / MiB:.0f} MiB"
     assert not (source / "results").exists()
