@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+import sys
 from dataclasses import dataclass
-from typing import Protocol
 
 from .errors import BadDataError
 from .units import count_of, human_bytes
@@ -27,10 +26,16 @@ RUNTIME_BYTES = 80 * MiB
 # more thread per 96 MB of budget, up to four.
 PER_READER_BYTES = 96 * MiB
 MAX_READERS = 4
-# What a listed input costs while the day runs, besides its name, key and version's characters:
-# its InputFile, its manifest record and their Python objects (measured: 300 B a file for
-# 40,000 files with 80 characters of text each, 12 MB listed and 3 MB recorded).
+# What a listed input costs while the day runs, besides its key and version strings (counted by
+# their size, `listed_bytes`): its InputFile, its place in the listing and its manifest record
+# (measured, RSS of 1,000,000: 133 B a file listed and 104 B recorded).
 LISTED_FILE_BYTES = 240
+# What an S3 listing holds for every entry while it pages, kept or not, to find one listed twice
+# (`sources/s3_listing.py`: a 128-bit digest and its set slot, whatever the key's length;
+# measured: 82 B an entry at 1,000,000).
+LISTING_SEEN_BYTES = 96
+# What a local listing holds for a folder it walked or an entry it passed over, besides its path.
+LISTING_PATH_BYTES = 200
 # A prepared batch's bytes per row (its fingerprint, instant and group: what readers queue).
 PREPARED_ROW_BYTES = 40
 
@@ -94,9 +99,10 @@ class Budget:
     # sorted runs and merged back in the output's order (aggregate.py). A sixteenth of the
     # budget: 960,000 pairs (a 26 MiB output) spill a few runs at 256 MB.
     counts_bytes: int
-    # The day's listing and its per-file records (`LISTED_FILE_BYTES` each, plus their text),
-    # kept to the end for the manifest: an eighth of the budget, about 100,000 files at 256 MB.
-    # A day that lists more is refused (exit 4) before any is read.
+    # The day's listing and its per-file records (`listed_bytes` each), kept to the end for the
+    # manifest, and what the listing holds while it runs: an eighth of the budget, 65,000 to 80,000
+    # files at 256 MB. `ListingAccount` charges it entry by entry: a day that lists more is
+    # refused (exit 4) as the share is passed, before any file is read.
     listing_bytes: int
     # The sqlite backend's page cache, its only large allocation: a thirty-second of the budget.
     # On a 10M-row day 4 to 32 MB made no difference to the time (the kernel's page cache serves
@@ -140,25 +146,38 @@ def _budget(limit: int, cpus: int) -> Budget:
     )
 
 
-class Listed(Protocol):
-    """What the listing keeps of an input file (`streamagg.sources.InputFile`)."""
-
-    @property
-    def uri(self) -> str: ...
-    @property
-    def key(self) -> str: ...
-    @property
-    def version(self) -> str: ...
+def listed_bytes(key: str, version: str) -> int:
+    """What keeping one listed input costs until the run ends: the one formula."""
+    return LISTED_FILE_BYTES + sys.getsizeof(key) + sys.getsizeof(version)
 
 
-def refuse_long_listing(inputs: Sequence[Listed], memory_limit: int, where: str) -> None:
-    """Every listed input is kept to the end, for the manifest: a listing past its share of
-    ``memory_limit`` is refused (exit 4) before a file is read, not run over the limit."""
-    share = Budget.of(memory_limit).listing_bytes
-    held = sum(LISTED_FILE_BYTES + len(i.uri) + len(i.key) + len(i.version) for i in inputs)
-    if held > share:
-        raise BadDataError(
-            f"{count_of(len(inputs), 'input file')} listed: keeping their names for the "
-            f"manifest takes about {human_bytes(held)}, more than the {human_bytes(share)} "
-            f"--memory-limit {human_bytes(memory_limit)} allows; raise --memory-limit (the "
-            f"share is an eighth) or split the day", uri=where)
+class ListingAccount:
+    """The listing's share of ``memory_limit``, charged as the listing grows (the storages call
+    it for each entry they hold): past the share the listing stops with exit 4, before its
+    memory grows further, naming ``where``."""
+
+    def __init__(self, memory_limit: int, where: str) -> None:
+        self.memory_limit = memory_limit
+        self.share = Budget.of(memory_limit).listing_bytes
+        self.where = where
+        self.held = 0
+        self.files = 0
+
+    def keep(self, key: str, version: str) -> None:
+        """An input kept to the end of the run."""
+        self.files += 1
+        self.charge(listed_bytes(key, version))
+
+    def hold(self, path: str) -> None:
+        """A path held while listing: a folder walked, an entry passed over."""
+        self.charge(LISTING_PATH_BYTES + sys.getsizeof(path))
+
+    def charge(self, size: int) -> None:
+        """``size`` bytes more held by the listing."""
+        self.held += size
+        if self.held > self.share:
+            raise BadDataError(
+                f"listing stopped after {count_of(self.files, 'input file')}: keeping the "
+                f"listing for the manifest takes more than the {human_bytes(self.share)} "
+                f"--memory-limit {human_bytes(self.memory_limit)} allows; raise --memory-limit "
+                "(the share is an eighth) or split the day", uri=self.where)

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import container
 from .aggregate import HourlyCounts
-from .budget import Budget, refuse_long_listing
+from .budget import Budget, ListingAccount
 from .cleanup import remove_leftovers, work_folder
 from .columns import BadRow
 from .config import DEFAULT_SOURCE, Config
@@ -67,7 +67,9 @@ def plan(config: Config) -> Plan:
             raise UsageError("--tmp-dir lies inside the source partition; its work files "
                              "would be read as input", uri=work)
     try:
-        inputs, empty = source.list_partition(layout.folder)
+        # Charged entry by entry: a listing past its share of the limit stops with exit 4.
+        inputs, empty = source.list_partition(
+            layout.folder, ListingAccount(config.memory_limit, redact(partition)))
         if not inputs and not empty and not source.holds_partitions():
             raise UsageError(no_partitions(source.root_uri), uri=redact(source.root_uri))
     except UsageError as err:
@@ -132,7 +134,6 @@ def run_day(config: Config, *, on_file_done: FileCallback | None = None,
     report = RunReport(config=config, inputs=inputs, output_uri=dest.uri_of(layout.output))
     if config.dry_run:
         return report
-    refuse_long_listing(inputs, config.memory_limit, redact(source.uri_of(layout.folder)))
     remove_leftovers(dest, list(layout.published), config.tmp_dir)
     manifest = Manifest(config=config, started=started, version_field=source.version_field)
     found = container.container_memory_limit()

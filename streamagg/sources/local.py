@@ -7,10 +7,12 @@ import io
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any, BinaryIO
 
+from ..budget import ListingAccount
 from ..errors import BadDataError, StorageError, UsageError, printable
 from . import Digest, InputFile, NotAFile, NotInputs
 from .local_writes import copy_to_file, publish_file, remove_abandoned_temps
@@ -38,12 +40,15 @@ class LocalStorage:
     def uri_of(self, relative: str) -> str:
         return str(self.root / relative)
 
-    def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
+    def list_partition(self, relative: str, account: ListingAccount | None = None
+                       ) -> tuple[list[InputFile], int]:
         """The partition's inputs, links followed: a link to a file or a folder is read as
         what it points to, wherever that is. Each folder is walked once; a link back to a
         folder already walked or above the partition (a loop) and anything with an input's
         name that is not a regular file (a FIFO, socket or device) are not read, and each is
-        logged as such. Folders are walked from a stack, not by recursion: any depth lists."""
+        logged as such. Folders are walked from a stack, not by recursion: any depth lists.
+        A folder's entries are taken as the system gives them, never all held at once (a
+        folder of a million files); only its subfolders are sorted, to walk them by name."""
         if not self.root.is_dir():
             # A typo, not a day whose data is late (that is an existing root without the day).
             problem = "is not a folder" if self.root.exists() else "does not exist"
@@ -54,14 +59,14 @@ class LocalStorage:
         found: list[InputFile] = []
         empty = 0
         skipped: list[tuple[str, str]] = []
-        not_utf8: list[str] = []
+        not_utf8, first_not_utf8 = 0, ""
         others = NotInputs()
         walked = _folders_above(base)  # identity -> path: the partition and what holds it
         root_prefix, base_prefix = _prefix(self.root), _prefix(base)
         pending = [str(base)]
         while pending:
             folder = pending.pop()
-            subfolders = []
+            subfolders: list[tuple[str, tuple[int, int]]] = []
             for entry in _entries(folder):
                 if entry.name.startswith(("_", ".")):
                     continue  # hidden: `_SUCCESS`, `_temporary/`, `.part` files
@@ -72,12 +77,9 @@ class LocalStorage:
                     except OSError as err:
                         raise StorageError(f"cannot stat folder: {err.strerror}",
                                            uri=path) from err
-                    if identity in walked:
-                        skipped.append((path, "a link to a folder already listed (a loop): "
-                                              f"{walked[identity]}"))
-                        continue
-                    walked[identity] = path
-                    subfolders.append(path)
+                    if account is not None:
+                        account.hold(path)
+                    subfolders.append((path, identity))
                     continue
                 if not others.sort(path[len(base_prefix):]):
                     continue
@@ -86,6 +88,8 @@ class LocalStorage:
                 except OSError as err:
                     raise StorageError(f"cannot stat file: {err.strerror}", uri=path) from err
                 if not S_ISREG(stat.st_mode):
+                    if account is not None:
+                        account.hold(path)
                     skipped.append((path, "not a regular file"))
                     continue
                 if stat.st_size == 0:
@@ -93,17 +97,28 @@ class LocalStorage:
                     continue
                 rel = path[len(root_prefix):]
                 if not _is_utf8(rel):
-                    not_utf8.append(path)
+                    not_utf8 += 1
+                    first_not_utf8 = min(first_not_utf8 or path, path)
                     continue
-                found.append(InputFile(uri=path, key=rel, size=stat.st_size,
-                                       version=_version(stat)))
-            pending.extend(reversed(subfolders))  # walked in name order
+                version = _version(stat)
+                if account is not None:
+                    account.keep(rel, version)
+                found.append(InputFile(uri=path, key=rel, size=stat.st_size, version=version))
+            following = []
+            for path, identity in sorted(subfolders):  # walked in name order
+                if identity in walked:
+                    skipped.append((path, "a link to a folder already listed (a loop): "
+                                          f"{walked[identity]}"))
+                    continue
+                walked[identity] = path
+                following.append(path)
+            pending.extend(reversed(following))
         if not_utf8:
             # Refused before anything is read or written: the manifest, the rejects file and
             # every later --check name inputs exactly, which such a name cannot be in UTF-8.
-            raise BadDataError(f"{len(not_utf8)} input file name(s) not valid UTF-8; rename "
-                               "them (nothing written)", uri=sorted(not_utf8)[0])
-        for entry_path, reason in skipped:  # names may hold anything: printed inert
+            raise BadDataError(f"{not_utf8} input file name(s) not valid UTF-8; rename "
+                               "them (nothing written)", uri=first_not_utf8)
+        for entry_path, reason in sorted(skipped):  # names may hold anything: printed inert
             log.warning("not read: %s: %s", printable(entry_path), printable(reason),
                         extra={"skipped": printable(entry_path), "reason": printable(reason)})
         if skipped:
@@ -243,11 +258,11 @@ def _folders_above(base: Path) -> dict[tuple[int, int], str]:
     return found
 
 
-def _entries(folder: str) -> list[os.DirEntry[str]]:
-    """A folder's entries in name order."""
+def _entries(folder: str) -> Iterator[os.DirEntry[str]]:
+    """A folder's entries, one at a time, in the system's order."""
     try:
         with os.scandir(folder) as entries:
-            return sorted(entries, key=lambda entry: entry.name)
+            yield from entries
     except OSError as err:
         raise StorageError(f"cannot list folder: {err.strerror}", uri=folder) from err
 

@@ -13,6 +13,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.handlers import VALID_BUCKET
 
+from ..budget import ListingAccount
 from ..errors import StorageError, UsageError, printable
 from . import Digest, InputFile, NotInputs, has_userinfo
 from .local_writes import copy_to_file
@@ -94,14 +95,15 @@ class S3Storage:
             raise StorageError(failure(operation, err, endpoint),
                                uri=f"s3://{self.bucket}/{key}") from err
 
-    def list_partition(self, relative: str) -> tuple[list[InputFile], int]:
+    def list_partition(self, relative: str, account: ListingAccount | None = None
+                       ) -> tuple[list[InputFile], int]:
         base = self._key(relative).rstrip("/") + "/"
 
         def listing() -> tuple[list[InputFile], int, NotInputs]:
             found: list[InputFile] = []
             empty = 0
             others = NotInputs()
-            for _, entries in self._pages(OBJECTS, self.bucket, base):
+            for _, entries in self._pages(OBJECTS, self.bucket, base, account=account):
                 for obj in entries:
                     key = obj["Key"]
                     if key.endswith("/") and obj["Size"] == 0:
@@ -111,6 +113,8 @@ class S3Storage:
                     if obj["Size"] == 0:
                         empty += 1
                         continue
+                    if account is not None:
+                        account.keep(key, obj["ETag"])
                     found.append(InputFile(uri=f"s3://{self.bucket}/{key}", key=key,
                                            size=obj["Size"], version=obj["ETag"]))
             return found, empty, others
@@ -215,11 +219,13 @@ class S3Storage:
                 removed.append(f"s3://{self.bucket}/{key} (multipart upload {upload_id})")
         return removed
 
-    def _pages(self, listing: Listing, bucket: str, prefix: str, **params: Any
+    def _pages(self, listing: Listing, bucket: str, prefix: str, *,
+               account: ListingAccount | None = None, **params: Any
                ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
-        """A checked listing, bounded as a whole by the listing's deadline."""
+        """A checked listing, bounded as a whole by the listing's deadline (and by
+        ``account``'s share of the memory limit, if given)."""
         return checked_pages(self.client, listing, bucket, prefix,
-                             seconds=self.deadline.of_listing(), **params)
+                             seconds=self.deadline.of_listing(), account=account, **params)
 
     def _all_pages(self, listing: Listing, prefix: str) -> list[tuple[dict[str, Any],
                                                                       list[dict[str, Any]]]]:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamagg.budget import LISTED_FILE_BYTES, Budget, refuse_long_listing
+from streamagg.budget import Budget, ListingAccount, listed_bytes
 from streamagg.config import Config
 from streamagg.errors import BadDataError
 from streamagg.outputs.manifest import InputRecord, Manifest
@@ -25,6 +25,13 @@ texts = st.text(st.characters(codec="utf-8"), max_size=30)
 def listed(n: int, name: str = "part") -> list[InputFile]:
     return [InputFile(uri=f"/data/2021/01/30/{name}-{i:06d}.csv", key=f"{name}-{i:06d}.csv",
                       size=5000, version="2021-01-30T00:00:00.000000000Z") for i in range(n)]
+
+
+def refuse_long_listing(inputs: list[InputFile], memory_limit: int, where: str) -> None:
+    """Each input charged to the listing's share, as the storages charge them while listing."""
+    account = ListingAccount(memory_limit, where)
+    for item in inputs:
+        account.keep(item.key, item.version)
 
 
 @settings(max_examples=40, deadline=None)
@@ -50,14 +57,15 @@ def test_a_listing_within_its_share_runs_and_past_it_is_refused(limit_mib: int) 
     share = Budget.of(limit_mib * MiB).listing_bytes
     assert share == limit_mib * MiB // 8
     one = listed(1)[0]
-    per_file = LISTED_FILE_BYTES + len(one.uri) + len(one.key) + len(one.version)
+    per_file = listed_bytes(one.key, one.version)
     fits = share // per_file
     refuse_long_listing(listed(fits), limit_mib * MiB, WHERE)  # no error
     with pytest.raises(BadDataError) as refused:
         refuse_long_listing(listed(fits + 1), limit_mib * MiB, WHERE)
     assert refused.value.exit_code == 4
     message = str(refused.value)
-    assert f"{fits + 1:,} input files listed" in message and "--memory-limit" in message
+    assert f"listing stopped after {fits + 1:,} input files" in message
+    assert "--memory-limit" in message
     assert "/data/2021/01/30" in message
 
 

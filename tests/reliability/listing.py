@@ -1,8 +1,10 @@
-"""A stand-in S3 listing: the real listing served one entry a page, misbehaving on purpose."""
+"""Stand-in S3 listings that misbehave on purpose: the real one an entry a page, or given keys."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 # Each way a store may page a listing wrongly (as seen from stand-in servers), and "none".
@@ -67,3 +69,63 @@ def page_of(payload: bytes, query: str, misbehave: str) -> bytes:
     match = _END.search(body)
     assert match is not None, body[-200:]
     return body[:match.start()] + flags + b"".join(here) + body[match.start():]
+
+
+def etag(key: str) -> str:
+    """An ETag as S3 gives it: the quoted MD5 of (here) the key."""
+    md5 = hashlib.md5(key.encode("utf-8", "surrogatepass")).hexdigest()  # noqa: S324
+    return f'"{md5}"'
+
+
+class PagedStore:
+    """A client whose list_objects_v2 pages ``keys`` by ``sizes`` (what is left on a last
+    page) and misbehaves as ``fault`` says on page ``at``. Objects are a byte long, or as
+    ``lengths`` says; each has its own ETag."""
+
+    def __init__(self, keys: list[str], sizes: list[int], fault: str = "none", at: int = 0,
+                 lengths: dict[str, int] | None = None) -> None:
+        self.lengths = lengths or {}
+        self.pages: list[list[str]] = []
+        rest = list(keys)
+        for size in sizes:
+            self.pages.append(rest[:size])
+            rest = rest[size:]
+        self.pages.append(rest)
+        self.fault, self.at = fault, min(at, len(self.pages) - 1)
+        self.calls = 0
+
+    @property
+    def corrupts(self) -> bool:
+        """Whether the fault changes what is listed (a key twice needs a key to repeat)."""
+        if self.fault == "key_twice":
+            return any(self.pages[:self.at + 1])
+        return self.fault != "none"
+
+    def list_objects_v2(self, **params: Any) -> dict[str, Any]:
+        self.calls += 1
+        assert self.calls < 100, "the listing never ended"
+        number = int(params.get("ContinuationToken", "t0")[1:])
+        keys = list(self.pages[number]) if number < len(self.pages) else []
+        following: str | None = f"t{number + 1}" if number + 1 < len(self.pages) else None
+        if number == self.at:
+            if self.fault == "truncated_without_token":
+                following = ""
+            elif self.fault == "key_twice" and self.corrupts:
+                keys.append([key for page in self.pages[:number + 1] for key in page][0])
+            elif self.fault == "token_repeated":
+                following = f"t{number}"
+            elif self.fault == "token_cycle":
+                following = f"t{max(number - 1, 0)}"
+            elif self.fault == "outside_prefix":
+                keys.append("other/x.csv")
+        if self.fault.startswith("endless") and number >= len(self.pages) - 1:
+            following = f"t{number + 1}"
+            if self.fault == "endless_keys":
+                keys = [f"in/~{number}"]
+        page: dict[str, Any] = {
+            "IsTruncated": following is not None,
+            "Contents": [{"Key": key, "Size": self.lengths.get(key, 1), "ETag": etag(key)}
+                         for key in keys]}
+        if following:
+            page["NextContinuationToken"] = following
+        return page

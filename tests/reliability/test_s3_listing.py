@@ -12,6 +12,8 @@ from click.testing import Result
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamagg import budget
+from streamagg.budget import Budget
 from streamagg.errors import StorageError
 from streamagg.sources import s3_listing
 from streamagg.sources.s3 import S3Storage
@@ -20,7 +22,7 @@ from tests.fuzzing import fuzz_settings
 from tests.reference import expected_day
 from tests.reliability.faults import FaultProxy
 from tests.reliability.helpers import PART, H, error_line, put_day, results, rows
-from tests.reliability.listing import MISBEHAVIOURS
+from tests.reliability.listing import MISBEHAVIOURS, PagedStore
 
 pytestmark = pytest.mark.s3
 Cli = Callable[..., Result]
@@ -96,57 +98,33 @@ def test_every_other_listing_is_checked_too(
         failed.value)
 
 
+@pytest.mark.parametrize(("files", "fit"), [(3, 3), (8, 3)])
+def test_a_day_past_its_share_on_s3_is_refused_while_listing(
+    cli: Cli, s3: S3, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, files: int, fit: int
+) -> None:
+    # Three inputs fit the 16 MiB share of 128MB once each is charged a third of it.
+    share = Budget.of(128 * 2**20).listing_bytes
+    monkeypatch.setattr(budget, "LISTED_FILE_BYTES", share // fit - 1_000)
+    put_day(s3, "in", {f"{n}.csv": H + rows(10, prefix=str(n)) for n in range(files)})
+    proxy.add("listing", method="GET", query="list-type=2", times=-1, misbehave="none")
+    for dry_run in (["--dry-run"], []):
+        result = cli(DAY_ARG, "--source", f"{s3.uri}/in", "--dest", f"{s3.uri}/out",
+                     "--endpoint-url", proxy.url, "--memory-limit", "128MB", *dry_run)
+        if files <= fit:
+            assert result.exit_code == 0, result.output
+            continue
+        assert result.exit_code == 4, result.output
+        (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+        assert f"listing stopped after {fit + 1:,} input files" in line, line
+        assert f"(s3://{s3.bucket}/in/{PART})" in line and "raise --memory-limit" in line, line
+    pages = [seen for seen in proxy.requests("listing")
+             if f"prefix=in/{PART}" in seen.query.replace("%2F", "/")]
+    # One entry a page: each run stopped at the page that passed the share.
+    assert len(pages) == 2 * min(files, fit + 1)
+    assert bool(results(s3, "out")) == (files <= fit)  # written only by the run that fits
+
+
 # --- the same, without HTTP: any listing, paged any way, corrupted any way ---------------------
-
-
-class _PagedStore:
-    """A client whose list_objects_v2 pages ``keys`` by ``sizes`` (what is left on a last
-    page) and misbehaves as ``fault`` says on page ``at``."""
-
-    def __init__(self, keys: list[str], sizes: list[int], fault: str, at: int) -> None:
-        self.pages: list[list[str]] = []
-        rest = list(keys)
-        for size in sizes:
-            self.pages.append(rest[:size])
-            rest = rest[size:]
-        self.pages.append(rest)
-        self.fault, self.at = fault, min(at, len(self.pages) - 1)
-        self.calls = 0
-
-    @property
-    def corrupts(self) -> bool:
-        """Whether the fault changes what is listed (a key twice needs a key to repeat)."""
-        if self.fault == "key_twice":
-            return any(self.pages[:self.at + 1])
-        return self.fault != "none"
-
-    def list_objects_v2(self, **params: Any) -> dict[str, Any]:
-        self.calls += 1
-        assert self.calls < 100, "the listing never ended"
-        number = int(params.get("ContinuationToken", "t0")[1:])
-        keys = list(self.pages[number]) if number < len(self.pages) else []
-        following: str | None = f"t{number + 1}" if number + 1 < len(self.pages) else None
-        if number == self.at:
-            if self.fault == "truncated_without_token":
-                following = ""
-            elif self.fault == "key_twice" and self.corrupts:
-                keys.append([key for page in self.pages[:number + 1] for key in page][0])
-            elif self.fault == "token_repeated":
-                following = f"t{number}"
-            elif self.fault == "token_cycle":
-                following = f"t{max(number - 1, 0)}"
-            elif self.fault == "outside_prefix":
-                keys.append("other/x.csv")
-        if self.fault.startswith("endless") and number >= len(self.pages) - 1:
-            following = f"t{number + 1}"
-            if self.fault == "endless_keys":
-                keys = [f"in/~{number}"]
-        page: dict[str, Any] = {
-            "IsTruncated": following is not None,
-            "Contents": [{"Key": key, "Size": 1, "ETag": '"e"'} for key in keys]}
-        if following:
-            page["NextContinuationToken"] = following
-        return page
 
 
 # A key is any text below the prefix: control characters and URL syntax included.
@@ -162,7 +140,7 @@ def test_a_listing_returns_every_key_once_or_fails(
     keys: list[str], sizes: list[int], fault: str, at: int
 ) -> None:
     # Fewer empty pages in a row than MAX_EMPTY_PAGES (5 here) unless the fault is "endless".
-    store = _PagedStore(keys, sizes, fault, at)
+    store = PagedStore(keys, sizes, fault, at)
     try:
         listed = S3Storage("s3://bucket", client=store).list_below("in")
     except StorageError as err:
@@ -203,7 +181,7 @@ def test_a_listing_that_never_ends_is_given_up_on_at_its_deadline(
 
 def test_a_listing_past_its_entries_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(s3_listing, "MAX_ENTRIES", 30)
-    store = _PagedStore([f"in/{n:03}" for n in range(40)], [10, 10, 10], "none", 0)
+    store = PagedStore([f"in/{n:03}" for n in range(40)], [10, 10, 10], "none", 0)
     with pytest.raises(StorageError) as failed:
         S3Storage("s3://bucket", client=store).list_below("in")
     assert "3 pages and 30 entries" in str(failed.value)
