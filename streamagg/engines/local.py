@@ -17,7 +17,7 @@ from ..config import Config
 from ..dedup import Prepared, make_deduper
 from ..errors import StorageError
 from ..read import ReadLimits, reader_for
-from ..read.limits import GROUP_EXTRA_COPIES
+from ..read.limits import gathered_size
 from ..sources import InputFile, Storage
 from . import Books, DayCounts, FileResult, RunContext
 from .prefetch import ordered_prefetch
@@ -86,12 +86,12 @@ class Gathering:
     def fits(self, batch: pa.RecordBatch) -> bool:
         """Whether ``batch`` may join what is held (a full batch is taken out first)."""
         return not self.batches or (self.held_rows + batch.num_rows <= self.rows
-                                    and self.held_bytes + _batch_bytes(batch) <= self.nbytes)
+                                    and self.held_bytes + gathered_size(batch, 2) <= self.nbytes)
 
     def add(self, batch: pa.RecordBatch) -> None:
         self.batches.append(batch)
         self.held_rows += batch.num_rows
-        self.held_bytes += _batch_bytes(batch)
+        self.held_bytes += gathered_size(batch, 2)
 
     @property
     def full(self) -> bool:
@@ -105,10 +105,6 @@ class Gathering:
             return None, files
         return (batches[0] if len(batches) == 1 else pa.concat_batches(batches)), files
 
-
-def _batch_bytes(batch: pa.RecordBatch) -> int:
-    # As the reader counts its gathered blocks: the group values are copied on more often.
-    return int(batch.nbytes) + GROUP_EXTRA_COPIES * int(batch.column(2).nbytes)
 
 
 def count_day(run: RunContext, books: Books) -> DayCounts:
@@ -140,7 +136,7 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
 
         for item in run_of_files:
             stats = FileStats(bad_rows=BadRows(work))  # many bad rows wait on disk, in ``work``
-            for batch in read_file(config, source, item, stats):
+            for batch in read_file(config, source, item, stats, limits):
                 row_size.observe(stats)  # before the day's first batch is prepared
                 if not gathering.fits(batch):
                     yield ready()
@@ -202,10 +198,11 @@ def runs_of_files(inputs: list[InputFile], run_bytes: int) -> list[list[InputFil
     return runs
 
 
-def read_file(config: Config, source: Storage, item: InputFile,
-              stats: FileStats) -> Iterator[pa.RecordBatch]:
-    """One input's clean batches, in order; its bad rows, located, end up in ``stats``."""
-    limits = ReadLimits.of(Budget.of(config.memory_limit))
+def read_file(config: Config, source: Storage, item: InputFile, stats: FileStats,
+              limits: ReadLimits | None = None) -> Iterator[pa.RecordBatch]:
+    """One input's clean batches, in order; its bad rows, located, end up in ``stats``.
+    ``limits``: the reader's bounds, the run's ``--memory-limit``'s unless given."""
+    limits = limits or ReadLimits.of(Budget.of(config.memory_limit))
     kind = reader_for(item).format
     with open_input(source, item) as stream:
         yield from kind.read_batches(stream, item.uri, schema=config.schema,

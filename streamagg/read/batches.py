@@ -19,7 +19,7 @@ from .blank import empty_blank_lines, is_blank_text, padded_line_start
 from .clean import clean_columns
 from .fallback import read_rest_with_csv
 from .header import HEADER_READ, find_columns, split_header
-from .limits import GROUP_EXTRA_COPIES, ReadLimits, refuse_long_groups
+from .limits import ReadLimits, gathered_size, refuse_long_groups
 from .numbering import Runs, record_number
 from .quotes import EOF_PROBE, UNTERMINATED, is_probe, strip_probe
 
@@ -165,10 +165,12 @@ def _whole_if_small(prefix: bytes, stream: BinaryIO, limit: int) -> _Prefixed | 
         del view, buffer
         return _Prefixed(data, stream)
     body = np.frombuffer(buffer, np.uint8, count=end - len(prefix), offset=len(prefix))
-    quote = np.flatnonzero(body == _QUOTE)
-    nul = b"\x00" in prefix or not body.all()
-    if nul or (b'"' not in prefix
-               and padded_line_start(body[:int(quote[0]) if len(quote) else len(body)])):
+    # The first quote (argmax stops at it) and any NUL (min; all() casts to bools): 0.05 and
+    # 0.01 ms a 470 KB file, against 0.25 and 0.12 for flatnonzero and all().
+    quote = int(np.argmax(body == _QUOTE)) if len(body) else 0
+    before_quote = quote if len(body) and body[quote] == _QUOTE else len(body)
+    nul = b"\x00" in prefix or (len(body) > 0 and body.min() == 0)
+    if nul or (b'"' not in prefix and padded_line_start(body[:before_quote])):
         data = bytes(view[:end])  # rare: the streamed way's treatment, in full
         del view, buffer
         if nul:
@@ -296,8 +298,7 @@ def read_batches(
                 if block.num_rows:  # a block of blank lines or bad rows holds none
                     gathered.append(block)
                     gathered_rows += block.num_rows
-                    gathered_bytes += block.nbytes + GROUP_EXTRA_COPIES * block.column(
-                        wanted[2]).nbytes
+                    gathered_bytes += gathered_size(block, 2)
             except StopIteration:
                 exhausted = True
             # Past a count limit, what is gathered is cleaned at once, to see whether to stop.

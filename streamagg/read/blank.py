@@ -13,20 +13,23 @@ BOM = codecs.BOM_UTF8
 # not a Python step per line (65 s), nor an alternation per byte (8 s).
 _BLANK_RUN = re.compile(rb"[ \t\r\n]*+(?:\xef\xbb\xbf[ \t\r\n]*+)*+")
 _LF, _CR = np.uint8(ord("\n")), np.uint8(ord("\r"))
-_SPACE, _TAB, _BOM_START = np.uint8(ord(" ")), np.uint8(ord("\t")), np.uint8(BOM[0])
+# The bytes that make a line start padded: a space, a tab, a byte-order mark's first byte.
+_PADDING = np.zeros(256, dtype=bool)
+_PADDING[[ord(" "), ord("\t"), BOM[0]]] = True
 
 
 def padded_line_start(data: bytes | np.ndarray) -> bool:
     """Whether a line end in ``data`` is followed by a space, a tab or a BOM's first byte.
 
     In numpy: six substring searches for those pairs (a line end is in every row) took 3.2 ms
-    of CPU a 470 KB chunk, 0.37 here, 8 CPU s on the 10M-row narrow day (0.94 GB)."""
+    of CPU a 470 KB chunk; a mask of the line ends, its bytes after taken by it, 0.3 to 0.9 ms;
+    the line ends' positions and a table lookup of the bytes after them, 0.2 ms."""
     view = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
-    ends = view[:-1] == _LF
+    head = view[:-1]
+    ends = head == _LF
     if b"\r" in data if isinstance(data, bytes) else (view == _CR).any():
-        ends |= view[:-1] == _CR
-    after = view[1:][ends]
-    return bool(((after == _SPACE) | (after == _TAB) | (after == _BOM_START)).any())
+        ends |= head == _CR
+    return bool(_PADDING[view[np.flatnonzero(ends) + 1]].any())
 
 
 def blank_run_end(buf: bytes | bytearray) -> int:

@@ -40,6 +40,20 @@ def results(source: Path) -> tuple[dict[str, int], bytes, list[list[str]]]:
     return totals, (folder / OUTPUT_NAME).read_bytes(), rejects
 
 
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=40).map(lambda b: bytes(b"\n\r \t\xefa"[c % 6] for c in b)))
+def test_a_padded_line_start_is_a_line_end_then_a_space_tab_or_bom(data: bytes) -> None:
+    """The reader's quick check for blank lines to empty (read/blank.py), on bytes and on a
+    numpy view alike, against its definition byte by byte."""
+    import numpy as np
+
+    from streamagg.read.blank import padded_line_start
+
+    wanted = any(a in b"\r\n" and b in b" \t\xef" for a, b in zip(data, data[1:], strict=False))
+    assert padded_line_start(data) == wanted
+    assert padded_line_start(np.frombuffer(data, np.uint8)) == wanted
+
+
 @pytest.mark.parametrize("blank", BLANKS[:-1])
 @pytest.mark.parametrize("end", [*ENDS, b""])
 def test_one_trailing_blank_line_does_not_fail_a_50_row_file(
