@@ -62,10 +62,12 @@ def fingerprints(keys: pa.Array | pa.ChunkedArray,
         return high, low
     short = lengths <= _WIDEST
     words = (lengths + 7) // 8
-    # Every 8 bytes of the data, read at any byte offset: word k of a row is one gather.
-    padded = np.concatenate([data, np.zeros(8, np.uint8)])
-    anywhere = np.ndarray((len(padded) - 7,), dtype=_LITTLE, buffer=padded, strides=(1,))
-    for count in np.unique(words[short]).tolist():
+    counts = np.unique(words[short]).tolist()
+    if counts:  # not for long ids alone: the padded copy is of the whole data, theirs included
+        # Every 8 bytes of the data, read at any byte offset: word k of a row is one gather.
+        padded = np.concatenate([data, np.zeros(8, np.uint8)])
+        anywhere = np.ndarray((len(padded) - 7,), dtype=_LITTLE, buffer=padded, strides=(1,))
+    for count in counts:
         rows = np.flatnonzero(short & (words == count))
         starts, kept = offsets[rows], lengths[rows] - 8 * (count - 1)  # bytes of the last word
         last_mask = np.where(kept >= 8, _U(2**64 - 1),
@@ -76,7 +78,7 @@ def fingerprints(keys: pa.Array | pa.ChunkedArray,
         high[rows], low[rows] = _lanes(columns, lengths[rows].astype(_U), times[rows])
     for row in np.flatnonzero(~short).tolist():
         high[row], low[row] = _long_fingerprint(
-            data[int(offsets[row]):int(offsets[row + 1])].tobytes(), int(times[row]))
+            data[int(offsets[row]):int(offsets[row + 1])], int(times[row]))
     return high, low
 
 
@@ -139,7 +141,10 @@ def _mix(x: np.ndarray) -> np.ndarray:
         return mixed
 
 
-def _long_fingerprint(key: bytes, instant: int) -> tuple[int, int]:
-    digest = hashlib.blake2b(key + instant.to_bytes(8, "little", signed=False),
-                             digest_size=16).digest()
+def _long_fingerprint(key: np.ndarray, instant: int) -> tuple[int, int]:
+    # Fed in place, in two parts (the same digest as of their concatenation): a long id is
+    # hashed without a copy of it (two copies of a 10 MiB id were at the peak of its day).
+    hasher = hashlib.blake2b(key.data, digest_size=16)
+    hasher.update(instant.to_bytes(8, "little", signed=False))
+    digest = hasher.digest()
     return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")

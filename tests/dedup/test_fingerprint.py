@@ -3,6 +3,7 @@ when fingerprint lanes collide."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,14 @@ def test_a_key_gets_the_same_fingerprint_in_any_batch() -> None:
     sliced = pa.array(["zz", *ODD_KEYS], pa.string()).slice(1)
     high, low = fingerprints(sliced, pa.array(instants, pa.int64()))
     assert list(zip(high.tolist(), low.tolist(), strict=True)) == together
+
+
+@pytest.mark.parametrize("key", ["x" * 257, "\u00e9" * 3000, "y" * 5000])
+def test_a_long_id_is_fingerprinted_as_blake2b_of_its_bytes_and_instant(key: str) -> None:
+    # Hashed in place, in two parts: the digest is the one kept states already hold.
+    digest = hashlib.blake2b(key.encode() + (7).to_bytes(8, "little"), digest_size=16).digest()
+    assert pairs(["short", key], [0, 7])[1] == (int.from_bytes(digest[:8], "little"),
+                                                int.from_bytes(digest[8:], "little"))
 
 
 def test_a_million_uuid_like_ids_do_not_collide_in_either_lane() -> None:
