@@ -65,12 +65,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Day:
     return made_day(tmp_path_factory, "plain", plain_day)
 
 
-# The reader's shapes stacked in one day peak at 0.88x to 0.93x of the limit (0.91x in a fresh
-# clone's CI run): issue 22's open gap (prefetch queues bounded in batches, not bytes;
-# docs/MEMORY.md). Marked, not loosened: the assertion stays 0.9x, a pass shows as XPASS.
-KNOWN_GAP = pytest.mark.xfail(reason="issue 22 open: a day stacking the reader's shapes peaks "
-                              "at up to 0.93x the limit (docs/MEMORY.md)", strict=False)
-DAYS = [pytest.param("reader_shapes", marks=KNOWN_GAP), "files_and_pairs", "plain"]
+DAYS = ["reader_shapes", "files_and_pairs", "plain"]
 
 
 @pytest.mark.parametrize("day_name", DAYS)
