@@ -303,15 +303,17 @@ def read_batches(
                 exhausted = True
             # Past a count limit, what is gathered is cleaned at once, to see whether to stop.
             over = stop_after_bad is not None and len(stats.bad_rows) > stop_after_bad
-            # Once the stream is read to its end, the blocks left (pyarrow's read-ahead, a few)
-            # are gathered whole: the last record may turn out to hold an unclosed quote.
-            if not exhausted and (framed.at_eof or (
-                    gathered_rows < gather_target and gathered_bytes < limits.gather_bytes
-                    and not over)):
+            room = gathered_rows < gather_target and gathered_bytes < limits.gather_bytes
+            # Read to its end, the last record may hold an unclosed quote: the newest block waits
+            # for the last batch; the read-ahead before it goes on by size (it was 7.6 MiB once).
+            at_eof = framed.at_eof and not exhausted
+            if not exhausted and (room and not over or at_eof and (room or len(gathered) < 2)):
                 continue
+            kept = [gathered.pop()] if at_eof else []
             columns = [_concat([b.column(n) for b in gathered]) if gathered
                        else pa.array([], pa.binary()) for n in wanted]
-            gathered, gathered_rows, gathered_bytes = [], 0, 0
+            gathered, gathered_rows = kept, sum(b.num_rows for b in kept)
+            gathered_bytes = sum(gathered_size(b, 2) for b in kept)
             refuse_long_groups(columns[2], parsed, invalid, limits, uri, schema.group_column)
             cut = exhausted and _check_last_record(columns, parsed, invalid, stats, uri)
             if cut:  # the last record is a bad row now
@@ -327,7 +329,7 @@ def read_batches(
                 invalid.forget_upto(record_number(parsed - 1, invalid))
             for offset in range(0, clean.num_rows, chunk_size):
                 yield clean.slice(offset, chunk_size)
-            if over and not exhausted and _stop(parsed, invalid, stats, stop_after_bad):
+            if over and not (exhausted or at_eof) and _stop(parsed, invalid, stats, stop_after_bad):
                 break
     except pa.ArrowInvalid as err:
         if reopen is None:
