@@ -107,9 +107,13 @@ def versions() -> dict[str, str]:
 
 def summary(case: Case, runs: list[dict[str, object]],
             reference: object) -> dict[str, object]:
-    """One row per case: medians of wall and CPU, the highest peaks, every run's outcome."""
+    """One row per case: medians of wall and CPU over the runs that finished (a failed or
+    killed run stops early, so its time says nothing of the job's), the highest peaks, every
+    run's outcome, and every run as measured."""
+    finished = [r for r in runs if r["outcome"] == "done"] or runs
+
     def median(key: str) -> float:
-        return round(statistics.median(float(str(r[key])) for r in runs), 2)
+        return round(statistics.median(float(str(r[key])) for r in finished), 2)
 
     def highest(key: str) -> int | None:
         found = [value for r in runs if isinstance(value := r[key], int)]
@@ -124,7 +128,8 @@ def summary(case: Case, runs: list[dict[str, object]],
             "peak_rss_bytes": highest("peak_rss_bytes"),
             "cgroup_peak_bytes": highest("cgroup_peak_bytes"),
             "load_before": [r["load_before"] for r in runs],
-            "same_bytes": "-" if not outputs else "yes" if outputs == {reference} else "no"}
+            "same_bytes": "-" if not outputs else "yes" if outputs == {reference} else "no",
+            "each_run": [{k: v for k, v in r.items() if k != "output"} for r in runs]}
 
 
 def markdown(rows: list[dict[str, object]], dataset: Dataset, info: dict[str, str]) -> str:
@@ -134,11 +139,11 @@ def markdown(rows: list[dict[str, object]], dataset: Dataset, info: dict[str, st
              "",
              f"Versions: {info['versions']}. "
              f"Machine: {os.cpu_count()} cores; the load average before each run is in the table. "
-             f"Cases run round-robin, {info['repeats']} round(s); wall and CPU are medians, peaks "
-             "the highest. A cgroup's limit counts the page cache (the input's and the spill "
-             "files') as Kubernetes and Docker do. 'same bytes' compares with streamagg's run "
-             "without a limit (DuckDB's expert query keeps any duplicate, so it differs on the "
-             "mixed day, whose duplicates conflict).",
+             f"Cases run round-robin, {info['repeats']} round(s); wall and CPU are medians of the "
+             "runs that finished, peaks the highest. A cgroup's limit counts the page cache "
+             "(the input's and the spill files') as Kubernetes and Docker do. 'same bytes' "
+             "compares with streamagg's run without a limit (DuckDB's expert query keeps any "
+             "duplicate, so it differs on the mixed day, whose duplicates conflict).",
              "",
              "| case | outcome | wall s | CPU s | peak RSS | cgroup peak (cache incl.) "
              "| same bytes | load |",
