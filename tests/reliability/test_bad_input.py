@@ -229,8 +229,8 @@ def test_local_input_changed_after_listing_fails_naming_it(
     target = source / day_path(DAY) / "b.csv"
     listing = LocalStorage.list_partition
 
-    def list_then_change(self: LocalStorage, relative: str) -> tuple[list, int]:
-        found = listing(self, relative)
+    def list_then_change(self: LocalStorage, relative: str, *args: object) -> tuple[list, int]:
+        found = listing(self, relative, *args)  # type: ignore[arg-type]
         stamp = dt.datetime(2022, 1, 1).timestamp()
         if change == "rewritten":  # same size, new bytes and mtime
             target.write_text(target.read_text().replace("b1,", "b9,", 1))
