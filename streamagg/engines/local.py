@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from ..aggregate import HourlyCounts, count_pairs, tally_counts
 from ..budget import Budget
-from ..columns import BadRows, FileStats
+from ..columns import CLEAN_SCHEMA, GROUP, BadRows, FileStats
 from ..config import Config
 from ..dedup import Prepared, make_deduper
 from ..errors import StorageError
@@ -27,6 +27,7 @@ DEFAULT_ROW_BYTES = 110
 # Consecutive inputs smaller than this many gathered batches are read by one reader thread in
 # turn, their clean rows joined into batches of the usual size (see `Gathering`).
 RUN_BATCHES = 4
+GROUP_INDEX = CLEAN_SCHEMA.get_field_index(GROUP)
 
 
 class _RowSize:
@@ -83,15 +84,24 @@ class Gathering:
         self.files: list[FileRead] = []
         self.held_rows = self.held_bytes = 0
 
-    def fits(self, batch: pa.RecordBatch) -> bool:
-        """Whether ``batch`` may join what is held (a full batch is taken out first)."""
+    def fits(self, batch: pa.RecordBatch, size: int) -> bool:
+        """Whether ``batch`` of ``size`` gathered bytes may join what is held (a full batch is
+        taken out first)."""
         return not self.batches or (self.held_rows + batch.num_rows <= self.rows
-                                    and self.held_bytes + gathered_size(batch, 2) <= self.nbytes)
+                                    and self.held_bytes + size <= self.nbytes)
 
-    def add(self, batch: pa.RecordBatch) -> None:
+    def add(self, batch: pa.RecordBatch, size: int) -> None:
         self.batches.append(batch)
         self.held_rows += batch.num_rows
-        self.held_bytes += gathered_size(batch, 2)
+        self.held_bytes += size
+
+    def file_read(self, done: FileRead) -> None:
+        """``done``'s books go out with the batch that holds its last rows."""
+        self.files.append(done)
+
+    @property
+    def empty(self) -> bool:
+        return not self.batches and not self.files
 
     @property
     def full(self) -> bool:
@@ -138,15 +148,16 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
             stats = FileStats(bad_rows=BadRows(work))  # many bad rows wait on disk, in ``work``
             for batch in read_file(config, source, item, stats, limits):
                 row_size.observe(stats)  # before the day's first batch is prepared
-                if not gathering.fits(batch):
+                size = gathered_size(batch, GROUP_INDEX)
+                if not gathering.fits(batch, size):
                     yield ready()
-                gathering.add(batch)
+                gathering.add(batch, size)
                 if gathering.full:
                     yield ready()
-            gathering.files.append(FileRead(item, stats))
+            gathering.file_read(FileRead(item, stats))
             if stats.bad_rows:  # their rows are not held for long
                 yield ready()
-        if gathering.batches or gathering.files:
+        if not gathering.empty:
             yield ready()
 
     def expected_rows() -> int:
