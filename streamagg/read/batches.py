@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 from collections.abc import Callable, Iterator
@@ -27,14 +28,18 @@ ROW_SAMPLE_BYTES = 16 * 1024
 # A file of up to this many blocks is read whole (see `_whole_if_small`): pyarrow reads about a
 # dozen blocks ahead of its parse anyway, so this bounds nothing new.
 WHOLE_FILE_BLOCKS = 4
+# Blank lines of spaces, tabs or BOMs reach the invalid-row handler, a Python call each (4 us).
+# Looking for them up front (a line end followed by one of those bytes) took 0.7 ms of a 470 KB
+# file's 2.7 ms, in every file, for lines most files never hold. A file is read without looking
+# first; one that shows this many is read again from its start with them emptied ahead of the
+# parser (`_Prefixed._emptied`), the rows already returned skipped: at most 4 ms of calls, and
+# one more parse of what was read, for a file full of them.
+BLANKS_BEFORE_SCAN = 1000
 
 
 class _NulByte(pa.ArrowInvalid):
     """pyarrow's chunker can split a record holding a NUL in a quoted field and a quoted line
     break at a block boundary (pyarrow 26), so a file with a NUL is read on with csv."""
-
-
-_QUOTE = np.uint8(ord('"'))
 
 
 def _refuse_nul(data: bytes | memoryview) -> None:
@@ -51,13 +56,15 @@ class _Prefixed(io.RawIOBase):
     rest of the stream, then the probe that tells whether the file ended inside a quoted field
     (see `quotes.EOF_PROBE`)."""
 
-    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+    def __init__(self, prefix: bytes, rest: BinaryIO, *, scan: bool = True) -> None:
         self._prefix = memoryview(prefix)
         self._rest = rest
         self._nul_in_prefix = b"\x00" in prefix
         # Up to the file's first quote every byte is outside quoted fields, so a line of
-        # spaces, tabs and BOMs there is a blank line for sure.
-        self._before_quotes = b'"' not in prefix
+        # spaces, tabs and BOMs there is a blank line for sure. Without ``scan`` they are left
+        # to the parser (see `BLANKS_BEFORE_SCAN`).
+        self.scans = scan
+        self._before_quotes = scan and b'"' not in prefix
         self._suffix = memoryview(EOF_PROBE)
         self.at_eof = False  # the stream is read to its end: the last record may be parsed
 
@@ -133,24 +140,87 @@ class _Prefixed(io.RawIOBase):
 class _Whole:
     """A file read whole: pyarrow parses it from a buffer of its own, the probe appended."""
 
-    def __init__(self, buffer: pa.Buffer) -> None:
+    def __init__(self, buffer: pa.Buffer, prefix_bytes: int) -> None:
+        self.buffer, self.prefix_bytes = buffer, prefix_bytes
         self.source = pa.BufferReader(buffer)
         self.at_eof = True
 
+    def scanned(self) -> _Whole:
+        """The same file with the blank lines before its first quote emptied, as the streamed
+        way empties them (past what was read with the header, up to the first quote)."""
+        data = self.buffer.to_pybytes()
+        prefix, body = data[:self.prefix_bytes], data[self.prefix_bytes:-len(EOF_PROBE)]
+        framed = _Prefixed(prefix, io.BytesIO())
+        emptied = framed._emptied(body) if framed._before_quotes else body
+        return _Whole(pa.py_buffer(prefix + emptied + EOF_PROBE), self.prefix_bytes)
 
-def _whole_if_small(prefix: bytes, stream: BinaryIO, limit: int) -> _Prefixed | _Whole:
+
+class _Reporting:
+    """pyarrow's invalid-row handler for one reading of a file: malformed records into
+    ``invalid`` and ``stats`` (but those up to ``reported``, reported by an earlier reading),
+    blank lines counted, and past `BLANKS_BEFORE_SCAN` of them in a reading that did not empty
+    them ahead (not ``scanned``), the reading stopped (``too_many_blanks``)."""
+
+    def __init__(self, uri: str, stats: FileStats, invalid: Runs, *, reported: int,
+                 scanned: bool) -> None:
+        self.uri, self.stats, self.invalid, self.reported = uri, stats, invalid, reported
+        # Records pyarrow counts that are none: the sentinel, then blank lines of spaces, tabs
+        # or BOMs (empty ones it skips itself). Reported in record order, they shift the
+        # numbers after.
+        self.uncounted = 1
+        self.blanks_left = None if scanned else BLANKS_BEFORE_SCAN
+        self.too_many_blanks = False
+
+    def __call__(self, row: pacsv.InvalidRow) -> str:
+        if row.number is None:  # only happens with parallel parsing, which we do not use
+            raise BadDataError("row has the wrong number of fields", uri=self.uri)
+        if row.actual_columns == 1 and row.text is not None and is_blank_text(row.text):
+            self.uncounted += 1  # a blank line, as docs/CONTRACT.md says
+            if self.blanks_left is not None:
+                self.blanks_left -= 1
+                if self.blanks_left <= 0:
+                    self.too_many_blanks = True
+                    return "error"  # pyarrow then fails the reading, at this record
+            return "skip"
+        number = row.number - self.uncounted
+        if number <= self.reported:
+            return "skip"
+        self.invalid.add(number)
+        self.stats.bad_rows.malformed.append(BadRow(
+            self.uri, number,
+            f"expected {row.expected_columns} fields, got {row.actual_columns}",
+            row.text[:MAX_RAW_CHARS] if row.text is not None else None))
+        return "skip"
+
+
+def _read_again(again: contextlib.ExitStack,
+                reopen: Callable[[], AbstractContextManager[BinaryIO]], uri: str, schema: Schema,
+                limits: ReadLimits, sentinel: bytes) -> _Prefixed | _Whole:
+    """The file opened anew (kept open by ``again``), past its header, to be parsed with its
+    blank lines emptied ahead of the parser."""
+    stream = again.enter_context(reopen())
+    rest = split_header(stream, uri, schema, limits).rest or stream.read(HEADER_READ)
+    framed = _whole_if_small(sentinel + rest, stream,
+                             len(sentinel) + len(rest) + WHOLE_FILE_BLOCKS * limits.block_size,
+                             scan=True)
+    return framed.scanned() if isinstance(framed, _Whole) else framed
+
+
+def _whole_if_small(prefix: bytes, stream: BinaryIO, limit: int,
+                    scan: bool) -> _Prefixed | _Whole:
     """A file of at most ``limit`` bytes (``prefix`` and the rest), read whole, else the
-    stream as it goes.
+    stream as it goes, its blank lines emptied ahead of the parser only with ``scan`` (a
+    file read whole is scanned when it needs it, `_Whole.scanned`).
 
     pyarrow reads a Python stream on its own read-ahead thread, a call into the interpreter
     (the GIL) per read, a thread hand-over per block: on a day of many small files that fixed
     cost is paid per file. A buffer of its own it reads natively. The file is read into one
     buffer from Arrow's pool (a new bytes object of that size cost page faults: 430 against
-    45 us a 470 KB file). The bytes are the streamed way's (blank lines before the first quote
-    emptied); a file holding a NUL goes the streamed way, which refuses it where it did."""
+    45 us a 470 KB file). A file holding a NUL goes the streamed way, which refuses it where
+    it did."""
     readinto = getattr(stream, "readinto", None)
     if readinto is None or limit <= len(prefix):
-        return _Prefixed(prefix, stream)
+        return _Prefixed(prefix, stream, scan=scan)
     buffer = pa.allocate_buffer(limit + len(EOF_PROBE))
     view = memoryview(buffer).cast("B")
     view[:len(prefix)] = prefix
@@ -163,23 +233,15 @@ def _whole_if_small(prefix: bytes, stream: BinaryIO, limit: int) -> _Prefixed | 
     else:  # longer: what was read goes first, then the rest of the stream
         data = bytes(view[:end])
         del view, buffer
-        return _Prefixed(data, stream)
+        return _Prefixed(data, stream, scan=scan)
     body = np.frombuffer(buffer, np.uint8, count=end - len(prefix), offset=len(prefix))
-    # The first quote (argmax stops at it) and any NUL (min; all() casts to bools): 0.05 and
-    # 0.01 ms a 470 KB file, against 0.25 and 0.12 for flatnonzero and all().
-    quote = int(np.argmax(body == _QUOTE)) if len(body) else 0
-    before_quote = quote if len(body) and body[quote] == _QUOTE else len(body)
-    nul = b"\x00" in prefix or (len(body) > 0 and body.min() == 0)
-    if nul or (b'"' not in prefix and padded_line_start(body[:before_quote])):
+    # min(): 0.01 ms a 470 KB file, against 0.12 for all(), which casts to bools.
+    if b"\x00" in prefix or (len(body) > 0 and body.min() == 0):
         data = bytes(view[:end])  # rare: the streamed way's treatment, in full
-        del view, buffer
-        if nul:
-            return _Prefixed(data, stream)
-        framed = _Prefixed(prefix, stream)
-        whole = prefix + framed._emptied(data[len(prefix):]) + EOF_PROBE
-        return _Whole(pa.py_buffer(whole))
+        del view, buffer, body
+        return _Prefixed(data, stream, scan=scan)
     view[end:end + len(EOF_PROBE)] = EOF_PROBE
-    return _Whole(buffer.slice(0, end + len(EOF_PROBE)))
+    return _Whole(buffer.slice(0, end + len(EOF_PROBE)), len(prefix))
 
 
 def read_batches(
@@ -244,115 +306,133 @@ def read_batches(
     wanted = [field_names[p] for p in positions]
     # Record numbers of the malformed rows, as runs: a billion of them in a row is one.
     invalid = Runs()
-    # Records pyarrow counts that are none: the sentinel, then blank lines of spaces, tabs or
-    # BOMs (empty ones it skips itself). Reported in record order, they shift the numbers after.
-    uncounted = [1]
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        if row.number is None:  # only happens with parallel parsing, which we do not use
-            raise BadDataError("row has the wrong number of fields", uri=uri)
-        if row.actual_columns == 1 and row.text is not None and is_blank_text(row.text):
-            uncounted[0] += 1  # a blank line, as docs/CONTRACT.md says
-            return "skip"
-        number = row.number - uncounted[0]
-        invalid.add(number)
-        stats.bad_rows.malformed.append(BadRow(
-            uri, number, f"expected {row.expected_columns} fields, got {row.actual_columns}",
-            row.text[:MAX_RAW_CHARS] if row.text is not None else None))
-        return "skip"
-
     parsed = 0  # structurally valid rows returned so far, clean or not
     # pyarrow's streaming reader skips the blocks that hold no row (blank lines, bad rows) before
     # its first row by recursion, one level of stack a block: a few gigabytes of blank lines
     # after a header overflowed a thread's stack (SIGSEGV). A first record of the right width,
     # dropped again, puts a row in the first block, so that path is never taken.
     sentinel = b"s" + b"," * (width - 1) + b"\n"
-    framed = _whole_if_small(sentinel + rest, stream,
-                             len(sentinel) + len(rest) + WHOLE_FILE_BLOCKS * limits.block_size)
+    # A streamed file that cannot be read again from its start has its blank lines emptied
+    # ahead of the parser from the first block (see `BLANKS_BEFORE_SCAN`).
+    framed: _Prefixed | _Whole = _whole_if_small(
+        sentinel + rest, stream, len(sentinel) + len(rest) + WHOLE_FILE_BLOCKS * limits.block_size,
+        scan=reopen is None)
     del rest
-    reader = None
-    try:
-        reader = pacsv.open_csv(
-            framed.source,
-            read_options=pacsv.ReadOptions(column_names=field_names,
-                                           block_size=limits.block_size, use_threads=False),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True,
-                                             invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=wanted, column_types={n: pa.binary() for n in wanted},
-                strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
-        del field_names
-        # pyarrow reads ahead several blocks, so blocks stay small to bound memory; they are
-        # gathered into batches of about chunk_size rows so the per-batch cost stays low.
-        gathered: list[pa.RecordBatch] = []
-        gathered_rows = gathered_bytes = 0
-        gather_target = min(chunk_size, gather_rows or limits.gather_rows or chunk_size)
-        exhausted = False
-        first = True
-        while not exhausted:
-            try:
-                block = reader.read_next_batch()
-                if first:
-                    block, first = block.slice(1), False  # the sentinel
-                if block.num_rows:  # a block of blank lines or bad rows holds none
-                    gathered.append(block)
-                    gathered_rows += block.num_rows
-                    gathered_bytes += gathered_size(block, 2)
-            except StopIteration:
-                exhausted = True
-            # Past a count limit, what is gathered is cleaned at once, to see whether to stop.
-            over = stop_after_bad is not None and len(stats.bad_rows) > stop_after_bad
-            room = gathered_rows < gather_target and gathered_bytes < limits.gather_bytes
-            # Read to its end, the last record may hold an unclosed quote: the newest block waits
-            # for the last batch; the read-ahead before it goes on by size (it was 7.6 MiB once).
-            at_eof = framed.at_eof and not exhausted
-            if not exhausted and (room and not over or at_eof and (room or len(gathered) < 2)):
-                continue
-            kept = [gathered.pop()] if at_eof else []
-            columns = [_concat([b.column(n) for b in gathered]) if gathered
-                       else pa.array([], pa.binary()) for n in wanted]
-            gathered, gathered_rows = kept, sum(b.num_rows for b in kept)
-            gathered_bytes = sum(gathered_size(b, 2) for b in kept)
-            refuse_long_groups(columns[2], parsed, invalid, limits, uri, schema.group_column)
-            cut = exhausted and _check_last_record(columns, parsed, invalid, stats, uri)
-            if cut:  # the last record is a bad row now
-                columns = [c.slice(0, len(c) - 1) for c in columns]
-            clean, bad = clean_columns(columns, schema)
-            for index, reason in bad:
-                record = record_number(parsed + index, invalid)
-                fields = capped(tuple(c[index].as_py() for c in columns))
-                stats.bad_rows.append(BadRow(uri, record, reason, fields=fields))
-            parsed += len(columns[0]) + cut
-            del columns
-            if parsed and not cut:
-                invalid.forget_upto(record_number(parsed - 1, invalid))
-            for offset in range(0, clean.num_rows, chunk_size):
-                yield clean.slice(offset, chunk_size)
-            if over and not (exhausted or at_eof) and _stop(parsed, invalid, stats, stop_after_bad):
-                break
-    except pa.ArrowInvalid as err:
-        if reopen is None:
-            raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
-        # Keep what belongs to the records returned, then read on after the last of them.
-        # pyarrow parses ahead, so it may have reported invalid rows past that point.
-        done = record_number(parsed - 1, invalid) if parsed else 0
-        invalid.truncate_after(done)
-        stats.bad_rows.truncate(done)
-        if reader is not None:
-            reader.close()
+    with contextlib.ExitStack() as again:
+        # Read a second time (blank lines emptied), the first ``replayed`` rows and the records up
+        # to ``reported`` were returned and reported by the first reading.
+        replayed = reported = 0
+        scanned = isinstance(framed, _Prefixed) and framed.scans
+        while True:
+            on_invalid = _Reporting(uri, stats, invalid, reported=reported, scanned=scanned)
             reader = None
-        with reopen() as again:
-            yield from read_rest_with_csv(again, uri, schema, width, positions, done,
-                                          chunk_size, stats, invalid, stop_after_bad, limits)
-        return
-    except OSError as err:
-        raise StorageError(f"read failed: {_first_line(err)}", uri=uri) from err
-    finally:
-        # Closed here, on this thread: left to the garbage collector, pyarrow's read-ahead
-        # thread may still call into Python while the interpreter exits, which aborts it.
-        if reader is not None:
-            reader.close()
+            try:
+                reader = pacsv.open_csv(
+                    framed.source,
+                    read_options=pacsv.ReadOptions(column_names=field_names,
+                                                   block_size=limits.block_size, use_threads=False),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True,
+                                                     invalid_row_handler=on_invalid),
+                    convert_options=pacsv.ConvertOptions(
+                        include_columns=wanted, column_types={n: pa.binary() for n in wanted},
+                        strings_can_be_null=False, quoted_strings_can_be_null=False),
+                )
+                # pyarrow reads ahead several blocks, so blocks stay small to bound memory; they
+                # are gathered into batches of about chunk_size rows so the per-batch cost stays
+                # low.
+                gathered: list[pa.RecordBatch] = []
+                gathered_rows = gathered_bytes = 0
+                gather_target = min(chunk_size, gather_rows or limits.gather_rows or chunk_size)
+                exhausted = False
+                first = True
+                while not exhausted:
+                    try:
+                        block = reader.read_next_batch()
+                        if first:
+                            block, first = block.slice(1), False  # the sentinel
+                        if replayed and block.num_rows:  # returned by the first reading
+                            skipped = min(replayed, block.num_rows)
+                            block, replayed = block.slice(skipped), replayed - skipped
+                        if block.num_rows:  # a block of blank lines or bad rows holds none
+                            gathered.append(block)
+                            gathered_rows += block.num_rows
+                            gathered_bytes += gathered_size(block, 2)
+                    except StopIteration:
+                        exhausted = True
+                    # Past a count limit, what is gathered is cleaned at once, to see whether to
+                    # stop.
+                    over = stop_after_bad is not None and len(stats.bad_rows) > stop_after_bad
+                    room = gathered_rows < gather_target and gathered_bytes < limits.gather_bytes
+                    # Read to its end, the last record may hold an unclosed quote: the newest block
+                    # waits for the last batch; the read-ahead before it goes on by size (it was
+                    # 7.6 MiB once).
+                    at_eof = framed.at_eof and not exhausted
+                    if not exhausted and (room and not over
+                                          or at_eof and (room or len(gathered) < 2)):
+                        continue
+                    kept = [gathered.pop()] if at_eof else []
+                    # By position, in ``wanted``'s order as pyarrow gives them: a lookup by name
+                    # cost 2.4% of the samples holding the GIL on a day of 2,000 small files.
+                    columns = [_concat([b.column(i) for b in gathered]) if gathered
+                               else pa.array([], pa.binary()) for i in range(len(wanted))]
+                    gathered, gathered_rows = kept, sum(b.num_rows for b in kept)
+                    gathered_bytes = sum(gathered_size(b, 2) for b in kept)
+                    refuse_long_groups(columns[2], parsed, invalid, limits, uri,
+                                       schema.group_column)
+                    cut = exhausted and _check_last_record(columns, parsed, invalid, stats, uri)
+                    if cut:  # the last record is a bad row now
+                        columns = [c.slice(0, len(c) - 1) for c in columns]
+                    clean, bad = clean_columns(columns, schema)
+                    for index, reason in bad:
+                        record = record_number(parsed + index, invalid)
+                        fields = capped(tuple(c[index].as_py() for c in columns))
+                        stats.bad_rows.append(BadRow(uri, record, reason, fields=fields))
+                    parsed += len(columns[0]) + cut
+                    del columns
+                    if parsed and not cut:
+                        invalid.forget_upto(record_number(parsed - 1, invalid))
+                    for offset in range(0, clean.num_rows, chunk_size):
+                        yield clean.slice(offset, chunk_size)
+                    if over and not (exhausted or at_eof) and _stop(parsed, invalid, stats,
+                                                                    stop_after_bad):
+                        break
+            except pa.ArrowInvalid as err:
+                # Keep what belongs to the records returned, then read on after the last of
+                # them. pyarrow parses ahead, so it may have reported invalid rows past that
+                # point.
+                done = record_number(parsed - 1, invalid) if parsed else 0
+                if reader is not None:
+                    reader.close()
+                    reader = None
+                if on_invalid.too_many_blanks:
+                    # The file again from its start, blank lines emptied this time.
+                    invalid.truncate_after(done)
+                    stats.bad_rows.truncate(done)
+                    replayed, reported, scanned = parsed, done, True
+                    if isinstance(framed, _Whole):
+                        framed = framed.scanned()
+                    else:
+                        assert reopen is not None  # else its blank lines were emptied already
+                        framed = _read_again(again, reopen, uri, schema, limits, sentinel)
+                    continue
+                if reopen is None:
+                    raise BadDataError(f"unreadable CSV: {_first_line(err)}", uri=uri) from err
+                invalid.truncate_after(done)
+                stats.bad_rows.truncate(done)
+                with reopen() as rest_of_file:
+                    yield from read_rest_with_csv(rest_of_file, uri, schema, width, positions,
+                                                  done, chunk_size, stats, invalid,
+                                                  stop_after_bad, limits)
+                return
+            except OSError as err:
+                raise StorageError(f"read failed: {_first_line(err)}", uri=uri) from err
+            finally:
+                # Closed here, on this thread: left to the garbage collector, pyarrow's
+                # read-ahead thread may still call into Python while the interpreter exits,
+                # which aborts it.
+                if reader is not None:
+                    reader.close()
+            break
     stats.rows_read = parsed + len(invalid)
 
 
