@@ -71,11 +71,9 @@ def clean_columns(
         text, broken = _to_utf8(column)
         for i in broken:
             reasons.setdefault(i, f"invalid UTF-8 in {name}")
-        texts.append(_trimmed(text))
-        if not n:
-            continue
-        lengths = np.diff(string_buffers(texts[-1])[0])
-        if lengths.min() == 0:
+        text, lengths = _trimmed(text)
+        texts.append(text)
+        if n and lengths.min() == 0:
             for i in np.flatnonzero(lengths == 0).tolist():
                 reasons.setdefault(i, f"empty {name}")
     instants, unparsed = (canonical, []) if canonical is not None else parse_instants(texts[1])
@@ -96,28 +94,29 @@ def _true_indices(mask: pa.Array) -> list[int]:
     return indices
 
 
-def _trimmed(text: pa.Array) -> pa.Array:
-    """The text without leading and trailing spaces and tabs; itself when no value has any.
+def _trimmed(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """The text without leading and trailing spaces and tabs (itself when no value has any),
+    and the length of each value after trimming.
 
     Looking at each value's first and last byte is much cheaper than trimming, which copies
-    the column, and most logs hold no padding at all. Values of one width (UUIDs) are looked at
-    through strided slices, others through their offsets.
+    the column, and most logs hold no padding at all: when no edge byte is at or below a space
+    (one gather and one minimum per edge), none is a space or a tab. A dozen numpy calls a
+    column had held the GIL for 10% of the samples of a day of 2,000 small files.
     """
     offsets, data = string_buffers(text)
-    n = len(text)
-    if n and not text.null_count and len(data):
-        start, span = int(offsets[0]), int(offsets[-1]) - int(offsets[0])
-        width = span // n
-        if width and width * n == span and np.all(np.diff(offsets) == width):
-            end = start + span
-            edges = (data[start:end:width], data[start + width - 1:end:width])
+    lengths = np.diff(offsets)
+    if len(text) and not text.null_count and len(data):
+        if lengths.min() > 0:
+            edges = (data[offsets[:-1]], data[offsets[1:] - 1])
         else:
-            filled = offsets[1:] != offsets[:-1]
+            filled = lengths > 0
             edges = (data[offsets[:-1][filled]], data[offsets[1:][filled] - 1])
-        if not any(np.any((edge == _SPACE) | (edge == _TAB)) for edge in edges):
-            return text
+        if all(edge.min() > _SPACE or not np.any((edge == _SPACE) | (edge == _TAB))
+               for edge in edges):
+            return text, lengths
     # ascii_trim is safe on UTF-8: space and tab never occur inside a multi-byte sequence.
-    return pc.ascii_trim(text, _TRIM)
+    trimmed = pc.ascii_trim(text, _TRIM)
+    return trimmed, np.diff(string_buffers(trimmed)[0])
 
 
 def _to_utf8(column: pa.Array) -> tuple[pa.Array, list[int]]:
@@ -274,7 +273,9 @@ def _fixed_width_instants(text: pa.Array) -> pa.Array | None:
         return None
     try:
         # The bytes are proven ASCII above: reading them as text needs no UTF-8 check.
-        return pc.cast(pc.cast(text.view(pa.string()), pa.timestamp("ns")), pa.int64())
+        # A view, not a cast, to int64: the same buffers, without a compute call (11 against
+        # 2 us a block).
+        return pc.cast(text.view(pa.string()), pa.timestamp("ns")).view(pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
 
