@@ -111,8 +111,9 @@ def _trimmed(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
         else:
             filled = lengths > 0
             edges = (data[offsets[:-1][filled]], data[offsets[1:][filled] - 1])
-        if all(edge.min() > _SPACE or not np.any((edge == _SPACE) | (edge == _TAB))
-               for edge in edges):
+        # No edge at all: every value is empty, though the data buffer holds bytes.
+        if all(not len(edge) or edge.min() > _SPACE
+               or not np.any((edge == _SPACE) | (edge == _TAB)) for edge in edges):
             return text, lengths
     # ascii_trim is safe on UTF-8: space and tab never occur inside a multi-byte sequence.
     trimmed = pc.ascii_trim(text, _TRIM)
