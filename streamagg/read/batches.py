@@ -28,13 +28,6 @@ ROW_SAMPLE_BYTES = 16 * 1024
 # A file of up to this many blocks is read whole (see `_whole_if_small`): pyarrow reads about a
 # dozen blocks ahead of its parse anyway, so this bounds nothing new.
 WHOLE_FILE_BLOCKS = 4
-# Blank lines of spaces, tabs or BOMs reach the invalid-row handler, a Python call each (4 us).
-# Looking for them up front (a line end followed by one of those bytes) took 0.7 ms of a 470 KB
-# file's 2.7 ms, in every file, for lines most files never hold. A file is read without looking
-# first; one that shows this many is read again from its start with them emptied ahead of the
-# parser (`_Prefixed._emptied`), the rows already returned skipped: at most 4 ms of calls, and
-# one more parse of what was read, for a file full of them.
-BLANKS_BEFORE_SCAN = 1000
 
 
 class _NulByte(pa.ArrowInvalid):
@@ -62,7 +55,7 @@ class _Prefixed(io.RawIOBase):
         self._nul_in_prefix = b"\x00" in prefix
         # Up to the file's first quote every byte is outside quoted fields, so a line of
         # spaces, tabs and BOMs there is a blank line for sure. Without ``scan`` they are left
-        # to the parser (see `BLANKS_BEFORE_SCAN`).
+        # to the parser (see `ReadLimits.blank_lines_before_rescan`).
         self.scans = scan
         self._before_quotes = scan and b'"' not in prefix
         self._suffix = memoryview(EOF_PROBE)
@@ -158,17 +151,17 @@ class _Whole:
 class _Reporting:
     """pyarrow's invalid-row handler for one reading of a file: malformed records into
     ``invalid`` and ``stats`` (but those up to ``reported``, reported by an earlier reading),
-    blank lines counted, and past `BLANKS_BEFORE_SCAN` of them in a reading that did not empty
-    them ahead (not ``scanned``), the reading stopped (``too_many_blanks``)."""
+    blank lines counted, and past ``blanks`` of them (None: no bound, in a reading that empties
+    them ahead), the reading stopped (``too_many_blanks``)."""
 
     def __init__(self, uri: str, stats: FileStats, invalid: Runs, *, reported: int,
-                 scanned: bool) -> None:
+                 blanks: int | None) -> None:
         self.uri, self.stats, self.invalid, self.reported = uri, stats, invalid, reported
         # Records pyarrow counts that are none: the sentinel, then blank lines of spaces, tabs
         # or BOMs (empty ones it skips itself). Reported in record order, they shift the
         # numbers after.
         self.uncounted = 1
-        self.blanks_left = None if scanned else BLANKS_BEFORE_SCAN
+        self.blanks_left = blanks
         self.too_many_blanks = False
 
     def __call__(self, row: pacsv.InvalidRow) -> str:
@@ -313,7 +306,7 @@ def read_batches(
     # dropped again, puts a row in the first block, so that path is never taken.
     sentinel = b"s" + b"," * (width - 1) + b"\n"
     # A streamed file that cannot be read again from its start has its blank lines emptied
-    # ahead of the parser from the first block (see `BLANKS_BEFORE_SCAN`).
+    # ahead of the parser from the first block (see `ReadLimits.blank_lines_before_rescan`).
     framed: _Prefixed | _Whole = _whole_if_small(
         sentinel + rest, stream, len(sentinel) + len(rest) + WHOLE_FILE_BLOCKS * limits.block_size,
         scan=reopen is None)
@@ -324,7 +317,8 @@ def read_batches(
         replayed = reported = 0
         scanned = isinstance(framed, _Prefixed) and framed.scans
         while True:
-            on_invalid = _Reporting(uri, stats, invalid, reported=reported, scanned=scanned)
+            on_invalid = _Reporting(uri, stats, invalid, reported=reported,
+                                    blanks=None if scanned else limits.blank_lines_before_rescan)
             reader = None
             try:
                 reader = pacsv.open_csv(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 import streamagg.read.batches as reader_module
 import streamagg.read.header as header_module
 from streamagg.errors import StreamaggError
-from streamagg.read import FileStats, locate_bad_rows, read_batches
+from streamagg.read import FileStats, ReadLimits, locate_bad_rows, read_batches
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -42,7 +43,6 @@ def outcome(data: bytes, *, threshold: int, streamed: bool, lazy: bool, block_si
 
     stats = FileStats()
     with monkeypatch.context() as patched:
-        patched.setattr(reader_module, "BLANKS_BEFORE_SCAN", threshold)
         # A short header read: the blocks after it go through the streamed way's emptying.
         patched.setattr(header_module, "HEADER_READ", 64)
         patched.setattr(reader_module, "HEADER_READ", 64)
@@ -51,7 +51,10 @@ def outcome(data: bytes, *, threshold: int, streamed: bool, lazy: bool, block_si
         try:
             rows = [r for b in read_batches(io.BytesIO(data), "f.csv", chunk_size=3,
                                             block_size=block_size, gather_rows=gather_rows,
-                                            stats=stats, reopen=reopen if lazy else None)
+                                            stats=stats, reopen=reopen if lazy else None,
+                                            limits=dataclasses.replace(
+                                                ReadLimits.default(),
+                                                blank_lines_before_rescan=threshold))
                     for r in b.to_pylist()]
             locate_bad_rows(reopen, stats)
         except StreamaggError as err:
