@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 
 import streamagg.read.batches as reader_module
 import streamagg.read.header as header_module
-from streamagg.errors import StreamaggError
-from streamagg.read import FileStats, ReadLimits, locate_bad_rows, read_batches
+from streamagg.read import FileStats, ReadLimits, read_batches
+from tests.read import test_whole_file as whole_file
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -36,31 +37,24 @@ def blank_heavy(draw: st.DrawFn) -> bytes:
     return HEADER + b"".join(line * count for line, count in runs)
 
 
-def outcome(data: bytes, *, threshold: int, streamed: bool, lazy: bool, block_size: int,
-            gather_rows: int, monkeypatch: pytest.MonkeyPatch) -> tuple[object, ...]:
-    def reopen() -> contextlib.AbstractContextManager[io.BytesIO]:
-        return contextlib.nullcontext(io.BytesIO(data))
-
-    stats = FileStats()
+@contextlib.contextmanager
+def reading(monkeypatch: pytest.MonkeyPatch, *, streamed: bool) -> Iterator[None]:
+    """A short header read, so the blocks after it go through the streamed way's emptying;
+    ``streamed``: no file is read whole."""
     with monkeypatch.context() as patched:
-        # A short header read: the blocks after it go through the streamed way's emptying.
         patched.setattr(header_module, "HEADER_READ", 64)
         patched.setattr(reader_module, "HEADER_READ", 64)
         if streamed:
             patched.setattr(reader_module, "WHOLE_FILE_BLOCKS", 0)
-        try:
-            rows = [r for b in read_batches(io.BytesIO(data), "f.csv", chunk_size=3,
-                                            block_size=block_size, gather_rows=gather_rows,
-                                            stats=stats, reopen=reopen if lazy else None,
-                                            limits=dataclasses.replace(
-                                                ReadLimits.default(),
-                                                blank_lines_before_rescan=threshold))
-                    for r in b.to_pylist()]
-            locate_bad_rows(reopen, stats)
-        except StreamaggError as err:
-            return ("error", str(err))
-    bad = [(b.record, b.line, b.reason, b.raw) for b in stats.bad_rows]
-    return rows, bad, stats.rows_read, stats.empty
+        yield
+
+
+def outcome(data: bytes, *, threshold: int, streamed: bool, lazy: bool, block_size: int,
+            gather_rows: int, monkeypatch: pytest.MonkeyPatch) -> tuple[object, ...]:
+    limits = dataclasses.replace(ReadLimits.default(), blank_lines_before_rescan=threshold)
+    with reading(monkeypatch, streamed=streamed):
+        return whole_file.outcome(data, block_size, chunk_size=3, lazy=lazy,
+                                  gather_rows=gather_rows, limits=limits)
 
 
 @settings(max_examples=120, deadline=None,
@@ -102,11 +96,7 @@ def test_a_file_full_of_blank_lines_is_read_again_once(monkeypatch: pytest.Monke
     for streamed in (False, True):
         opened.clear()
         stats = FileStats()
-        with monkeypatch.context() as patched:
-            patched.setattr(header_module, "HEADER_READ", 64)
-            patched.setattr(reader_module, "HEADER_READ", 64)
-            if streamed:
-                patched.setattr(reader_module, "WHOLE_FILE_BLOCKS", 0)
+        with reading(monkeypatch, streamed=streamed):
             rows = sum(b.num_rows for b in read_batches(
                 io.BytesIO(data), "f.csv", block_size=256 if streamed else 1 << 16, gather_rows=1,
                 stats=stats,

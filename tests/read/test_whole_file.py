@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -17,14 +18,18 @@ from tests.reliability.test_fuzz_reader import csv_like
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
-def outcome(data: bytes, block_size: int) -> tuple[object, ...]:
+def outcome(data: bytes, block_size: int, *, chunk_size: int = 7, lazy: bool = True,
+            **options: Any) -> tuple[object, ...]:
+    """Rows, located bad rows and counts of ``data``; ``lazy``: the reader may open it again
+    (``options`` go to `read_batches`)."""
     def reopen() -> contextlib.AbstractContextManager[io.BytesIO]:
         return contextlib.nullcontext(io.BytesIO(data))
 
     stats = FileStats()
     try:
-        rows = [r for b in read_batches(io.BytesIO(data), "f.csv", chunk_size=7,
-                                        block_size=block_size, stats=stats, reopen=reopen)
+        rows = [r for b in read_batches(io.BytesIO(data), "f.csv", chunk_size=chunk_size,
+                                        block_size=block_size, stats=stats,
+                                        reopen=reopen if lazy else None, **options)
                 for r in b.to_pylist()]
         locate_bad_rows(reopen, stats)
     except StreamaggError as err:
