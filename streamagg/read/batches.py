@@ -4,148 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import BinaryIO
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ..columns import MAX_RAW_CHARS, BadRow, FileStats, capped
 from ..config import Schema
 from ..errors import BadDataError, StorageError
-from .blank import empty_blank_lines, is_blank_text, padded_line_start
+from .blank import is_blank_text
 from .clean import clean_columns
 from .fallback import read_rest_with_csv
+from .framing import Prefixed, Whole, whole_if_small
 from .header import HEADER_READ, find_columns, split_header
 from .limits import ReadLimits, gathered_size, refuse_long_groups
 from .numbering import Runs, record_number
-from .quotes import EOF_PROBE, UNTERMINATED, is_probe, strip_probe
+from .quotes import UNTERMINATED, is_probe, strip_probe
 
 ROW_SAMPLE_BYTES = 16 * 1024
-# A file of up to this many blocks is read whole (see `_whole_if_small`): pyarrow reads about a
+# A file of up to this many blocks is read whole (see `whole_if_small`): pyarrow reads about a
 # dozen blocks ahead of its parse anyway, so this bounds nothing new.
 WHOLE_FILE_BLOCKS = 4
-
-
-class _NulByte(pa.ArrowInvalid):
-    """pyarrow's chunker can split a record holding a NUL in a quoted field and a quoted line
-    break at a block boundary (pyarrow 26), so a file with a NUL is read on with csv."""
-
-
-def _refuse_nul(data: bytes | memoryview) -> None:
-    if isinstance(data, bytes):
-        found = b"\x00" in data  # memchr: five times numpy's all() (120 against 25 GB/s)
-    else:
-        found = not np.frombuffer(data, dtype=np.uint8).all()
-    if found:
-        raise _NulByte("NUL byte")
-
-
-class _Prefixed(io.RawIOBase):
-    """Bytes already read (the sentinel record, what was read past the header), followed by the
-    rest of the stream, then the probe that tells whether the file ended inside a quoted field
-    (see `quotes.EOF_PROBE`)."""
-
-    def __init__(self, prefix: bytes, rest: BinaryIO, *, scan: bool = True) -> None:
-        self._prefix = memoryview(prefix)
-        self._rest = rest
-        self._nul_in_prefix = b"\x00" in prefix
-        # Up to the file's first quote every byte is outside quoted fields, so a line of
-        # spaces, tabs and BOMs there is a blank line for sure. Without ``scan`` they are left
-        # to the parser (see `ReadLimits.blank_lines_before_rescan`).
-        self.scans = scan
-        self._before_quotes = scan and b'"' not in prefix
-        self._suffix = memoryview(EOF_PROBE)
-        self.at_eof = False  # the stream is read to its end: the last record may be parsed
-
-    @property
-    def source(self) -> io.RawIOBase:
-        return self
-
-    def readable(self) -> bool:
-        return True
-
-    def _read_into(self, buffer: memoryview) -> int:
-        readinto = getattr(self._rest, "readinto", None)
-        if readinto is not None:
-            return int(readinto(buffer) or 0)
-        data = self._rest.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-    def read(self, size: int = -1) -> bytes:
-        # pyarrow calls read(), not readinto(): RawIOBase's read() fills a bytearray and copies
-        # it into bytes, a second copy of every input byte (3% of a run's CPU). The stream's
-        # own read() hands its bytes over as they are; pyarrow wraps them without a copy.
-        if self._prefix or self.at_eof or size < 0:
-            return super().read(size) or b""
-        data = self._rest.read(size)
-        if not data:
-            self.at_eof = True
-            return super().read(size) or b""  # the probe
-        data = data if isinstance(data, bytes) else bytes(data)
-        if self._before_quotes:
-            data = self._emptied(data)
-        _refuse_nul(data)
-        return data
-
-    def _emptied(self, data: bytes) -> bytes:
-        """The blank lines of ``data`` that are surely outside quotes, emptied.
-
-        pyarrow skips an empty line itself, but hands a line of spaces to the invalid-row
-        handler, a Python call each (4 us): 100 MiB of them took two minutes. Emptied here in a
-        few numpy passes over a block (only one holding a line start followed by a blank byte),
-        they cost a second.
-        """
-        quote = data.find(b'"')
-        head = data if quote < 0 else data[:quote]
-        if quote >= 0:
-            self._before_quotes = False
-        if not padded_line_start(head):
-            return data
-        emptied = empty_blank_lines(head)
-        if emptied is head:
-            return data
-        return emptied if quote < 0 else emptied + data[quote:]
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        if self._prefix:
-            if self._nul_in_prefix:
-                raise _NulByte("NUL byte")
-            n = min(len(buffer), len(self._prefix))
-            buffer[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        n = 0 if self.at_eof else self._read_into(buffer)
-        if not n:
-            self.at_eof = True
-            n = min(len(buffer), len(self._suffix))
-            buffer[:n] = self._suffix[:n]
-            self._suffix = self._suffix[n:]
-            return n
-        _refuse_nul(memoryview(buffer)[:n])
-        return n
-
-
-class _Whole:
-    """A file read whole: pyarrow parses it from a buffer of its own, the probe appended."""
-
-    def __init__(self, buffer: pa.Buffer, prefix_bytes: int) -> None:
-        self.buffer, self.prefix_bytes = buffer, prefix_bytes
-        self.source = pa.BufferReader(buffer)
-        self.at_eof = True
-
-    def scanned(self) -> _Whole:
-        """The same file with the blank lines before its first quote emptied, as the streamed
-        way empties them (past what was read with the header, up to the first quote)."""
-        data = self.buffer.to_pybytes()
-        prefix, body = data[:self.prefix_bytes], data[self.prefix_bytes:-len(EOF_PROBE)]
-        framed = _Prefixed(prefix, io.BytesIO())
-        emptied = framed._emptied(body) if framed._before_quotes else body
-        return _Whole(pa.py_buffer(prefix + emptied + EOF_PROBE), self.prefix_bytes)
 
 
 class _Reporting:
@@ -188,53 +69,15 @@ class _Reporting:
 
 def _read_again(again: contextlib.ExitStack,
                 reopen: Callable[[], AbstractContextManager[BinaryIO]], uri: str, schema: Schema,
-                limits: ReadLimits, sentinel: bytes) -> _Prefixed | _Whole:
+                limits: ReadLimits, sentinel: bytes) -> Prefixed | Whole:
     """The file opened anew (kept open by ``again``), past its header, to be parsed with its
     blank lines emptied ahead of the parser."""
     stream = again.enter_context(reopen())
     rest = split_header(stream, uri, schema, limits).rest or stream.read(HEADER_READ)
-    framed = _whole_if_small(sentinel + rest, stream,
+    framed = whole_if_small(sentinel + rest, stream,
                              len(sentinel) + len(rest) + WHOLE_FILE_BLOCKS * limits.block_size,
                              scan=True)
-    return framed.scanned() if isinstance(framed, _Whole) else framed
-
-
-def _whole_if_small(prefix: bytes, stream: BinaryIO, limit: int,
-                    scan: bool) -> _Prefixed | _Whole:
-    """A file of at most ``limit`` bytes (``prefix`` and the rest), read whole, else the
-    stream as it goes, its blank lines emptied ahead of the parser only with ``scan`` (a
-    file read whole is scanned when it needs it, `_Whole.scanned`).
-
-    pyarrow reads a Python stream on its own read-ahead thread, a call into the interpreter
-    (the GIL) per read, a thread hand-over per block: on a day of many small files that fixed
-    cost is paid per file. A buffer of its own it reads natively. The file is read into one
-    buffer from Arrow's pool (a new bytes object of that size cost page faults: 430 against
-    45 us a 470 KB file). A file holding a NUL goes the streamed way, which refuses it where
-    it did."""
-    readinto = getattr(stream, "readinto", None)
-    if readinto is None or limit <= len(prefix):
-        return _Prefixed(prefix, stream, scan=scan)
-    buffer = pa.allocate_buffer(limit + len(EOF_PROBE))
-    view = memoryview(buffer).cast("B")
-    view[:len(prefix)] = prefix
-    end = len(prefix)
-    while end < limit:
-        read = readinto(view[end:limit])
-        if not read:
-            break
-        end += read
-    else:  # longer: what was read goes first, then the rest of the stream
-        data = bytes(view[:end])
-        del view, buffer
-        return _Prefixed(data, stream, scan=scan)
-    body = np.frombuffer(buffer, np.uint8, count=end - len(prefix), offset=len(prefix))
-    # min(): 0.01 ms a 470 KB file, against 0.12 for all(), which casts to bools.
-    if b"\x00" in prefix or (len(body) > 0 and body.min() == 0):
-        data = bytes(view[:end])  # rare: the streamed way's treatment, in full
-        del view, buffer, body
-        return _Prefixed(data, stream, scan=scan)
-    view[end:end + len(EOF_PROBE)] = EOF_PROBE
-    return _Whole(buffer.slice(0, end + len(EOF_PROBE)), len(prefix))
+    return framed.scanned() if isinstance(framed, Whole) else framed
 
 
 def read_batches(
@@ -307,7 +150,7 @@ def read_batches(
     sentinel = b"s" + b"," * (width - 1) + b"\n"
     # A streamed file that cannot be read again from its start has its blank lines emptied
     # ahead of the parser from the first block (see `ReadLimits.blank_lines_before_rescan`).
-    framed: _Prefixed | _Whole = _whole_if_small(
+    framed: Prefixed | Whole = whole_if_small(
         sentinel + rest, stream, len(sentinel) + len(rest) + WHOLE_FILE_BLOCKS * limits.block_size,
         scan=reopen is None)
     del rest
@@ -315,7 +158,7 @@ def read_batches(
         # Read a second time (blank lines emptied), the first ``replayed`` rows and the records up
         # to ``reported`` were returned and reported by the first reading.
         replayed = reported = 0
-        scanned = isinstance(framed, _Prefixed) and framed.scans
+        scanned = isinstance(framed, Prefixed) and framed.scans
         while True:
             on_invalid = _Reporting(uri, stats, invalid, reported=reported,
                                     blanks=None if scanned else limits.blank_lines_before_rescan)
@@ -403,7 +246,7 @@ def read_batches(
                     invalid.truncate_after(done)
                     stats.bad_rows.truncate(done)
                     replayed, reported, scanned = parsed, done, True
-                    if isinstance(framed, _Whole):
+                    if isinstance(framed, Whole):
                         framed = framed.scanned()
                     else:
                         assert reopen is not None  # else its blank lines were emptied already
