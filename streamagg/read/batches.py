@@ -67,6 +67,15 @@ class _Reporting:
         return "skip"
 
 
+def _framed(stream: BinaryIO, rest: bytes, sentinel: bytes, limits: ReadLimits,
+            scan: bool) -> Prefixed | Whole:
+    """The sentinel, ``rest`` (read past the header) and the rest of ``stream``, for pyarrow:
+    read whole when the file is small (`WHOLE_FILE_BLOCKS`)."""
+    return whole_if_small(sentinel + rest, stream,
+                          len(sentinel) + len(rest) + WHOLE_FILE_BLOCKS * limits.block_size,
+                          scan=scan)
+
+
 def _read_again(again: contextlib.ExitStack,
                 reopen: Callable[[], AbstractContextManager[BinaryIO]], uri: str, schema: Schema,
                 limits: ReadLimits, sentinel: bytes) -> Prefixed | Whole:
@@ -74,9 +83,7 @@ def _read_again(again: contextlib.ExitStack,
     blank lines emptied ahead of the parser."""
     stream = again.enter_context(reopen())
     rest = split_header(stream, uri, schema, limits).rest or stream.read(HEADER_READ)
-    framed = whole_if_small(sentinel + rest, stream,
-                             len(sentinel) + len(rest) + WHOLE_FILE_BLOCKS * limits.block_size,
-                             scan=True)
+    framed = _framed(stream, rest, sentinel, limits, scan=True)
     return framed.scanned() if isinstance(framed, Whole) else framed
 
 
@@ -150,15 +157,15 @@ def read_batches(
     sentinel = b"s" + b"," * (width - 1) + b"\n"
     # A streamed file that cannot be read again from its start has its blank lines emptied
     # ahead of the parser from the first block (see `ReadLimits.blank_lines_before_rescan`).
-    framed: Prefixed | Whole = whole_if_small(
-        sentinel + rest, stream, len(sentinel) + len(rest) + WHOLE_FILE_BLOCKS * limits.block_size,
-        scan=reopen is None)
+    scanned = reopen is None
+    framed = _framed(stream, rest, sentinel, limits, scan=scanned)
     del rest
     with contextlib.ExitStack() as again:
         # Read a second time (blank lines emptied), the first ``replayed`` rows and the records up
         # to ``reported`` were returned and reported by the first reading.
         replayed = reported = 0
-        scanned = isinstance(framed, Prefixed) and framed.scans
+        # A file read whole is emptied only when it needs to be, however it came.
+        scanned = scanned and isinstance(framed, Prefixed)
         while True:
             on_invalid = _Reporting(uri, stats, invalid, reported=reported,
                                     blanks=None if scanned else limits.blank_lines_before_rescan)

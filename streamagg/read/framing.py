@@ -27,6 +27,25 @@ def refuse_nul(data: bytes | memoryview) -> None:
         raise NulByte("NUL byte")
 
 
+def emptied_before_quote(data: bytes) -> tuple[bytes, bool]:
+    """``data`` with its blank lines before its first quote emptied (surely outside quoted
+    fields), and whether it holds a quote.
+
+    pyarrow skips an empty line itself, but hands a line of spaces to the invalid-row handler,
+    a Python call each (4 us): 100 MiB of them took two minutes. Emptied here in a few numpy
+    passes over a block (only one holding a line start followed by a blank byte), they cost a
+    second.
+    """
+    quote = data.find(b'"')
+    head = data if quote < 0 else data[:quote]
+    if not padded_line_start(head):
+        return data, quote >= 0
+    emptied = empty_blank_lines(head)
+    if emptied is head:
+        return data, quote >= 0
+    return (emptied, False) if quote < 0 else (emptied + data[quote:], True)
+
+
 class Prefixed(io.RawIOBase):
     """Bytes already read (the sentinel record, what was read past the header), followed by the
     rest of the stream, then the probe that tells whether the file ended inside a quoted field
@@ -39,7 +58,6 @@ class Prefixed(io.RawIOBase):
         # Up to the file's first quote every byte is outside quoted fields, so a line of
         # spaces, tabs and BOMs there is a blank line for sure. Without ``scan`` they are left
         # to the parser (see `ReadLimits.blank_lines_before_rescan`).
-        self.scans = scan
         self._before_quotes = scan and b'"' not in prefix
         self._suffix = memoryview(EOF_PROBE)
         self.at_eof = False  # the stream is read to its end: the last record may be parsed
@@ -70,29 +88,11 @@ class Prefixed(io.RawIOBase):
             self.at_eof = True
             return super().read(size) or b""  # the probe
         data = data if isinstance(data, bytes) else bytes(data)
-        if self._before_quotes:
-            data = self._emptied(data)
+        if self._before_quotes:  # only until the first quote
+            data, quoted = emptied_before_quote(data)
+            self._before_quotes = not quoted
         refuse_nul(data)
         return data
-
-    def _emptied(self, data: bytes) -> bytes:
-        """The blank lines of ``data`` that are surely outside quotes, emptied.
-
-        pyarrow skips an empty line itself, but hands a line of spaces to the invalid-row
-        handler, a Python call each (4 us): 100 MiB of them took two minutes. Emptied here in a
-        few numpy passes over a block (only one holding a line start followed by a blank byte),
-        they cost a second.
-        """
-        quote = data.find(b'"')
-        head = data if quote < 0 else data[:quote]
-        if quote >= 0:
-            self._before_quotes = False
-        if not padded_line_start(head):
-            return data
-        emptied = empty_blank_lines(head)
-        if emptied is head:
-            return data
-        return emptied if quote < 0 else emptied + data[quote:]
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         if self._prefix:
@@ -126,8 +126,7 @@ class Whole:
         way empties them (past what was read with the header, up to the first quote)."""
         data = self.buffer.to_pybytes()
         prefix, body = data[:self.prefix_bytes], data[self.prefix_bytes:-len(EOF_PROBE)]
-        framed = Prefixed(prefix, io.BytesIO())
-        emptied = framed._emptied(body) if framed._before_quotes else body
+        emptied = body if b'"' in prefix else emptied_before_quote(body)[0]
         return Whole(pa.py_buffer(prefix + emptied + EOF_PROBE), self.prefix_bytes)
 
 
