@@ -103,7 +103,8 @@ def _scan_records(raw: BinaryIO, wanted: Iterator[BadRow], data_line: int,
         data = np.frombuffer(buf, dtype=np.uint8)
         newlines = np.flatnonzero(data == 10)
         quotes = np.flatnonzero(data == 34)
-        if b"\r" in chunk:
+        # A CR that ended the last read (carry's last byte) is judged now, its next byte read.
+        if b"\r" in chunk or carry.endswith(b"\r"):
             returns = np.flatnonzero(data[:-1] == 13)
             lone = returns[data[returns + 1] != 10]
             # A lone CR outside quotes ends a record without a line feed: leave that to csv.
