@@ -73,7 +73,7 @@ def _framed(stream: BinaryIO, rest: bytes, sentinel: bytes, limits: ReadLimits,
     read whole when the file is small (`WHOLE_FILE_BLOCKS`)."""
     return whole_if_small(sentinel + rest, stream,
                           len(sentinel) + len(rest) + WHOLE_FILE_BLOCKS * limits.block_size,
-                          scan=scan)
+                          limits.block_size, scan=scan)
 
 
 def _read_again(again: contextlib.ExitStack,

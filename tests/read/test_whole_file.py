@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -19,15 +20,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 
 def outcome(data: bytes, block_size: int, *, chunk_size: int = 7, lazy: bool = True,
+            opener: Callable[[bytes], BinaryIO] = io.BytesIO,
             **options: Any) -> tuple[object, ...]:
-    """Rows, located bad rows and counts of ``data``; ``lazy``: the reader may open it again
-    (``options`` go to `read_batches`)."""
-    def reopen() -> contextlib.AbstractContextManager[io.BytesIO]:
-        return contextlib.nullcontext(io.BytesIO(data))
+    """Rows, located bad rows and counts of ``data``, read (and read again) through
+    ``opener``; ``lazy``: the reader may open it again (``options`` go to `read_batches`)."""
+    def reopen() -> contextlib.AbstractContextManager[BinaryIO]:
+        return contextlib.nullcontext(opener(data))
 
     stats = FileStats()
     try:
-        rows = [r for b in read_batches(io.BytesIO(data), "f.csv", chunk_size=chunk_size,
+        rows = [r for b in read_batches(opener(data), "f.csv", chunk_size=chunk_size,
                                         block_size=block_size, stats=stats,
                                         reopen=reopen if lazy else None, **options)
                 for r in b.to_pylist()]
