@@ -16,7 +16,7 @@ from ..columns import CLEAN_SCHEMA, GROUP, BadRows, FileStats
 from ..config import Config
 from ..dedup import Prepared, make_deduper
 from ..errors import StorageError
-from ..read import ReadLimits, reader_for
+from ..read import Member, ReadLimits, reader_for
 from ..read.limits import gathered_size
 from ..sources import InputFile, Storage
 from . import Books, DayCounts, FileResult, RunContext
@@ -36,9 +36,9 @@ class _RowSize:
     def __init__(self) -> None:
         self.row_bytes: float | None = None
 
-    def observe(self, stats: FileStats) -> None:
-        if self.row_bytes is None and stats.row_bytes:
-            self.row_bytes = stats.row_bytes
+    def observe(self, row_bytes: float | None) -> None:
+        if self.row_bytes is None and row_bytes:
+            self.row_bytes = row_bytes
 
 
 @dataclass(frozen=True)
@@ -144,18 +144,18 @@ def count_day(run: RunContext, books: Books) -> DayCounts:
             # On the reader thread: hashing, the backend's ordering and counting use every core.
             return Arrival(dedup.prepare(batch), count_pairs(batch, grain), files)
 
-        for item in run_of_files:
-            stats = FileStats(bad_rows=BadRows(work))  # many bad rows wait on disk, in ``work``
-            for batch in read_file(config, source, item, stats, limits):
-                row_size.observe(stats)  # before the day's first batch is prepared
-                size = gathered_size(batch, GROUP_INDEX)
-                if not gathering.fits(batch, size):
+        for read in read_files(config, source, run_of_files, limits, work):
+            if isinstance(read, FileRead):
+                gathering.file_read(read)
+                if read.stats.bad_rows:  # their rows are not held for long
                     yield ready()
-                gathering.add(batch, size)
-                if gathering.full:
-                    yield ready()
-            gathering.file_read(FileRead(item, stats))
-            if stats.bad_rows:  # their rows are not held for long
+                continue
+            row_size.observe(read.row_bytes)  # before the day's first batch is prepared
+            size = gathered_size(read.batch, GROUP_INDEX)
+            if not gathering.fits(read.batch, size):
+                yield ready()
+            gathering.add(read.batch, size)
+            if gathering.full:
                 yield ready()
         if not gathering.empty:
             yield ready()
@@ -207,6 +207,46 @@ def runs_of_files(inputs: list[InputFile], run_bytes: int) -> list[list[InputFil
         runs[-1].append(item)
         held += expected
     return runs
+
+
+@dataclass(frozen=True)
+class BatchRead:
+    """Clean rows of the inputs being read, and the row size a file of them sampled."""
+
+    batch: pa.RecordBatch
+    row_bytes: float | None
+
+
+def read_files(config: Config, source: Storage, items: list[InputFile], limits: ReadLimits,
+               work: str | None = None) -> Iterator[BatchRead | FileRead]:
+    """The inputs' clean batches in order, each input's `FileRead` after the batches holding
+    its last rows, its bad rows located; ``work``: where many bad rows wait on disk.
+    Consecutive inputs of a format that can are read joined (`InputFormat.read_stitched`)."""
+    kinds = {reader_for(item).format for item in items}
+    kind = kinds.pop() if len(kinds) == 1 else None
+    if len(items) < 2 or kind is None or kind.read_stitched is None:
+        for item in items:
+            stats = FileStats(bad_rows=BadRows(work))
+            for batch in read_file(config, source, item, stats, limits):
+                yield BatchRead(batch, stats.row_bytes)
+            yield FileRead(item, stats)
+        return
+    members = [Member(item.uri, functools.partial(open_input, source, item),
+                      FileStats(bad_rows=BadRows(work))) for item in items]
+    of_member = {id(member): item for member, item in zip(members, items, strict=True)}
+    row_bytes = None
+    for read in kind.read_stitched(members, schema=config.schema, chunk_size=config.chunk_size,
+                                   limits=limits, stop_after_bad=config.max_bad_rows.count):
+        if isinstance(read, Member):
+            item, stats = of_member[id(read)], read.stats
+            if stats.bad_rows:
+                kind.locate_bad_rows(read.reopen, stats, limits)
+            yield FileRead(item, stats)
+            continue
+        # A file's sample is taken as its header is read, before its rows come.
+        row_bytes = row_bytes or next((m.stats.row_bytes for m in members if m.stats.row_bytes),
+                                      None)
+        yield BatchRead(read, row_bytes)
 
 
 def read_file(config: Config, source: Storage, item: InputFile, stats: FileStats,

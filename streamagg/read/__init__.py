@@ -7,10 +7,11 @@ from .formats import open_decompressed, reader_for
 from .header import find_columns, normalize_name
 from .limits import ReadLimits
 from .locate import locate_bad_rows
+from .stitch import Member, read_stitched
 
 __all__ = [
     "CLEAN_SCHEMA", "DATETIME_PATTERN", "GROUP", "INSTANT", "KEY", "MAX_RAW_CHARS",
-    "BadRow", "FileStats", "ReadLimits", "clean_columns", "find_columns", "locate_bad_rows",
-    "normalize_name", "open_decompressed", "parse_instant", "parse_instants", "read_batches",
-    "reader_for",
+    "BadRow", "FileStats", "Member", "ReadLimits", "clean_columns", "find_columns",
+    "locate_bad_rows", "normalize_name", "open_decompressed", "parse_instant", "parse_instants",
+    "read_batches", "read_stitched", "reader_for",
 ]

@@ -60,11 +60,14 @@ class _Reporting:
         if number <= self.reported:
             return "skip"
         self.invalid.add(number)
-        self.stats.bad_rows.malformed.append(BadRow(
-            self.uri, number,
-            f"expected {row.expected_columns} fields, got {row.actual_columns}",
-            row.text[:MAX_RAW_CHARS] if row.text is not None else None))
+        self.stats.bad_rows.malformed.append(malformed_row(self.uri, number, row))
         return "skip"
+
+
+def malformed_row(uri: str, number: int, row: pacsv.InvalidRow) -> BadRow:
+    """The bad row of a record pyarrow found with the wrong number of fields."""
+    return BadRow(uri, number, f"expected {row.expected_columns} fields, got {row.actual_columns}",
+                  row.text[:MAX_RAW_CHARS] if row.text is not None else None)
 
 
 def _framed(stream: BinaryIO, rest: bytes, sentinel: bytes, limits: ReadLimits,
@@ -124,29 +127,10 @@ def read_batches(
     if block_size is not None:
         limits = dataclasses.replace(limits, block_size=block_size)
     stats = stats if stats is not None else FileStats()
-    header = split_header(stream, uri, schema, limits)
-    stats.header_line, stats.data_offset, stats.data_line = (
-        header.line, header.data_offset, header.data_line)
-    if not header.names:
-        stats.empty = True
+    started = start_file(stream, uri, schema, limits, stats)
+    if started is None:
         return
-    positions = find_columns(header.names, schema, uri, header.line)
-    stats.positions = positions
-    width = len(header.names)
-    rest = header.rest
-    del header  # a wide header's names
-    if not rest:
-        rest = stream.read(HEADER_READ)
-        if not rest:
-            return  # a header and nothing else
-    # The row size from the first 16 KiB past the header (or to the first line end beyond):
-    # counting all the 64 KiB read in every file took 70 us of a small file's fixed cost, for
-    # an estimate only the day's first file gives.
-    sampled = rest.rfind(b"\n", 0, ROW_SAMPLE_BYTES) + 1 or rest.find(b"\n") + 1
-    if sampled:
-        stats.row_bytes = sampled / rest.count(b"\n", 0, sampled)
-    field_names = [f"f{i}" for i in range(width)]
-    wanted = [field_names[p] for p in positions]
+    positions, width, rest = started
     # Record numbers of the malformed rows, as runs: a billion of them in a row is one.
     invalid = Runs()
     parsed = 0  # structurally valid rows returned so far, clean or not
@@ -171,16 +155,7 @@ def read_batches(
                                     blanks=None if scanned else limits.blank_lines_before_rescan)
             reader = None
             try:
-                reader = pacsv.open_csv(
-                    framed.source,
-                    read_options=pacsv.ReadOptions(column_names=field_names,
-                                                   block_size=limits.block_size, use_threads=False),
-                    parse_options=pacsv.ParseOptions(newlines_in_values=True,
-                                                     invalid_row_handler=on_invalid),
-                    convert_options=pacsv.ConvertOptions(
-                        include_columns=wanted, column_types={n: pa.binary() for n in wanted},
-                        strings_can_be_null=False, quoted_strings_can_be_null=False),
-                )
+                reader = open_parser(framed.source, width, positions, limits, on_invalid)
                 # pyarrow reads ahead several blocks, so blocks stay small to bound memory; they
                 # are gathered into batches of about chunk_size rows so the per-batch cost stays
                 # low.
@@ -218,7 +193,7 @@ def read_batches(
                     # By position, in ``wanted``'s order as pyarrow gives them: a lookup by name
                     # cost 2.4% of the samples holding the GIL on a day of 2,000 small files.
                     columns = [_concat([b.column(i) for b in gathered]) if gathered
-                               else pa.array([], pa.binary()) for i in range(len(wanted))]
+                               else pa.array([], pa.binary()) for i in range(len(positions))]
                     gathered, gathered_rows = kept, sum(b.num_rows for b in kept)
                     gathered_bytes = sum(gathered_size(b, 2) for b in kept)
                     refuse_long_groups(columns[2], parsed, invalid, limits, uri,
@@ -278,6 +253,54 @@ def read_batches(
                     reader.close()
             break
     stats.rows_read = parsed + len(invalid)
+
+
+def start_file(stream: BinaryIO, uri: str, schema: Schema, limits: ReadLimits,
+               stats: FileStats) -> tuple[list[int], int, bytes] | None:
+    """Read a file's header into ``stats`` (where it is, the required columns' positions, a
+    sample of the row size) and the first bytes past it: the positions, the header's width and
+    those bytes; None for a file with no header (``stats.empty``) or nothing after it."""
+    header = split_header(stream, uri, schema, limits)
+    stats.header_line, stats.data_offset, stats.data_line = (
+        header.line, header.data_offset, header.data_line)
+    if not header.names:
+        stats.empty = True
+        return None
+    positions = find_columns(header.names, schema, uri, header.line)
+    stats.positions = positions
+    width = len(header.names)
+    rest = header.rest
+    del header  # a wide header's names
+    if not rest:
+        rest = stream.read(HEADER_READ)
+        if not rest:
+            return None  # a header and nothing else
+    # The row size from the first 16 KiB past the header (or to the first line end beyond):
+    # counting all the 64 KiB read in every file took 70 us of a small file's fixed cost, for
+    # an estimate only the day's first file gives.
+    sampled = rest.rfind(b"\n", 0, ROW_SAMPLE_BYTES) + 1 or rest.find(b"\n") + 1
+    if sampled:
+        stats.row_bytes = sampled / rest.count(b"\n", 0, sampled)
+    return positions, width, rest
+
+
+def open_parser(source: object, width: int, positions: list[int], limits: ReadLimits,
+                on_invalid: Callable[[pacsv.InvalidRow], str]) -> pacsv.CSVStreamingReader:
+    """pyarrow's streaming reader over ``source``: records of ``width`` fields, the required
+    ones (at ``positions``) as binary, in that order, named ``f<position>``; malformed records
+    to ``on_invalid``."""
+    field_names = [f"f{i}" for i in range(width)]
+    wanted = [field_names[p] for p in positions]
+    return pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(column_names=field_names, block_size=limits.block_size,
+                                       use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True,
+                                         invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=wanted, column_types={n: pa.binary() for n in wanted},
+            strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
 
 
 def _stop(parsed: int, invalid: Runs, stats: FileStats, limit: int | None) -> bool:

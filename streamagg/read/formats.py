@@ -32,6 +32,9 @@ class InputFormat:
     extension: str  # lower case, with its dot; matched in any letter case
     read_batches: Callable[..., Iterator[Any]]
     locate_bad_rows: Callable[..., None]
+    # Consecutive files read as one stream (`streamagg.read.stitch.read_stitched`'s signature):
+    # what `read_batches` gives file by file, at less cost a file. None: file by file.
+    read_stitched: Callable[..., Iterator[Any]] | None = None
 
 
 class Compression:
