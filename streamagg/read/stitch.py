@@ -120,9 +120,12 @@ class _Group:
         self.view[self.end:self.end + len(EOF_PROBE)] = EOF_PROBE
         boundaries = _Boundaries(self.files, limits.blank_lines_before_rescan)
         blocks = []
-        reader = open_parser(pa.BufferReader(self.buffer.slice(0, self.end + len(EOF_PROBE))),
-                             self.width, self.positions, limits, boundaries)
+        reader = None
         try:
+            # pyarrow parses the first block as it opens.
+            reader = open_parser(
+                pa.BufferReader(self.buffer.slice(0, self.end + len(EOF_PROBE))),
+                self.width, self.positions, limits, boundaries)
             while True:
                 try:
                     blocks.append(reader.read_next_batch())
@@ -131,7 +134,8 @@ class _Group:
         except pa.ArrowInvalid as err:  # a row longer than a block, blank lines, not UTF-8
             raise _Unusual from err
         finally:
-            reader.close()
+            if reader is not None:
+                reader.close()
         del self.view, self.buffer  # the bytes, once parsed
         boundaries.finish()
         columns = [pa.concat_arrays([b.column(i) for b in blocks]).slice(1)
