@@ -28,7 +28,10 @@ STAGES: tuple[tuple[str, str, str, str], ...] = (
     # read_file's own time, its nested stages out: pyarrow's parse and conversion (the floor's
     # work), the gathering of blocks, and the reads pyarrow makes on this thread.
     ("parse and gather: pyarrow", "streamagg.engines.local", "read_file", "generator"),
+    # A run of small files read as one stream: the same stages, made once for many files.
+    ("parse and gather: pyarrow", "streamagg.engines.local", "read_files", "generator"),
     ("clean", "streamagg.read.batches", "clean_columns", "call"),
+    ("clean", "streamagg.read.stitch", "clean_columns", "call"),
     ("prepare: fingerprints, counts, partition order", "streamagg.dedup.spill",
      "SpillDeduper.prepare", "call"),
     ("prepare: fingerprints, counts, partition order", "streamagg.engines.local",
