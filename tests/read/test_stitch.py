@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import streamagg.read.stitch as stitch_module
 from streamagg.errors import StreamaggError
-from streamagg.read import FileStats, ReadLimits, locate_bad_rows, read_batches
+from streamagg.read import CLEAN_SCHEMA, FileStats, ReadLimits, locate_bad_rows, read_batches
 from streamagg.read.stitch import Member, read_stitched
 from tests.fuzzing import fuzz_settings
 from tests.reliability.reader_check import TINY
@@ -107,9 +107,10 @@ def small_file(draw: st.DrawFn, wild: bool = True) -> bytes:
         body = body.rstrip(b"\r\n")
     elif end == "open quote":
         body += draw(st.sampled_from([b'z,2021-01-30 10:00:00,"7\n', b'"open', b'",\n\n']))
-    elif end == "nul" and body:
-        at = draw(st.integers(0, len(body) - 1))
-        body = body[:at] + b"\x00" + body[at:]
+    elif end == "nul":  # mostly in the rows, sometimes in the header
+        data = text + body
+        at = draw(st.integers(0, len(data) - 1))
+        return data[:at] + b"\x00" + data[at:]
     return text + body
 
 
@@ -203,7 +204,7 @@ def stitched(members: list[Member], options: dict[str, Any], stitch_bytes: int |
                 out.ends.append(len(out.rows))
                 out.bad.append(len(item.stats.bad_rows))
             else:
-                assert 0 < item.num_rows <= chunk_size
+                assert 0 < item.num_rows <= chunk_size and item.schema.equals(CLEAN_SCHEMA)
                 out.rows.extend(rows_of(item))
     except StreamaggError as err:
         out.error = (type(err).__name__, str(err))
