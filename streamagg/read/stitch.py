@@ -15,7 +15,6 @@ import pyarrow.csv as pacsv
 
 from ..columns import BadRow, FileStats, capped
 from ..config import Schema
-from ..errors import BadDataError, StorageError
 from .batches import malformed_row, open_parser, read_batches, start_file
 from .blank import is_blank_text
 from .clean import clean_columns
@@ -297,14 +296,19 @@ def read_stitched(members: Iterable[Member], *, schema: Schema | None = None,
 
     for member in members:
         finished: list[_Group] = []
+        failed: Exception | None = None
         try:
             joined = stitching and join(member, finished)
-        except (BadDataError, StorageError, OSError):
-            joined = False  # read alone, the error raised in its place in the order
+        except Exception as err:  # noqa: BLE001 - raised again below, in its place
+            joined, failed = False, err
         for full in finished:
             yield from flush(full)
         if not joined:
             before, group = group, None
             yield from flush(before)  # the files before it go first
+            if failed is not None:
+                # What reading it alone would raise there (its header, its storage), raised
+                # without reading it again: a slow or failing store is not asked twice.
+                raise failed
             yield from alone(member)
     yield from flush(group)
