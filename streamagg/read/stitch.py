@@ -18,6 +18,7 @@ from ..config import Schema
 from .batches import malformed_row, open_parser, read_batches, start_file
 from .blank import is_blank_text
 from .clean import clean_columns
+from .framing import splits_quoted_crlf
 from .limits import ReadLimits
 from .numbering import Runs, record_number
 from .quotes import EOF_PROBE, is_probe
@@ -117,14 +118,16 @@ class _Group:
         """The files' clean rows, their bad rows and counts kept on each `_Loaded`; raises
         `_Unusual` for anything a file's own reading must decide."""
         self.view[self.end:self.end + len(EOF_PROBE)] = EOF_PROBE
+        joined = self.buffer.slice(0, self.end + len(EOF_PROBE))
+        if splits_quoted_crlf(joined, limits.block_size):
+            raise _Unusual  # pyarrow would drop a LF from a quoted field there
         boundaries = _Boundaries(self.files, limits.blank_lines_before_rescan)
         blocks = []
         reader = None
         try:
             # pyarrow parses the first block as it opens.
-            reader = open_parser(
-                pa.BufferReader(self.buffer.slice(0, self.end + len(EOF_PROBE))),
-                self.width, self.positions, limits, boundaries)
+            reader = open_parser(pa.BufferReader(joined), self.width, self.positions, limits,
+                                 boundaries)
             while True:
                 try:
                     blocks.append(reader.read_next_batch())
@@ -135,7 +138,7 @@ class _Group:
         finally:
             if reader is not None:
                 reader.close()
-        del self.view, self.buffer  # the bytes, once parsed
+        del self.view, self.buffer, joined  # the bytes, once parsed
         boundaries.finish()
         columns = [pa.concat_arrays([b.column(i) for b in blocks]).slice(1)
                    for i in range(len(self.positions))]

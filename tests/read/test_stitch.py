@@ -36,6 +36,7 @@ VALUES = [
     (b"\xff\xfe", b"2021-01-30 10:00:00", b"6"),  # cleaned out: invalid UTF-8
     (b'"q,1\n \n"', b"2021-01-30 12:00:00", b'"7,8"'),  # quoted commas and line breaks
     (b'"x""y"', b'"2021-01-30 13:00:00"', b" 9 "),
+    (b'"r\r\nn"', b"2021-01-30 14:00:00", b'"\r\n"'),  # quoted CRLFs: a block may split one
     (b"g", b"2021-01-30 10:00:00", b"G" * 40),  # a group too long under LONG_GROUPS' limits
 ]
 # Lines whatever the header: blank lines, empty lines, rows pyarrow cannot go on past.
@@ -362,3 +363,15 @@ def test_stitch_bytes_bounds_a_group(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 1 < counts["parses"] < 6
     assert len(got.rows) == 18
     check(files, ["bytes"] * 6, OPTIONS, 250)
+
+
+def test_a_block_that_splits_a_quoted_crlf_is_read_file_by_file() -> None:
+    """pyarrow drops the LF that opens a block after one ending in a CR (framing.Prefixed):
+    for one of these paddings of the first file, a block boundary of the joined bytes falls
+    inside the second file's quoted CRLF; the LF must stay in the value, as when each file is
+    read alone."""
+    options = {**OPTIONS, "limits": dataclasses.replace(ReadLimits.default(), block_size=64)}
+    for pad in range(64):
+        files = [HEADER + b"a" * (pad + 1) + b",2021-01-30 10:00:00,1\n",
+                 HEADER + b'"x\r\ny",2021-01-30 10:00:00,2\n']
+        check(files, ["bytes"] * 2, options, None)
