@@ -17,6 +17,7 @@ from ..config import Config
 from ..dedup import Prepared, make_deduper
 from ..errors import StorageError
 from ..read import Member, ReadLimits, reader_for
+from ..read.formats import InputFormat
 from ..read.limits import gathered_size
 from ..sources import InputFile, Storage
 from . import Books, DayCounts, FileResult, RunContext
@@ -221,32 +222,55 @@ def read_files(config: Config, source: Storage, items: list[InputFile], limits: 
                work: str | None = None) -> Iterator[BatchRead | FileRead]:
     """The inputs' clean batches in order, each input's `FileRead` after the batches holding
     its last rows, its bad rows located; ``work``: where many bad rows wait on disk.
-    Consecutive inputs of a format that can are read joined (`InputFormat.read_stitched`)."""
-    kinds = {reader_for(item).format for item in items}
-    kind = kinds.pop() if len(kinds) == 1 else None
-    if len(items) < 2 or kind is None or kind.read_stitched is None:
-        for item in items:
-            stats = FileStats(bad_rows=BadRows(work))
-            for batch in read_file(config, source, item, stats, limits):
-                yield BatchRead(batch, stats.row_bytes)
-            yield FileRead(item, stats)
-        return
-    members = [Member(item.uri, functools.partial(open_input, source, item),
-                      FileStats(bad_rows=BadRows(work))) for item in items]
-    of_member = {id(member): item for member, item in zip(members, items, strict=True)}
-    row_bytes = None
-    for read in kind.read_stitched(members, schema=config.schema, chunk_size=config.chunk_size,
-                                   limits=limits, stop_after_bad=config.max_bad_rows.count):
-        if isinstance(read, Member):
-            item, stats = of_member[id(read)], read.stats
-            if stats.bad_rows:
-                kind.locate_bad_rows(read.reopen, stats, limits)
-            yield FileRead(item, stats)
+    Consecutive small inputs of a format that can are read joined (`InputFormat.read_stitched`).
+    """
+    for kind, joined, part in _joinable(items, limits):
+        if not joined:
+            for item in part:
+                stats = FileStats(bad_rows=BadRows(work))
+                for batch in read_file(config, source, item, stats, limits):
+                    yield BatchRead(batch, stats.row_bytes)
+                yield FileRead(item, stats)
             continue
-        # A file's sample is taken as its header is read, before its rows come.
-        row_bytes = row_bytes or next((m.stats.row_bytes for m in members if m.stats.row_bytes),
-                                      None)
-        yield BatchRead(read, row_bytes)
+        assert kind.read_stitched is not None
+        members = [Member(item.uri, functools.partial(open_input, source, item),
+                          FileStats(bad_rows=BadRows(work))) for item in part]
+        of_member = {id(member): item for member, item in zip(members, part, strict=True)}
+        row_bytes = None
+        for read in kind.read_stitched(members, schema=config.schema,
+                                       chunk_size=config.chunk_size, limits=limits,
+                                       stop_after_bad=config.max_bad_rows.count):
+            if isinstance(read, Member):
+                item, stats = of_member[id(read)], read.stats
+                if stats.bad_rows:
+                    kind.locate_bad_rows(read.reopen, stats, limits)
+                yield FileRead(item, stats)
+                continue
+            # A file's sample is taken as its header is read, before its rows come.
+            row_bytes = row_bytes or next(
+                (m.stats.row_bytes for m in members if m.stats.row_bytes), None)
+            yield BatchRead(read, row_bytes)
+
+
+def _joinable(items: list[InputFile], limits: ReadLimits,
+              ) -> Iterator[tuple[InputFormat, bool, list[InputFile]]]:
+    """The inputs in consecutive parts of one format: whether a part is read joined, and its
+    inputs. Joined: two or more whose expected content is at most an eighth of
+    ``limits.gather_bytes`` each, so that four fit in a joined group (half of it): a file
+    larger than half a group would be a group of its own, loaded, then read again alone."""
+    small = limits.gather_bytes // 8
+    part: list[InputFile] = []
+    key: tuple[InputFormat, bool] | None = None
+    for item in items:
+        reader = reader_for(item)
+        joins = reader.format.read_stitched is not None and reader.expected_bytes <= small
+        if key is not None and key != (reader.format, joins):
+            yield key[0], key[1] and len(part) > 1, part
+            part = []
+        key = (reader.format, joins)
+        part.append(item)
+    if key is not None:
+        yield key[0], key[1] and len(part) > 1, part
 
 
 def read_file(config: Config, source: Storage, item: InputFile, stats: FileStats,

@@ -171,6 +171,49 @@ def test_small_files_share_batches_and_keep_their_books(tmp_path: Path,
         (f"f{n:02d}.csv", n % 7 + 1) for n in range(30) if n % 5 == 1]
 
 
+def test_files_too_large_to_join_are_opened_once(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small files are read joined, the others alone: each file is opened once, whatever its
+    size (a file of more than half a joined group was a group of its own, loaded, then read
+    again alone), and the counts are the reference's."""
+    import streamagg.engines.local as local_module
+    import streamagg.read.stitch as stitch_module
+
+    opened: list[str] = []
+    real_open = local_module.open_input
+
+    def open_input(source: Any, item: InputFile) -> Any:
+        opened.append(Path(item.uri).name)
+        return real_open(source, item)
+
+    parses: list[int] = []
+    real_open_parser = stitch_module.open_parser
+
+    def open_parser(*args: Any, **kwargs: Any) -> Any:
+        parses.append(1)
+        return real_open_parser(*args, **kwargs)
+
+    monkeypatch.setattr(local_module, "open_input", open_input)
+    monkeypatch.setattr(stitch_module, "open_parser", open_parser)
+    root = tmp_path / "source"
+    folder = root / day_path(DAY)
+    folder.mkdir(parents=True)
+    header = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
+    # At 128MB a joined group holds 2 MiB of text: files of 210 KB join; those of 1.1 MB do
+    # not (each would have been a group of its own).
+    for n, rows in enumerate([6_000, 6_000, 6_000, 32_000, 32_000, 6_000, 6_000, 32_000]):
+        lines = [f"id{n}-{i:08d},2021-01-30 {i % 24:02d}:00:00,{i % 3}\n" for i in range(rows)]
+        (folder / f"f{n}.csv").write_text(header + "".join(lines))
+    (tmp_path / "work").mkdir()
+    day, books = count(root, "spill", tmp_path / "work", memory_limit="128MB")
+    written = io.BytesIO()
+    write_output(day.counts.sorted_parts(), written, Schema())
+    day.counts.close()
+    assert written.getvalue() == expected_for(root, DAY).output
+    assert sorted(opened) == sorted(f"f{n}.csv" for n in range(8))
+    assert len(parses) == 2  # f0 to f2, f5 and f6
+
+
 @pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
 def test_a_backend_failing_is_one_line_naming_its_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dedupe: str) -> None:
