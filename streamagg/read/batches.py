@@ -138,7 +138,7 @@ def read_batches(
     # its first row by recursion, one level of stack a block: a few gigabytes of blank lines
     # after a header overflowed a thread's stack (SIGSEGV). A first record of the right width,
     # dropped again, puts a row in the first block, so that path is never taken.
-    sentinel = b"s" + b"," * (width - 1) + b"\n"
+    sentinel = sentinel_record(width)
     # A streamed file that cannot be read again from its start has its blank lines emptied
     # ahead of the parser from the first block (see `ReadLimits.blank_lines_before_rescan`).
     scanned = reopen is None
@@ -253,6 +253,12 @@ def read_batches(
                     reader.close()
             break
     stats.rows_read = parsed + len(invalid)
+
+
+def sentinel_record(width: int) -> bytes:
+    """A record of ``width`` fields put before a file's rows and dropped again, so that
+    pyarrow's first block holds a row (see where `read_batches` makes it)."""
+    return b"s" + b"," * (width - 1) + b"\n"
 
 
 def start_file(stream: BinaryIO, uri: str, schema: Schema, limits: ReadLimits,

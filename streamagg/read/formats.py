@@ -174,12 +174,18 @@ class _Rewound(io.BufferedIOBase):
             data = self.read(len(view))
             view[:len(data)] = data
             return len(data)
-        readinto = getattr(self._rest, "readinto", None)
-        if readinto is not None:
-            return int(readinto(view) or 0)
-        data = self._rest.read(len(view))
-        view[:len(data)] = data
-        return len(data)
+        return read_into(self._rest, view)
+
+
+def read_into(stream: BinaryIO, view: memoryview) -> int:
+    """Fill ``view`` from ``stream`` with one read: by its ``readinto`` when it has one (no
+    copy), else by ``read``; the bytes read, 0 at its end."""
+    readinto = getattr(stream, "readinto", None)
+    if readinto is not None:
+        return int(readinto(view) or 0)
+    data = stream.read(len(view))
+    view[:len(data)] = data
+    return len(data)
 
 
 class _Checked(io.BufferedIOBase):

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from .blank import empty_blank_lines, padded_line_start
+from .formats import read_into
 from .quotes import EOF_PROBE
 
 _QUOTE = np.uint8(ord('"'))
@@ -72,14 +73,6 @@ class Prefixed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def _read_into(self, buffer: memoryview) -> int:
-        readinto = getattr(self._rest, "readinto", None)
-        if readinto is not None:
-            return int(readinto(buffer) or 0)
-        data = self._rest.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
     def read(self, size: int = -1) -> bytes:
         """At most ``size`` bytes (one more if ``size`` is 1), never ending in a CR but at the
         end of the file.
@@ -131,7 +124,7 @@ class Prefixed(io.RawIOBase):
             buffer[:n] = self._prefix[:n]
             self._prefix = self._prefix[n:]
             return n
-        n = 0 if self.at_eof else self._read_into(buffer)
+        n = 0 if self.at_eof else read_into(self._rest, buffer)
         if not n:
             self.at_eof = True
             n = min(len(buffer), len(self._suffix))

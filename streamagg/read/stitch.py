@@ -15,9 +15,10 @@ import pyarrow.csv as pacsv
 
 from ..columns import BadRow, FileStats, capped
 from ..config import Schema
-from .batches import malformed_row, open_parser, read_batches, start_file
+from .batches import malformed_row, open_parser, read_batches, sentinel_record, start_file
 from .blank import is_blank_text
 from .clean import clean_columns
+from .formats import read_into
 from .framing import splits_quoted_crlf
 from .limits import ReadLimits
 from .numbering import Runs, record_number
@@ -43,8 +44,6 @@ class Member:
 @dataclass
 class _Loaded:
     member: Member
-    start: int  # its bytes in the group's buffer
-    end: int
     # Filled by the parse: its records' numbers in the joined stream, blank lines, bad rows.
     first_record: int = 0
     blanks: int = 0
@@ -64,7 +63,7 @@ class _Group:
 
     def __init__(self, width: int, positions: list[int], capacity: int) -> None:
         self.width, self.positions = width, positions
-        self.sentinel = b"s" + b"," * (width - 1) + b"\n"  # as `read_batches` starts a file
+        self.sentinel = sentinel_record(width)
         self.capacity = capacity
         self.buffer = pa.allocate_buffer(capacity + len(self.sentinel) + len(EOF_PROBE))
         self.view = memoryview(self.buffer).cast("B")
@@ -90,14 +89,8 @@ class _Group:
             return False
         self.view[self.end:start] = separator
         self.view[start:end] = head
-        readinto = getattr(stream, "readinto", None)
         while end < limit:
-            if readinto is not None:
-                read = readinto(self.view[end:limit])
-            else:
-                data = stream.read(limit - end)
-                read = len(data)
-                self.view[end:end + read] = data
+            read = read_into(stream, self.view[end:limit])
             if not read:
                 break
             end += read
@@ -109,7 +102,7 @@ class _Group:
         body = np.frombuffer(self.buffer, np.uint8, count=end - start, offset=start)
         if len(body) and body.min() == 0:
             return False
-        self.files.append(_Loaded(member, start, end))
+        self.files.append(_Loaded(member))
         self.end = end
         return True
 
