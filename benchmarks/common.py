@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import compileall
 import datetime as dt
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -261,8 +264,25 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+@functools.cache
+def byte_compiled() -> None:
+    """Byte-compile streamagg and the peers' scripts, as pip does when it installs a package.
+
+    Python skips writing ``__pycache__`` under ``PYTHONDONTWRITEBYTECODE`` (set on the machines
+    these figures come from), so an editable checkout compiled its 85 modules from source at
+    every start: 0.11 s of each streamagg run, which an installed tool does not pay. Stale
+    files are harmless: Python checks each against its source's time and size.
+    """
+    spec = importlib.util.find_spec("streamagg")  # the copy the commands import
+    folders = [*(spec.submodule_search_locations or []), str(BENCH_DIR / "peers")] if spec else []
+    for folder in folders:
+        compileall.compile_dir(folder, quiet=1)
+
+
 def streamagg_command(dataset: Dataset, dest: Path, *extra: str) -> list[str]:
-    """The streamagg command line for a day, preferring the installed console script."""
+    """The streamagg command line for a day, preferring the installed console script (whose
+    modules are byte-compiled first: `byte_compiled`)."""
+    byte_compiled()
     script = Path(sys.executable).with_name("streamagg")
     base = [str(script)] if script.exists() else [sys.executable, "-m", "streamagg"]
     return [*base, dataset.day.isoformat(), "--source", str(dataset.source), "--dest", str(dest),
