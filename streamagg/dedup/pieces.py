@@ -263,32 +263,31 @@ def later_occurrences(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np
     """The rows that repeat an earlier row's fingerprint (high, low), in order, and the first
     row of each one's fingerprint.
 
-    One value sort, no argsort: each row's number is packed into the low bits of its low lane
-    (a well-mixed hash on its own, which no partitioning has used), so sorting the packed
-    values groups the rows by the lane's top bits with row numbers ascending in each run. Only
-    rows in runs (the duplicates, a few percent) are looked at further: a run whose rows all
-    carry its first row's two lanes is one key; a run that holds several keys (top bits alike
-    by chance, or a weak lane) is sorted exactly on both lanes. numpy's value sort is 3.5
-    times faster than its argsort here: 7 ms, not 22 ms, for 310k rows.
+    The rows are put in order of the low lane's top 32 bits (a well-mixed hash on its own,
+    which no partitioning has used) by two stable sorts on 16 bits each, which numpy does as
+    radix sorts: equal values fall in runs with their row numbers ascending. Only rows in runs
+    (the duplicates, a few percent) are looked at further: a run whose rows all carry its
+    first row's two lanes is one key; a run that holds several keys (top bits alike by chance,
+    or a weak lane) is sorted exactly on both lanes. The two radix passes took 0.6x the time
+    of numpy's value sort of the lane (4 ms, not 6.4, for 156k rows), and that sort had been
+    3.5 times faster than an argsort.
     """
     n = len(low)
     none = np.zeros(0, dtype=np.int64)
     if n < 2:
         return none, none
-    bits = (n - 1).bit_length()
-    mask = np.uint64((1 << bits) - 1)
-    # In place: a partition's de-duplication holds one more lane of its rows, not three.
-    packed = low & ~mask
-    np.bitwise_or(packed, np.arange(n, dtype=np.uint64), out=packed)
-    packed.sort()
-    same = (packed[1:] ^ packed[:-1]) <= mask  # the same top bits as the row before
+    rows = np.argsort(_sixteen_bits(low, 32), kind="stable")
+    rows = rows[np.argsort(_sixteen_bits(low[rows], 48), kind="stable")]
+    top = low[rows] >> np.uint64(32)
+    same = top[1:] == top[:-1]  # the same top bits as the row before
+    del top
     if not same.any():
         return none, none
     follows = np.zeros(n, dtype=bool)  # a row whose run started before it
     follows[1:] = same
     in_run = follows.copy()
     in_run[:-1] |= same
-    rows = (packed[in_run] & mask).astype(np.int64)
+    rows = rows[in_run]
     starts = ~follows[in_run]
     run = np.cumsum(starts) - 1
     heads = rows[starts][run]
@@ -304,6 +303,11 @@ def later_occurrences(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np
         rows, heads = rows[later], heads[later]
     order = np.argsort(rows)
     return rows[order], heads[order]
+
+
+def _sixteen_bits(lane: np.ndarray, shift: int) -> np.ndarray:
+    """Bits ``shift`` to ``shift + 15`` of each value, as a uint16 array numpy radix-sorts."""
+    return (lane >> np.uint64(shift)).astype(np.uint16)
 
 
 def _exactly_later(rows: np.ndarray, high: np.ndarray,
