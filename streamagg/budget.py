@@ -59,10 +59,13 @@ class Budget:
     # measures prepared batches): what the depth above was sized for, so batches of long or wide
     # rows queue fewer, not more memory. The batch the consumer waits for always gets through.
     queue_bytes: int
-    # CSV bytes pyarrow parses at once: 256 KiB up to a 256 MB budget. pyarrow reads about a
-    # dozen blocks ahead per file, so the block is what bounds a reader's memory (1 MiB blocks
-    # cost 60 MB more peak on a 10M-row day than 256 KiB, for no speed); it also caps the
-    # longest row pyarrow can take (longer rows go through the slower csv fallback).
+    # CSV bytes pyarrow parses at once. pyarrow's read-ahead thread queues up to 32 blocks per
+    # file being read (arrow's background generator), so the block is what bounds a reader's
+    # memory: the readers' queues together get an eighth of the budget, 512 KiB blocks at 256 MB
+    # on two readers, 256 KiB below 256 MB. Per block, pyarrow and the reader pay a fixed cost:
+    # 512 KiB took 0.94x to 0.98x the wall of 256 KiB on the five benchmark days (paired runs),
+    # for 20 to 30 MB more peak (205 to 210 MiB at 256 MB). It also caps the longest row
+    # pyarrow can take (longer rows go through the slower csv fallback).
     reader_block_size: int
     # The reader's bounds on what follows the shape of a file, not its size (see read/limits.py):
     # gathered blocks stop at this many bytes of the three columns as well as at gather_rows, so
@@ -131,7 +134,8 @@ def _budget(limit: int, cpus: int) -> Budget:
         gather_rows=gather,
         queue_depth=depth,
         queue_bytes=readers * depth * gather * PREPARED_ROW_BYTES,
-        reader_block_size=max(256 << 10, min(4 << 20, limit // 1024)),
+        reader_block_size=256 << 10 if small else max(256 << 10, min(4 << 20,
+                                                                  limit // 256 // readers)),
         reader_gather_bytes=limit // 32,
         reader_max_columns=limit // 4096,
         reader_max_row_bytes=min(16 * MiB, limit // 16),
