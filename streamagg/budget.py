@@ -17,8 +17,9 @@ DEFAULT_LIMIT = 256 * MiB
 MIN_MEMORY_LIMIT = 128 * MiB
 # The smallest --memory-limit that holds on every machine measured, a fresh install included.
 RELIABLE_MEMORY_LIMIT = 192 * MiB
-# Below this the run uses one reader thread and one de-duplication thread, and trims the heap
-# tighter: at 128 and 192 MB those megabytes decide whether the limit holds.
+# Below this the run uses one reader thread, and trims the heap tighter: at 128 and 192 MB
+# those megabytes decide whether the limit holds. Below `RELIABLE_MEMORY_LIMIT` it also
+# de-duplicates on one thread.
 SMALL_LIMIT = 256 * MiB
 # Python, pyarrow and numpy loaded, code pages included, before any work (measured: 72 MB).
 RUNTIME_BYTES = 80 * MiB
@@ -85,8 +86,11 @@ class Budget:
     # at 295 MiB under 256MB, 11 MiB ones at 235 MiB under 192MB. A 256th of the budget, at
     # most 1 MiB (a campaign id is a few dozen bytes); longer ones are refused (exit 4).
     reader_max_group_bytes: int
-    # The spill backend: two partitions at once where the budget allows, each getting half of
-    # its share; a partition's work gets half of what the runtime leaves of 0.9x the limit (the
+    # The spill backend: two partitions at once from 192 MB (on two cores), each getting half of
+    # the share, so twice the partitions hold the same memory. At 192 MB, the default in a
+    # 256 MiB container, the one reader leaves a core idle after the read: two threads took
+    # 0.92x the wall (adlog day, paired runs), peaks 127 to 136 MiB as before.
+    # A partition's work gets half of what the runtime leaves of 0.9x the limit (the
     # other half is what the allocators keep and the hourly counts; the tenth is the margin:
     # with the whole limit, a day of 300,000 (campaign, hour) pairs and 1,000 small files
     # peaked at 157 to 166 MiB under 192MB, 0.82 to 0.87x, and 177 MiB once in a cgroup;
@@ -124,7 +128,7 @@ class Budget:
 def _budget(limit: int, cpus: int) -> Budget:
     small = limit < SMALL_LIMIT
     gather = max(8_192, limit // 4096)
-    spill_threads = 1 if small else max(1, min(2, cpus))
+    spill_threads = 1 if limit < RELIABLE_MEMORY_LIMIT else max(1, min(2, cpus))
     working = max(limit * 9 // 10 - RUNTIME_BYTES, limit // 4)
     readers = 1 if small else max(1, min(MAX_READERS, cpus, limit // PER_READER_BYTES))
     depth = 2 if small else max(2, limit // 8 // (readers * gather * PREPARED_ROW_BYTES))
