@@ -278,11 +278,11 @@ def later_occurrences(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np
         return none, none
     # The top 32 bits as two 16-bit halves; which half is sorted first does not matter: equal
     # values end up together, in row order, either way. Held as 4 bytes a row, and the row
-    # numbers too (a partition has fewer than 2**31 rows): 22 bytes a row at the peak, where
-    # the value sort took 17 and the same passes on 8-byte values 26.
+    # numbers too (a partition fits in memory, far below 2**31 rows): 20 bytes a row at the
+    # peak, where the value sort took 17 and the same passes on 8-byte values 26.
     top = (low >> np.uint64(32)).astype(np.uint32)
     halves = top.view(np.uint16).reshape(n, 2)
-    rows = np.argsort(halves[:, 0], kind="stable").astype(np.int32)
+    rows = np.argsort(halves[:, 0], kind="stable").astype(np.int32 if n < 2**31 else np.int64)
     rows = rows[np.argsort(halves[rows, 1], kind="stable")]
     del halves
     top = top[rows]
