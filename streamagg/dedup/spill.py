@@ -26,8 +26,11 @@ SPILLED_ROW_BYTES = 29
 # ... each filling at most 80% of its budget: hash partitions differ a little and the rows are
 # estimated from the first file, and a partition that does not fit is cut again.
 PARTITION_HEADROOM = 1.25
-# Rows a spill message should hold at least, on average per partition (see PartitionWriters).
-SPILL_MESSAGE_ROWS = 2048
+# Rows a spill message should hold at least, on average per partition (see PartitionWriters);
+# within the writer's share of the budget, which bounds what it holds either way. 4,096, not
+# 2,048: half the messages to write and read back (spill write 0.33 CPU s, not 0.37, on the
+# adlog day; writing 1.3M rows into 64 partitions 32 ms, not 40).
+SPILL_MESSAGE_ROWS = 4096
 __all__ = ["MAX_PARTITIONS", "MAX_SEGMENTS", "SpillDeduper"]
 
 
