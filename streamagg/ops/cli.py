@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from typing import Any
 
 import click
@@ -137,7 +136,6 @@ def main(date: str, to: str | None, keep_going: bool, skip_unchanged: bool, chec
     """Aggregate one day of ad impressions: de-duplicate the day's CSV logs, count them per
     campaign and hour, write one CSV. DATE is the day, YYYY-MM-DD."""
     stop_on_signals()
-    _quiet_pyarrow_row_text()
     if quiet and verbose:
         raise UsageError("-q/--quiet and -v/--verbose contradict each other: give one")
     if check and (options["dry_run"] or skip_unchanged):
@@ -156,18 +154,3 @@ def main(date: str, to: str | None, keep_going: bool, skip_unchanged: bool, chec
         progress = False  # stderr stays silent on a clean run
     return run_days(config, until=parse_day(to) if to is not None else None, mode=mode,
                     keep_going=keep_going, progress=progress, console=console)
-
-
-def _quiet_pyarrow_row_text() -> None:
-    """pyarrow reports a row it cannot decode for its invalid-row handler as an "exception
-    ignored" on stderr before raising; the reader then re-reads that file exactly, so the
-    message is noise for the operator."""
-    default_hook = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        if isinstance(unraisable.exc_value, UnicodeDecodeError) and "on_invalid" in repr(
-                unraisable.object):
-            return
-        default_hook(unraisable)
-
-    sys.unraisablehook = hook
