@@ -247,9 +247,6 @@ def read_stitched(members: Iterable[Member], *, schema: Schema | None = None,
     def flush(done: _Group | None) -> Iterator[pa.RecordBatch | Member]:
         if done is None or not done.files:
             return
-        if len(done.files) == 1:
-            yield from alone(done.files[0].member)
-            return
         try:
             clean = done.read(schema, limits, stop_after_bad)
         except _Unusual:

@@ -214,6 +214,40 @@ def test_files_too_large_to_join_are_opened_once(tmp_path: Path,
     assert len(parses) == 2  # f0 to f2, f5 and f6
 
 
+def test_a_file_left_alone_in_its_joined_group_is_opened_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of another column order amid small files is a joined group of one: it is parsed
+    from the bytes loaded, not opened and read a second time."""
+    import streamagg.engines.local as local_module
+
+    opened: list[str] = []
+    real_open = local_module.open_input
+
+    def open_input(source: Any, item: InputFile) -> Any:
+        opened.append(Path(item.uri).name)
+        return real_open(source, item)
+
+    monkeypatch.setattr(local_module, "open_input", open_input)
+    root = tmp_path / "source"
+    folder = root / day_path(DAY)
+    folder.mkdir(parents=True)
+    for n in range(5):
+        lines = [f"id{n}-{i:06d},2021-01-30 {i % 24:02d}:00:00,{i % 3}" for i in range(500)]
+        if n == 2:
+            header = "CAMPAIGN_ID,IMPRESSION_ID,IMPRESSION_DATETIME\n"
+            lines = [",".join([c, k, t]) for k, t, c in (line.split(",") for line in lines)]
+        else:
+            header = "IMPRESSION_ID,IMPRESSION_DATETIME,CAMPAIGN_ID\n"
+        (folder / f"f{n}.csv").write_text(header + "\n".join(lines) + "\n")
+    (tmp_path / "work").mkdir()
+    day, books = count(root, "spill", tmp_path / "work")
+    written = io.BytesIO()
+    write_output(day.counts.sorted_parts(), written, Schema())
+    day.counts.close()
+    assert written.getvalue() == expected_for(root, DAY).output
+    assert sorted(opened) == [f"f{n}.csv" for n in range(5)]
+
+
 @pytest.mark.parametrize("dedupe", DEDUPE_BACKENDS)
 def test_a_backend_failing_is_one_line_naming_its_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dedupe: str) -> None:
